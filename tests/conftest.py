@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny tokenizers and models built in-process from real architecture configs (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+_TOKENIZER_TEXTS = [
+    "The cat sits on the mat. Answer in Chinese: 猫坐在垫子上。",
+    "I like green tea very much. Answer in English: 我非常喜欢绿茶。",
+    "你今天好吗？ How are you today? Translate into Chinese: 你好",
+    "Der Hund schläft. Le chien dort. El perro duerme. สวัสดี こんにちは 안녕하세요",
+] * 20
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer (vocab 400) with <pad>, <s> (prepended) and </s>."""
+    from afp_cli.tiny import train_tokenizer
+
+    return train_tokenizer(_TOKENIZER_TEXTS, vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    """Factory: ``tiny_model_dir("llama")`` saves a random 4-layer model + tokenizer and returns the folder.
+
+    Load it with ``AutoModelForCausalLM.from_pretrained(path)`` exactly like a hub model.
+    """
+    from afp_cli.tiny import build_model, tiny_architecture
+
+    cache: dict[str, Path] = {}
+
+    def make(model_type: str = "llama") -> Path:
+        if model_type not in cache:
+            folder = tmp_path_factory.mktemp(f"tiny-{model_type}")
+            build_model(tiny_architecture(model_type), tiny_tokenizer, seed=0).save_pretrained(folder)
+            tiny_tokenizer.save_pretrained(folder)
+            cache[model_type] = folder
+        return cache[model_type]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"team data folder {SHARED_DATA} not present")
+    return SHARED_DATA
