@@ -27,6 +27,8 @@ def _register_commands() -> None:
 
     app.command("align", help=align.HELP, no_args_is_help=True)(align.align)
     # sub-commands: one line each, added below as the command modules land
+    from afp_cli.commands import data
+    app.add_typer(data.app, name="data")
 
 
 def _version(value: bool) -> None:

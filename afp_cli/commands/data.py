@@ -1,0 +1,152 @@
+"""`afp data`: build AFP training mixtures (bilingual, multilingual, translation) and describe them (stats)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from afp_cli.data.mixture_config import (
+    DEFAULT_TEMPLATE,
+    DEFAULT_TEMPLATE_NO_INPUT,
+    DEFAULT_TRANSLATION_TEMPLATES,
+    MixtureConfig,
+)
+from afp_cli.errors import AfpError
+
+app = typer.Typer(
+    help="Build AFP training mixtures (MCL translation pairs + CIT texts) in the paper's three modes, and show "
+    "their statistics. Example: afp data bilingual --instructions bactrian-x/ --languages en zh -o en-zh.jsonl",
+    no_args_is_help=True,
+)
+
+# Click options take one value each, so `--languages en zh` leaves `zh` as a positional word: the build commands
+# have no other positional argument, and collect such words here as further languages.
+Languages = Annotated[list[str], typer.Option("--languages", "-l", help="Language codes, pivot first: --languages en zh (ISO 639-1 or FLORES-200).")]
+MoreLanguages = Annotated[Optional[list[str]], typer.Argument(hidden=True, metavar="")]
+Instructions = Annotated[Path, typer.Option("--instructions", "-i", help="Folder with one {lang}.json (or .jsonl, .json.gz) per language, records id/instruction/input/output, aligned by id (Bactrian-X layout).")]
+CrossProb = Annotated[float, typer.Option("--cross-prob", "-x", help="Share of CIT examples answered in another language than the question's (0: the paper's MIT ablation).")]
+ChangeProb = Annotated[float, typer.Option("--change-prob", "-c", help="multilingual: other->pivot instead of pivot->other; translation: swap the direction.")]
+Repeat = Annotated[float, typer.Option("--repeat", "-r", help="Examples = int(repeat x usable source records); fractions allowed.")]
+Seed = Annotated[int, typer.Option("--seed", "-s", help="Same seed, same inputs: byte-identical output.")]
+Output = Annotated[Path, typer.Option("--output", "-o", help="Output JSON lines file (a .meta.json goes beside it).")]
+Template = Annotated[str, typer.Option("--template", help="CIT template for records with an input.")]
+TemplateNoInput = Annotated[str, typer.Option("--template-no-input", help="CIT template for records without an input.")]
+OfficialFormat = Annotated[bool, typer.Option("--official-format", help="Write only sent0, sent1, clm_text, clm_prompt_len: the official trainer counts columns and misreads extra ones.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")]
+Tokenizer = Annotated[Optional[str], typer.Option("--tokenizer", help="Also report lengths in tokens of this tokenizer (hub name or local path).")]
+
+
+def _languages(first: list[str], more: list[str] | None) -> list[str]:
+    codes = [code for value in [*first, *(more or [])] for code in value.split(",") if code]
+    if more and not first:
+        raise AfpError(f"unexpected argument '{more[0]}': languages go after --languages")
+    return codes
+
+
+def _build(config: MixtureConfig, output: Path, tokenizer: str | None, overwrite: bool) -> None:
+    from afp_cli.data.build import build_mixture
+    from afp_cli.data.stats import render
+
+    report = build_mixture(config, output, tokenizer=_load_tokenizer(tokenizer), overwrite=overwrite)
+    typer.echo(render(report))
+    typer.echo(f"wrote {report['examples']} examples to {output}")
+
+
+def _load_tokenizer(name: str | None):
+    if name is None:
+        return None
+    from afp_cli.model import load_tokenizer
+
+    return load_tokenizer(name)
+
+
+@app.command(epilog="Example: afp data bilingual --instructions bactrian-x/ --languages en zh --cross-prob 0.5 --repeat 3 --seed 0 -o en-zh.jsonl")
+def bilingual(
+    instructions: Instructions,
+    output: Output,
+    languages: Languages,
+    more_languages: MoreLanguages = None,
+    cross_prob: CrossProb = 0.5,
+    repeat: Repeat = 1.0,
+    seed: Seed = 0,
+    template: Template = DEFAULT_TEMPLATE,
+    template_no_input: TemplateNoInput = DEFAULT_TEMPLATE_NO_INPUT,
+    official_format: OfficialFormat = False,
+    tokenizer: Tokenizer = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Two languages aligned by id: MCL pairs are the aligned instructions, CIT answers cross with --cross-prob."""
+    config = MixtureConfig(
+        mode="bilingual", languages=_languages(languages, more_languages), instructions=str(instructions),
+        cross_prob=cross_prob, repeat=repeat, seed=seed, template=template, template_no_input=template_no_input,
+        audit_fields=not official_format,
+    )
+    _build(config, output, tokenizer, overwrite)
+
+
+@app.command(epilog="Example: afp data multilingual --instructions bactrian-x/ --languages en zh th tr sw --cross-prob 0.5 --change-prob 0.5 -o x5.jsonl")
+def multilingual(
+    instructions: Instructions,
+    output: Output,
+    languages: Languages,
+    more_languages: MoreLanguages = None,
+    cross_prob: CrossProb = 0.5,
+    change_prob: ChangeProb = 0.5,
+    repeat: Repeat = 1.0,
+    seed: Seed = 0,
+    template: Template = DEFAULT_TEMPLATE,
+    template_no_input: TemplateNoInput = DEFAULT_TEMPLATE_NO_INPUT,
+    official_format: OfficialFormat = False,
+    tokenizer: Tokenizer = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Pivot (first language) and others: MCL pairs pivot<->other, CIT pivot->other, other->pivot or monolingual."""
+    config = MixtureConfig(
+        mode="multilingual", languages=_languages(languages, more_languages), instructions=str(instructions),
+        cross_prob=cross_prob, change_prob=change_prob, repeat=repeat, seed=seed, template=template,
+        template_no_input=template_no_input, audit_fields=not official_format,
+    )
+    _build(config, output, tokenizer, overwrite)
+
+
+@app.command(epilog="Example: afp data translation --parallel en-zh.tsv --languages en zh --change-prob 0.5 --repeat 1.5 -o en-zh-mt.jsonl")
+def translation(
+    parallel: Annotated[Path, typer.Option("--parallel", "-p", help="Translation pairs: TSV with 2 columns (header of language codes optional) or JSON lines {\"en\": .., \"zh\": ..}.")],
+    output: Output,
+    languages: Languages,
+    more_languages: MoreLanguages = None,
+    change_prob: ChangeProb = 0.5,
+    repeat: Repeat = 1.0,
+    seed: Seed = 0,
+    translation_template: Annotated[Optional[list[str]], typer.Option("--translation-template", help="Repeat for several; one is drawn per example. Default: the paper's two.")] = None,
+    official_format: OfficialFormat = False,
+    tokenizer: Tokenizer = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Parallel sentences: MCL pairs are the translations, CIT texts ask for the translation."""
+    config = MixtureConfig(
+        mode="translation", languages=_languages(languages, more_languages), parallel=str(parallel),
+        change_prob=change_prob, repeat=repeat, seed=seed,
+        translation_templates=list(translation_template or DEFAULT_TRANSLATION_TEMPLATES),
+        audit_fields=not official_format,
+    )
+    _build(config, output, tokenizer, overwrite)
+
+
+@app.command(epilog="Example: afp data stats en-zh.jsonl --tokenizer facebook/xglm-564M")
+def stats(
+    mixture: Annotated[Path, typer.Argument(help="A mixture file (afp's or the official format).")],
+    tokenizer: Tokenizer = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the statistics as JSON here.")] = None,
+) -> None:
+    """Examples per direction, cross-lingual share, MCL pairs per language pair, length percentiles."""
+    from afp_cli.data.build import mixture_stats
+    from afp_cli.data.stats import render
+    from afp_cli.report import write_json
+
+    report = mixture_stats(mixture, tokenizer=_load_tokenizer(tokenizer))
+    typer.echo(render(report))
+    if json_path is not None:
+        write_json(json_path, report)
