@@ -343,3 +343,21 @@ def test_main_prints_one_line_and_exits_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'p.tsv'}:2: field 'columns': expected 2 tab-separated columns, found 3"]
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_gzip_files_and_a_bad_list_element_reported_at_its_line(tmp_path):
+    import gzip
+
+    folder = write_instructions(tmp_path / "bx", ["en", "zh"], size=6)
+    for name in ("en.json", "zh.jsonl"):
+        (folder / (name + ".gz")).write_bytes(gzip.compress((folder / name).read_bytes()))
+        (folder / name).unlink()
+    examples, _ = build(tmp_path, mode="bilingual", languages=["eng_Latn", "zho_Hans"], instructions=str(folder), repeat=1)
+    assert len(examples) == 6 and {e["src_lang"] for e in examples} <= {"en", "zh"}
+    broken = tmp_path / "list.json"
+    broken.write_text('[\n  {"id": "1", "instruction": "a", "output": "b"},\n  {"id": "2", "instruction": "a", "output": 3}\n]\n')
+    with pytest.raises(AfpError, match=r"list.json:3: field 'output': expected a string, found int"):
+        list(read_instructions(broken))
+    broken.write_text('[\n  {"id": "1", "instruction": "a", "output": "b"}\n  {"id": "2"}\n]\n')
+    with pytest.raises(AfpError, match=r"list.json:3: expected ',' or ']' between list elements"):
+        list(read_instructions(broken))

@@ -24,7 +24,7 @@ app = typer.Typer(
 # Click options take one value each, so `--languages en zh` leaves `zh` as a positional word: the build commands
 # have no other positional argument, and collect such words here as further languages.
 Languages = Annotated[list[str], typer.Option("--languages", "-l", help="Language codes, pivot first: --languages en zh (ISO 639-1 or FLORES-200).")]
-MoreLanguages = Annotated[Optional[list[str]], typer.Argument(hidden=True, metavar="")]
+MoreLanguages = Annotated[Optional[list[str]], typer.Argument(hidden=True, metavar="LANGUAGES")]
 Instructions = Annotated[Path, typer.Option("--instructions", "-i", help="Folder with one {lang}.json (or .jsonl, .json.gz) per language, records id/instruction/input/output, aligned by id (Bactrian-X layout).")]
 CrossProb = Annotated[float, typer.Option("--cross-prob", "-x", help="Share of CIT examples answered in another language than the question's (0: the paper's MIT ablation).")]
 ChangeProb = Annotated[float, typer.Option("--change-prob", "-c", help="multilingual: other->pivot instead of pivot->other; translation: swap the direction.")]
