@@ -13,7 +13,6 @@ from afp_cli.data.mixture_config import (
     DEFAULT_TRANSLATION_TEMPLATES,
     MixtureConfig,
 )
-from afp_cli.errors import AfpError
 
 app = typer.Typer(
     help="Build AFP training mixtures (MCL translation pairs + CIT texts) in the paper's three modes, and show "
@@ -39,16 +38,16 @@ Tokenizer = Annotated[Optional[str], typer.Option("--tokenizer", help="Also repo
 
 
 def _languages(first: list[str], more: list[str] | None) -> list[str]:
-    codes = [code for value in [*first, *(more or [])] for code in value.split(",") if code]
-    if more and not first:
-        raise AfpError(f"unexpected argument '{more[0]}': languages go after --languages")
-    return codes
+    """``--languages en zh``, ``-l en -l zh`` and ``--languages en,zh`` all give ``["en", "zh"]``."""
+    return [code for value in [*first, *(more or [])] for code in value.split(",") if code]
 
 
-def _build(config: MixtureConfig, output: Path, tokenizer: str | None, overwrite: bool) -> None:
+def _build(mode: str, languages: list[str], more_languages: list[str] | None, output: Path, tokenizer: str | None,
+           overwrite: bool, official_format: bool, **settings) -> None:
     from afp_cli.data.build import build_mixture
     from afp_cli.data.stats import render
 
+    config = MixtureConfig(mode=mode, languages=_languages(languages, more_languages), audit_fields=not official_format, **settings)
     report = build_mixture(config, output, tokenizer=_load_tokenizer(tokenizer), overwrite=overwrite)
     typer.echo(render(report))
     typer.echo(f"wrote {report['examples']} examples to {output}")
@@ -78,12 +77,9 @@ def bilingual(
     overwrite: Overwrite = False,
 ) -> None:
     """Two languages aligned by id: MCL pairs are the aligned instructions, CIT answers cross with --cross-prob."""
-    config = MixtureConfig(
-        mode="bilingual", languages=_languages(languages, more_languages), instructions=str(instructions),
-        cross_prob=cross_prob, repeat=repeat, seed=seed, template=template, template_no_input=template_no_input,
-        audit_fields=not official_format,
-    )
-    _build(config, output, tokenizer, overwrite)
+    _build("bilingual", languages, more_languages, output, tokenizer, overwrite, official_format,
+           instructions=str(instructions), cross_prob=cross_prob, repeat=repeat, seed=seed, template=template,
+           template_no_input=template_no_input)
 
 
 @app.command(epilog="Example: afp data multilingual --instructions bactrian-x/ --languages en zh th tr sw --cross-prob 0.5 --change-prob 0.5 -o x5.jsonl")
@@ -103,12 +99,9 @@ def multilingual(
     overwrite: Overwrite = False,
 ) -> None:
     """Pivot (first language) and others: MCL pairs pivot<->other, CIT pivot->other, other->pivot or monolingual."""
-    config = MixtureConfig(
-        mode="multilingual", languages=_languages(languages, more_languages), instructions=str(instructions),
-        cross_prob=cross_prob, change_prob=change_prob, repeat=repeat, seed=seed, template=template,
-        template_no_input=template_no_input, audit_fields=not official_format,
-    )
-    _build(config, output, tokenizer, overwrite)
+    _build("multilingual", languages, more_languages, output, tokenizer, overwrite, official_format,
+           instructions=str(instructions), cross_prob=cross_prob, change_prob=change_prob, repeat=repeat, seed=seed,
+           template=template, template_no_input=template_no_input)
 
 
 @app.command(epilog="Example: afp data translation --parallel en-zh.tsv --languages en zh --change-prob 0.5 --repeat 1.5 -o en-zh-mt.jsonl")
@@ -126,13 +119,9 @@ def translation(
     overwrite: Overwrite = False,
 ) -> None:
     """Parallel sentences: MCL pairs are the translations, CIT texts ask for the translation."""
-    config = MixtureConfig(
-        mode="translation", languages=_languages(languages, more_languages), parallel=str(parallel),
-        change_prob=change_prob, repeat=repeat, seed=seed,
-        translation_templates=list(translation_template or DEFAULT_TRANSLATION_TEMPLATES),
-        audit_fields=not official_format,
-    )
-    _build(config, output, tokenizer, overwrite)
+    _build("translation", languages, more_languages, output, tokenizer, overwrite, official_format,
+           parallel=str(parallel), change_prob=change_prob, repeat=repeat, seed=seed,
+           translation_templates=list(translation_template or DEFAULT_TRANSLATION_TEMPLATES))
 
 
 @app.command(epilog="Example: afp data stats en-zh.jsonl --tokenizer facebook/xglm-564M")

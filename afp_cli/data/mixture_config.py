@@ -121,4 +121,4 @@ class MixtureConfig:
 
 def _option(name: str) -> str:
     """Errors name the CLI option; a recipe's ``data.<key>`` differs only in dashes."""
-    return "--" + name.replace("_", "-")
+    return "--translation-template" if name == "translation_templates" else "--" + name.replace("_", "-")
