@@ -161,3 +161,24 @@ def load_adapters(base_model, adapter_dirs: list[str | Path], base_name: str):
     for name, adapter_dir in zip(names[1:], adapter_dirs[1:]):
         model.load_adapter(str(adapter_dir), adapter_name=name)
     return model, names
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(param.numel() for param in model.parameters() if param.requires_grad)
+    total = sum(param.numel() for param in model.parameters())
+    return trainable, total
+
+
+def add_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str] | str | None, seed: int):
+    """Wrap ``model`` with fresh LoRA adapters (seeded init); only the adapters stay trainable."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    targets = target_modules if target_modules is not None else lora_target_modules(model.config.model_type)
+    torch.manual_seed(seed)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as error:
+        raise AfpError(f"lora.target_modules {targets!r} do not match {type(model).__name__}: {error}") from None

@@ -1,0 +1,91 @@
+"""Atomic training checkpoints: trainable weights, optimizer, schedule, RNG and step; find, load, prune."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CHECKPOINTS = "checkpoints"
+_PREFIX = "step-"
+
+
+@dataclass
+class TrainingState:
+    step: int
+    extra: dict[str, Any]  # JSON-serialisable bookkeeping (e.g. held-out metrics before training)
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """The parameters being trained (LoRA weights, or everything for full fine-tuning), by name."""
+    return {name: param.detach().contiguous().cpu() for name, param in model.named_parameters() if param.requires_grad}
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: TrainingState, keep: int) -> Path:
+    """Write ``checkpoints/step-NNNNNNNN`` through a temporary folder renamed at the end, then prune old ones.
+
+    A checkpoint folder either exists complete or not at all, so a run killed mid-write resumes from the
+    previous one.
+    """
+    root = output_dir / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{_PREFIX}{state.step:08d}"
+    temporary = root / f".tmp-{final.name}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    save_file(trainable_state(model), temporary / "trainable.safetensors")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
+               temporary / "optimizer.pt")
+    (temporary / "state.json").write_text(json.dumps({"step": state.step, "extra": state.extra}, indent=2))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(temporary, final)
+    for old in list_checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = output_dir / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    return sorted(path for path in root.iterdir() if path.is_dir() and path.name.startswith(_PREFIX))
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> TrainingState:
+    """Restore weights, optimizer, schedule and RNG in place; returns the step and bookkeeping."""
+    weights = load_file(path / "trainable.safetensors")
+    parameters = dict(model.named_parameters())
+    missing = [name for name in weights if name not in parameters]
+    if missing:
+        raise RuntimeError(f"checkpoint {path} has weights the model lacks, e.g. {missing[0]}")
+    with torch.no_grad():
+        for name, value in weights.items():
+            parameters[name].copy_(value.to(parameters[name].device, parameters[name].dtype))
+    saved = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    _set_rng_state(saved["rng"])
+    info = json.loads((path / "state.json").read_text())
+    return TrainingState(step=info["step"], extra=info["extra"])

@@ -1,0 +1,1 @@
+"""One module per `afp` command: each parses its options and calls one library function."""

@@ -1,0 +1,401 @@
+"""Typed configuration of an `afp align` run: YAML recipe + ``key=value`` overrides, validated with file and line.
+
+Every tunable is a dataclass field with a default and a help text (``metadata["help"]``); ``__post_init__``
+rejects bad values by name. A recipe may set any subset; what it leaves out keeps the paper's defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from afp_cli.errors import AfpError
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": text}, **kwargs)
+    return field(default=default, metadata={"help": text}, **kwargs)
+
+
+class ConfigValueError(ValueError):
+    """A value rejected by ``__post_init__``; ``key`` is the field's name inside its section."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigValueError(key, message)
+
+
+POOLING_PATTERN = re.compile(r"^(last|avg|max)(-(\d+))?$")
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str | None = _help("Hub name or local path of a pre-trained causal LM (e.g. facebook/xglm-564M).", None)
+    architecture: dict[str, Any] | None = _help(
+        "Build a randomly initialised model from this config instead ({model_type: llama, hidden_size: 64, ...}); "
+        "used by the demo and tests.", None)
+    tokenizer: str | None = _help("Tokenizer name or path; defaults to name_or_path. With `architecture` and no "
+                                  "tokenizer, a byte-level BPE is trained on the training texts.", None)
+    tokenizer_vocab_size: int = _help("Vocabulary size of the tokenizer trained in-process (architecture only).", 1000)
+    dtype: str = _help("Weights dtype: auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16.", "auto")
+    trust_remote_code: bool = _help("Allow model code from the hub (only for models you trust).", False)
+
+    def __post_init__(self) -> None:
+        _require((self.name_or_path is None) != (self.architecture is None), "name_or_path",
+                 "or 'model.architecture' must be set, not both and not neither")
+        if self.architecture is not None:
+            _require(isinstance(self.architecture, dict) and "model_type" in self.architecture, "architecture",
+                     "must be a mapping with a model_type (e.g. {model_type: llama, hidden_size: 64})")
+        _require(self.dtype in {"auto", "float32", "bfloat16", "float16"}, "dtype",
+                 "must be auto, float32, bfloat16 or float16")
+        _require(self.tokenizer_vocab_size >= 300, "tokenizer_vocab_size", "must be at least 300 (256 bytes + specials)")
+
+
+@dataclass
+class LoraSettings:
+    enabled: bool = _help("Train LoRA adapters (true) or all weights (false, as the official code does).", True)
+    r: int = _help("LoRA rank.", 16)
+    alpha: int = _help("LoRA scaling numerator; usually 2 × r.", 32)
+    dropout: float = _help("Dropout on the LoRA input.", 0.05)
+    target_modules: list[str] | str | None = _help(
+        "Modules to adapt; null = afp's default per architecture (attention projections), or 'all-linear'.", None)
+
+    def __post_init__(self) -> None:
+        _require(self.r >= 1, "r", "must be >= 1")
+        _require(self.alpha > 0, "alpha", "must be > 0")
+        _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+
+
+@dataclass
+class MCLConfig:
+    weight: float = _help("Weight of the multilingual contrastive loss (0 disables MCL: the CIT-only ablation).", 1.0)
+    temperature: float = _help("InfoNCE temperature τ (cosine similarity / τ).", 0.05)
+    pooling: str = _help("Sentence vector: last-N / avg-N / max-N = last token / mean / max of layer N "
+                         "(0 = embeddings); last / avg / max = final layer. Official default last-1.", "last-1")
+    symmetric: bool = _help("Average the loss of both directions (x→y and y→x); the official loss is x→y only.", False)
+    hard_negative_weight: float = _help("Logit bonus added to each pair's own hard negative (SimCSE style).", 0.0)
+
+    def __post_init__(self) -> None:
+        _require(self.weight >= 0, "weight", "must be >= 0")
+        _require(self.temperature > 0, "temperature", "must be > 0")
+        _require(POOLING_PATTERN.match(self.pooling) is not None, "pooling",
+                 f"'{self.pooling}' is not one of last, avg, max, last-N, avg-N, max-N")
+
+    @property
+    def enabled(self) -> bool:
+        return self.weight > 0
+
+    @property
+    def pooling_method(self) -> str:
+        return POOLING_PATTERN.match(self.pooling).group(1)
+
+    @property
+    def pooling_layer(self) -> int | None:
+        """Layer index (0 = embeddings) or None for the final layer."""
+        number = POOLING_PATTERN.match(self.pooling).group(3)
+        return None if number is None else int(number)
+
+
+@dataclass
+class CITConfig:
+    weight: float = _help("Weight of the cross-lingual instruction-tuning (causal LM) loss (0: MCL-only ablation).", 1.5)
+    learn_prompt: bool = _help("Also learn the prompt tokens (false: only the answer is a target).", False)
+    append_eos: bool = _help("Append EOS to every answer so the model learns to stop.", True)
+
+    def __post_init__(self) -> None:
+        _require(self.weight >= 0, "weight", "must be >= 0")
+
+    @property
+    def enabled(self) -> bool:
+        return self.weight > 0
+
+
+@dataclass
+class DataConfig:
+    train_file: str | None = _help("AFP JSONL: sent0, sent1, [hard_neg], clm_text, clm_prompt_len (official format). "
+                                   "Relative paths are resolved against the recipe's folder.", None)
+    held_out: int = _help("Number of training examples held out for evaluation (taken by the seeded shuffle).", 64)
+    max_length: int = _help("Maximum tokens per sentence (MCL) and per instruction text (CIT); longer ones are "
+                            "truncated and counted.", 512)
+
+    def __post_init__(self) -> None:
+        _require(self.train_file is not None, "train_file", "is required")
+        _require(self.held_out >= 0, "held_out", "must be >= 0")
+        _require(self.max_length >= 8, "max_length", "must be >= 8")
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = _help("Optimizer steps.", 5000)
+    batch_size: int = _help("Examples per micro-batch (each gives one MCL pair and one CIT text).", 2)
+    grad_accumulation: int = _help("Micro-batches per optimizer step.", 1)
+    lr: float = _help("Peak learning rate (official full fine-tuning: 1e-5; LoRA usually wants ~1e-4).", 1e-5)
+    weight_decay: float = _help("AdamW weight decay.", 0.0)
+    scheduler: str = _help("Learning-rate schedule after warmup: cosine, linear or constant.", "cosine")
+    warmup_ratio: float = _help("Share of steps with linear warmup.", 0.03)
+    max_grad_norm: float = _help("Gradient clipping norm (0 disables).", 1.0)
+    seed: int = _help("Fixes data order, held-out split, initialisation and dropout.", 42)
+    device: str = _help("auto (CUDA when present), cpu, cuda, cuda:1, ...", "auto")
+    precision: str = _help("auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32.", "auto")
+    tf32: bool = _help("Allow TF32 matmuls on CUDA.", True)
+    gradient_checkpointing: bool = _help("Recompute activations in backward to save memory.", False)
+    log_every: int = _help("Write metrics.jsonl and update the progress line every N steps.", 10)
+    eval_every: int = _help("Evaluate on the held-out slice every N steps (0: only before and after).", 500)
+    save_every: int = _help("Write a checkpoint every N steps (0: only at the end).", 500)
+    keep_checkpoints: int = _help("How many recent checkpoints to keep.", 2)
+    tensorboard: bool = _help("Also write TensorBoard events to <output_dir>/tensorboard.", False)
+
+    def __post_init__(self) -> None:
+        for key in ("max_steps", "batch_size", "grad_accumulation", "log_every"):
+            _require(getattr(self, key) >= 1, key, "must be >= 1")
+        for key in ("eval_every", "save_every"):
+            _require(getattr(self, key) >= 0, key, "must be >= 0")
+        _require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
+        _require(self.lr > 0 and math.isfinite(self.lr), "lr", "must be a positive number")
+        _require(self.scheduler in {"cosine", "linear", "constant"}, "scheduler", "must be cosine, linear or constant")
+        _require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "must be in [0, 1)")
+        _require(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
+        _require(self.precision in {"auto", "bf16", "fp32"}, "precision", "must be auto, bf16 or fp32")
+
+
+@dataclass
+class AlignConfig:
+    model: ModelConfig
+    data: DataConfig
+    output_dir: str = _help("Where the adapter, checkpoints and metrics go.", "runs/afp")
+    lora: LoraSettings = _help("LoRA settings.", None)
+    mcl: MCLConfig = _help("Multilingual contrastive learning.", None)
+    cit: CITConfig = _help("Cross-lingual instruction tuning.", None)
+    train: TrainConfig = _help("Optimisation and loop.", None)
+    merge: bool = _help("Also write the base model with the adapter merged in, to <output_dir>/merged.", False)
+
+    def __post_init__(self) -> None:
+        self.lora = self.lora or LoraSettings()
+        self.mcl = self.mcl or MCLConfig()
+        self.cit = self.cit or CITConfig()
+        self.train = self.train or TrainConfig()
+        _require(self.mcl.enabled or self.cit.enabled, "mcl.weight",
+                 "'mcl.weight' and 'cit.weight' are both 0: nothing to train")
+        _require(not self.mcl.enabled or self.train.batch_size >= 2, "train.batch_size",
+                 "'train.batch_size' must be >= 2 when MCL is on: in-batch negatives need at least two pairs")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+_SECTIONS: dict[str, type] = {"model": ModelConfig, "lora": LoraSettings, "mcl": MCLConfig, "cit": CITConfig,
+                              "data": DataConfig, "train": TrainConfig}
+
+
+@dataclass
+class _Located:
+    """Where each key came from, for error messages: file and line, or the command-line override."""
+
+    source: str
+    lines: dict[str, int]
+
+    def where(self, dotted_key: str) -> str:
+        line = self.lines.get(dotted_key)
+        if line is None:
+            section = dotted_key.split(".")[0]
+            line = self.lines.get(section)
+        return f"{self.source}:{line}" if line else self.source
+
+
+def _node_to_python(node: yaml.Node, prefix: str, lines: dict[str, int]) -> Any:
+    """Convert a composed YAML node, recording the line of every mapping key (dotted, 1-based)."""
+    if isinstance(node, yaml.MappingNode):
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            dotted = f"{prefix}.{key}" if prefix else key
+            lines[dotted] = key_node.start_mark.line + 1
+            # free-form mappings (model.architecture) keep plain values below this point
+            result[key] = _node_to_python(value_node, dotted, lines)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_node_to_python(item, prefix, lines) for item in node.value]
+    return yaml.safe_load(yaml.serialize(node))
+
+
+def _read_recipe(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AfpError(f"{path}: recipe not found") from None
+    except OSError as error:
+        raise AfpError(f"{path}: cannot read recipe: {error.strerror}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise AfpError(f"{path}{line}: invalid YAML: {getattr(error, 'problem', error)}") from None
+    lines: dict[str, int] = {}
+    if node is None:
+        return {}, lines
+    if not isinstance(node, yaml.MappingNode):
+        raise AfpError(f"{path}:{node.start_mark.line + 1}: a recipe must be a mapping of sections")
+    return _node_to_python(node, "", lines), lines
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``train.lr=2e-5`` → ``("train.lr", 2e-5)``; values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise AfpError(f"override '{text}' must look like section.key=value (e.g. train.lr=2e-5)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise AfpError(f"override '{text}' has no key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise AfpError(f"override '{dotted}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(recipe: str | Path, overrides: list[str] | None = None) -> AlignConfig:
+    """Read a recipe, apply command-line overrides, and build a validated :class:`AlignConfig`.
+
+    Relative ``data.train_file`` paths are resolved against the recipe's folder, so a recipe works from anywhere.
+    """
+    path = Path(recipe)
+    tree, lines = _read_recipe(path)
+    located = _Located(str(path), lines)
+    override_keys = set()
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+        override_keys.add(key)
+
+    def where(dotted: str) -> str:
+        return "command line" if dotted in override_keys else located.where(dotted)
+
+    train_file = (tree.get("data") or {}).get("train_file") if isinstance(tree.get("data"), dict) else None
+    if isinstance(train_file, str) and "data.train_file" not in override_keys and not Path(train_file).is_absolute():
+        tree["data"]["train_file"] = str((path.parent / train_file).resolve())
+    return build_config(tree, where)
+
+
+def build_config(tree: dict[str, Any], where=lambda key: "recipe") -> AlignConfig:
+    top_fields = {f.name: f for f in dataclasses.fields(AlignConfig)}
+    sections: dict[str, Any] = {}
+    for key, value in tree.items():
+        if key not in top_fields:
+            raise AfpError(f"{where(key)}: unknown key '{key}'{_suggest(key, top_fields)}")
+        if key in _SECTIONS:
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise AfpError(f"{where(key)}: '{key}' must be a section (a mapping), got {value!r}")
+            sections[key] = _build_section(key, _SECTIONS[key], value, where)
+        else:
+            sections[key] = _coerce(key, top_fields[key].type, value, where)
+    for required in ("model", "data"):
+        if required not in sections:
+            raise AfpError(f"{where(required)}: missing section '{required}'")
+    try:
+        return AlignConfig(**sections)
+    except ConfigValueError as error:
+        raise AfpError(f"{where(error.key)}: {error}") from None
+
+
+def _build_section(section: str, cls: type, values: dict[str, Any], where) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        dotted = f"{section}.{key}"
+        if key not in known:
+            raise AfpError(f"{where(dotted)}: unknown key '{dotted}'{_suggest(key, known)}")
+        kwargs[key] = _coerce(dotted, known[key].type, value, where)
+    try:
+        return cls(**kwargs)
+    except ConfigValueError as error:
+        dotted = f"{section}.{error.key}"
+        raise AfpError(f"{where(dotted)}: '{dotted}' {error}") from None
+
+
+def _suggest(key: str, known) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _coerce(dotted: str, annotation: Any, value: Any, where) -> Any:
+    """Check a value against its field's annotation (string form, as ``from __future__ import annotations``)."""
+    expected = str(annotation)
+    if value is None:
+        if "None" in expected:
+            return None
+        raise AfpError(f"{where(dotted)}: '{dotted}' must not be empty")
+    if expected == "bool":
+        if isinstance(value, bool):
+            return value
+    elif expected == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif expected == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        # YAML 1.1 reads "1e-4" (no dot) as a string; accept the notation everyone writes learning rates in.
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value):
+            return float(value)
+    elif expected.startswith("str"):
+        if isinstance(value, str):
+            return value
+        if "list" in expected and isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return value
+    elif expected.startswith("dict"):
+        if isinstance(value, dict):
+            return value
+    elif expected.startswith("list"):
+        if isinstance(value, list):
+            return value
+    else:
+        return value
+    kind = expected.replace(" | None", "")
+    raise AfpError(f"{where(dotted)}: '{dotted}' must be {kind}, got {value!r}")
+
+
+def config_to_yaml(config: AlignConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Help text of every field of a config section (used by docs and `--help` output)."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+__all__ = ["AlignConfig", "ModelConfig", "LoraSettings", "MCLConfig", "CITConfig", "DataConfig", "TrainConfig",
+           "load_config", "build_config", "parse_override", "config_to_yaml", "field_help"]

@@ -1,0 +1,61 @@
+"""Run a causal LM only up to the layer a sentence vector is pooled from.
+
+The official AFP code runs the whole model with every hidden state kept although MCL pools layer 1 only; here the
+forward pass stops right after the pooling layer, so with `last-1` the MCL pass costs one transformer block instead
+of all of them. Layer numbering follows transformers' ``output_hidden_states``: 0 is the embedding output (the input
+of the first block), k is the output of block k, and the final layer is the backbone's normalised last hidden state.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from afp_cli.model import backbone, decoder_layers
+
+
+class _StopForward(Exception):
+    """Raised from a hook once the wanted hidden states are captured, to skip every later layer."""
+
+
+def hidden_states_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int | None) -> torch.Tensor:
+    """Hidden states ``(batch, seq, hidden)`` equal to ``model(..., output_hidden_states=True).hidden_states[layer]``.
+
+    Only the embeddings and blocks ``0 .. layer-1`` are executed; ``layer=None`` (or the model's depth) runs the
+    whole backbone but still skips the LM head. Works with peft-wrapped models and gradient checkpointing
+    (the hook disarms itself, so recomputation in backward passes through untouched).
+    """
+    depth = model.config.num_hidden_layers
+    encoder = backbone(model)
+    if layer is None or layer == depth:
+        return encoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    if not 0 <= layer < depth:
+        raise ValueError(f"layer {layer} outside 0..{depth}")
+
+    blocks = decoder_layers(model)
+    captured: list[torch.Tensor] = []
+
+    def capture(hidden: torch.Tensor) -> None:
+        if captured:  # a recomputation under gradient checkpointing: let it run
+            return
+        captured.append(hidden)
+        raise _StopForward
+
+    if layer == 0:
+        def before_first_block(module, args, kwargs):
+            capture(args[0] if args else kwargs["hidden_states"])
+
+        handle = blocks[0].register_forward_pre_hook(before_first_block, with_kwargs=True)
+    else:
+        def after_block(module, args, output):
+            capture(output[0] if isinstance(output, (tuple, list)) else output)
+
+        handle = blocks[layer - 1].register_forward_hook(after_block)
+    try:
+        encoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    if not captured:
+        raise RuntimeError(f"layer {layer} of {type(model).__name__} was never reached")
+    return captured[0]

@@ -1,0 +1,101 @@
+"""The two AFP objectives: pooling + InfoNCE (MCL) and masked causal-LM loss (CIT), and their weighted sum.
+
+Li et al., "Improving In-context Learning of Multilingual Generative Language Models with Cross-lingual
+Alignment" (NAACL 2024). MCL pulls the sentence vectors of a translation pair together against in-batch
+negatives; CIT trains answers in a language other than the instruction's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from afp_cli.data.tokenize import IGNORE_INDEX
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last non-padding position of each row, correct for left AND right padding.
+
+    ``attention_mask.sum(-1) - 1`` (the official code) is only right for right padding; the position of the
+    largest ``index × mask`` is right for both.
+    """
+    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    return (positions * attention_mask).argmax(dim=-1)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, method: str) -> torch.Tensor:
+    """Sentence vectors ``(batch, hidden)`` from hidden states ``(batch, seq, hidden)``, ignoring padding.
+
+    Args:
+        method: ``last`` (last non-padding token), ``avg`` (mean over tokens) or ``max`` (max over tokens).
+    """
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    if method == "last":
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
+    if method == "avg":
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    if method == "max":
+        return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
+    raise ValueError(f"unknown pooling method {method!r}")
+
+
+def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float,
+             hard_negatives: torch.Tensor | None = None, hard_negative_weight: float = 0.0,
+             symmetric: bool = False) -> torch.Tensor:
+    """InfoNCE with cosine similarity / τ and in-batch negatives (SimCSE-style, as in AFP).
+
+    Row i's logits are ``cos(a_i, p_j) / τ`` for every j (the positive at j = i), followed by
+    ``cos(a_i, h_j) / τ`` for every hard negative, the pair's own one (j = i) raised by ``hard_negative_weight``.
+    ``symmetric`` averages this with the reverse direction (positives as anchors, no hard negatives).
+
+    Args:
+        anchors, positives: ``(batch, hidden)`` sentence vectors of the pairs.
+        hard_negatives: optional ``(batch, hidden)``.
+    Returns:
+        the mean cross-entropy over the batch (a scalar).
+    """
+    anchors = F.normalize(anchors.float(), dim=-1)
+    positives = F.normalize(positives.float(), dim=-1)
+    logits = anchors @ positives.T / temperature
+    if hard_negatives is not None:
+        hard = anchors @ F.normalize(hard_negatives.float(), dim=-1).T / temperature
+        hard = hard + hard_negative_weight * torch.eye(hard.shape[0], device=hard.device)
+        logits = torch.cat([logits, hard], dim=1)
+    targets = torch.arange(anchors.shape[0], device=anchors.device)
+    loss = F.cross_entropy(logits, targets)
+    if symmetric:
+        reverse = positives @ anchors.T / temperature
+        loss = (loss + F.cross_entropy(reverse, targets)) / 2
+    return loss
+
+
+def causal_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the target (non-masked) tokens.
+
+    The LM head runs only on positions that predict a target: with prompts masked out this skips most of the
+    ``(tokens × vocabulary)`` logits a plain forward would build (256k-vocabulary models like XGLM spend much of
+    their memory there).
+    """
+    from afp_cli.model import backbone
+
+    hidden = backbone(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    shifted_labels = labels[:, 1:]
+    predicting = shifted_labels != IGNORE_INDEX
+    if not predicting.any():  # every answer truncated away: no signal, but keep the graph connected
+        return hidden.sum() * 0.0
+    logits = model.get_output_embeddings()(hidden[:, :-1][predicting])
+    softcap = getattr(model.config, "final_logit_softcapping", None)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return F.cross_entropy(logits.float(), shifted_labels[predicting])
+
+
+@dataclass
+class LossParts:
+    """The weighted total that is optimised, and its parts for logging (unweighted, as plain floats)."""
+
+    total: torch.Tensor
+    mcl: float | None
+    cit: float | None
