@@ -1,0 +1,55 @@
+"""An analysis's outputs: report files (Markdown, JSON, PNG) written atomically, and progress on the terminal."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from afp_cli.report import refuse_existing, write_atomically, write_json
+
+
+def report_paths(output_dir: str | Path, stem: str, figures: tuple[str, ...]) -> dict[str, Path]:
+    """``{"md": …/stem.md, "json": …/stem.json, <figure>: …/stem_<figure>.png}``."""
+    folder = Path(output_dir)
+    paths = {"md": folder / f"{stem}.md", "json": folder / f"{stem}.json"}
+    paths.update({figure: folder / f"{stem}_{figure}.png" for figure in figures})
+    return paths
+
+
+def check_writable(paths: Mapping[str, Path], overwrite: bool) -> None:
+    """Refuse before any work is done, so a long run never ends on an existing report."""
+    refuse_existing(list(paths.values()), overwrite)
+
+
+def figure_png(figure) -> bytes:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def write_report(paths: Mapping[str, Path], markdown: str, payload: Any, figures: Mapping[str, Any]) -> list[Path]:
+    """Write every file atomically (temp file + rename): a reader never sees half a report."""
+    written = [write_atomically(paths[name], figure_png(figure)) for name, figure in figures.items()]
+    written.append(write_json(paths["json"], payload))
+    written.append(write_atomically(paths["md"], markdown))
+    return written
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int) -> Iterator[Any]:
+    """A Rich progress bar; yields ``advance(n)``. It draws on stderr, so reports printed on stdout stay clean."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True), transient=True)
+    with bar:
+        task = bar.add_task(description, total=total)
+        yield lambda count=1: bar.advance(task, count)

@@ -1,0 +1,54 @@
+"""Load a base model once with its adapters and step through the variants: the base, then each adapter."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from afp_cli.model import check_adapter_base, load_adapters, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
+
+BASE_LABEL = "base"
+
+
+def adapter_labels(adapter_dirs: Sequence[str | Path]) -> list[str]:
+    """Report labels for adapters: the folder name, made unique with its position when two share a name."""
+    names = [Path(adapter).resolve().name or str(adapter) for adapter in adapter_dirs]
+    return [name if names.count(name) == 1 else f"{name}#{index}" for index, name in enumerate(names)]
+
+
+@dataclass
+class ModelVariants:
+    """One model in memory; ``variants()`` yields ``(label, model)`` with the right adapter switched on."""
+
+    model: Any
+    tokenizer: Any
+    labels: list[str]
+    _adapter_names: list[str] = field(default_factory=list)
+
+    def variants(self) -> Iterator[tuple[str, Any]]:
+        has_adapters = bool(self._adapter_names)
+        with self.model.disable_adapter() if has_adapters else contextlib.nullcontext():
+            yield BASE_LABEL, self.model
+        for label, name in zip(self.labels[1:], self._adapter_names):
+            self.model.set_adapter(name)
+            yield label, self.model
+
+
+def load_variants(
+    model_name: str, adapter_dirs: Sequence[str | Path], device: str = "auto", dtype: str = "auto"
+) -> ModelVariants:
+    """Check every adapter's base first (a user error must not wait for a model to load), then load once."""
+    for adapter_dir in adapter_dirs:
+        check_adapter_base(adapter_dir, model_name)
+    device = resolve_device(device)
+    tokenizer = load_tokenizer(model_name)
+    model = load_causal_lm(model_name, dtype=resolve_dtype(dtype, device), device=device)
+    names: list[str] = []
+    if adapter_dirs:
+        model, names = load_adapters(model, list(adapter_dirs), model_name)
+    model.eval()
+    return ModelVariants(model=model, tokenizer=tokenizer, labels=[BASE_LABEL, *adapter_labels(adapter_dirs)],
+                         _adapter_names=names)
