@@ -29,6 +29,8 @@ def _register_commands() -> None:
     # sub-commands: one line each, added below as the command modules land
     from afp_cli.commands import data
     app.add_typer(data.app, name="data")
+    from afp_cli.commands import evaluate
+    app.command("evaluate", help=evaluate.HELP, no_args_is_help=True)(evaluate.evaluate)
     from afp_cli.commands import analyze
     app.add_typer(analyze.app, name="analyze")
 

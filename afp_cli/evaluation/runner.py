@@ -1,0 +1,159 @@
+"""Run lm-eval on a base model and each of its adapters with the same seeds, and save raw results and samples.
+
+With the ``hf`` backend the base weights are loaded once: the base model is scored with the adapters disabled,
+then each adapter is switched on in turn (peft ``set_adapter``), and the loaded model goes to lm-eval's HFLM.
+Other backends (``vllm``, ...) get lm-eval's own model arguments and load what they need themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from afp_cli.errors import AfpError
+from afp_cli.evaluation import tasks as task_lookup
+from afp_cli.evaluation.comparison import add_deltas, result_rows, write_comparison
+from afp_cli.report import refuse_existing, write_atomically, write_json
+
+
+@dataclass
+class EvaluateConfig:
+    model: str  # base model: hub name or local folder
+    tasks: list[str]  # lm-eval task or group names, afp's and built-ins
+    adapters: list[str] = field(default_factory=list)  # PEFT adapter folders trained on `model`
+    num_fewshot: list[int] = field(default_factory=lambda: [0])
+    output_dir: str = "eval"
+    data_dir: str | None = None  # local data instead of the hub for afp's task families
+    include_path: str | None = None  # afp's tasks/ folder (default: the one next to the package)
+    demo_lang: str | None = None  # cross-lingual demonstrations: run the `<task>_demo_<lang>` variants
+    limit: int | None = None  # documents per task (lm-eval --limit)
+    batch_size: str = "1"  # an integer or lm-eval's "auto"
+    device: str = "auto"
+    dtype: str = "auto"
+    backend: str = "hf"  # any lm-eval model type; hf shares the base weights across adapters
+    model_args: str = ""  # extra lm-eval model arguments, "key=value,key=value"
+    seed: int = 1234
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise AfpError("--tasks: give at least one task or group name")
+        if not self.num_fewshot or any(shots < 0 for shots in self.num_fewshot):
+            raise AfpError(f"--num-fewshot: non-negative integers expected, got {self.num_fewshot}")
+        if self.limit is not None and self.limit <= 0:
+            raise AfpError(f"--limit: a positive number of documents expected, got {self.limit}")
+        if self.batch_size != "auto" and not (self.batch_size.isdigit() and int(self.batch_size) > 0):
+            raise AfpError(f"--batch-size: a positive integer or 'auto' expected, got '{self.batch_size}'")
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise AfpError(f"{self.data_dir}: --data-dir is not a folder")
+
+
+def model_labels(adapters: list[str]) -> list[str]:
+    """``base`` then each adapter's folder name (made unique with its position when two share a name)."""
+    names = [Path(adapter).resolve().name for adapter in adapters]
+    return ["base"] + [name if names.count(name) == 1 else f"{name}-{i}" for i, name in enumerate(names)]
+
+
+def _check_adapters(config: EvaluateConfig) -> None:
+    from afp_cli.model import check_adapter_base
+
+    for adapter in config.adapters:
+        if not Path(adapter).is_dir():
+            raise AfpError(f"{adapter}: adapter folder not found")
+        check_adapter_base(adapter, config.model)
+
+
+def _hf_models(config: EvaluateConfig) -> Iterator[tuple[str, Any]]:
+    """Yield (label, lm-eval LM) for the base model and each adapter, the base weights loaded once."""
+    from lm_eval.models.huggingface import HFLM
+
+    from afp_cli.model import load_adapters, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
+
+    device = resolve_device(config.device)
+    tokenizer = load_tokenizer(config.model)
+    model = load_causal_lm(config.model, resolve_dtype(config.dtype, device), device)
+    model.eval()
+    batch_size = config.batch_size if config.batch_size == "auto" else int(config.batch_size)
+    labels = model_labels(config.adapters)
+    if not config.adapters:
+        yield labels[0], HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        return
+    peft_model, names = load_adapters(model, config.adapters, config.model)
+    peft_model.eval()
+    lm = HFLM(pretrained=peft_model, tokenizer=tokenizer, batch_size=batch_size)
+    with peft_model.disable_adapter():
+        yield labels[0], lm
+    for label, name in zip(labels[1:], names):
+        peft_model.set_adapter(name)
+        yield label, lm
+
+
+def _backend_models(config: EvaluateConfig) -> Iterator[tuple[str, Any]]:
+    """Other lm-eval backends: the model-args string lm-eval itself parses (vLLM: its LoRA support)."""
+    from lm_eval.api.registry import get_model
+
+    extra = f",{config.model_args}" if config.model_args else ""
+    base_args = f"pretrained={config.model},batch_size={config.batch_size}{extra}"
+    if config.device != "auto":
+        base_args += f",device={config.device}"
+    model_class = get_model(config.backend)
+    labels = model_labels(config.adapters)
+    yield labels[0], model_class.create_from_arg_string(base_args)
+    for label, adapter in zip(labels[1:], config.adapters):
+        adapter_args = f"enable_lora=True,lora_local_path={adapter}" if config.backend == "vllm" else f"peft={adapter}"
+        yield label, model_class.create_from_arg_string(f"{base_args},{adapter_args}")
+
+
+def _save_raw(folder: Path, results: dict[str, Any]) -> None:
+    from lm_eval.utils import handle_non_serializable
+
+    samples = results.pop("samples", {}) or {}
+    write_json(folder / "results.json", json.loads(json.dumps(results, default=handle_non_serializable)))
+    for task, records in samples.items():
+        lines = (json.dumps(record, default=handle_non_serializable, ensure_ascii=False) for record in records)
+        write_atomically(folder / f"samples_{task}.jsonl", "\n".join(lines) + "\n")
+
+
+def _progress():
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), transient=False)
+
+
+def run_evaluation(config: EvaluateConfig) -> tuple[Path, Path]:
+    """Evaluate the base model and every adapter on every task and shot count; returns the comparison files."""
+    import lm_eval
+
+    include_path = task_lookup.resolve_include_path(config.include_path)
+    manager = task_lookup.build_task_manager(include_path, config.tasks, config.data_dir)
+    task_lookup.check_task_names(manager, config.tasks)
+    names = task_lookup.with_demo_language(manager, config.tasks, config.demo_lang)
+    task_lookup.check_local_data(manager, names, config.data_dir)
+    _check_adapters(config)
+    output_dir = Path(config.output_dir)
+    refuse_existing([output_dir / "comparison.md", output_dir / "comparison.json"], config.overwrite)
+
+    models = _hf_models(config) if config.backend == "hf" else _backend_models(config)
+    rows: list[dict[str, Any]] = []
+    with _progress() as progress:
+        job = progress.add_task("evaluating", total=(1 + len(config.adapters)) * len(config.num_fewshot))
+        for label, lm in models:
+            for shots in config.num_fewshot:
+                progress.update(job, description=f"{label}, {shots}-shot")
+                results = lm_eval.simple_evaluate(
+                    model=lm, tasks=names, num_fewshot=shots, limit=config.limit, task_manager=manager,
+                    log_samples=True, random_seed=config.seed, numpy_random_seed=config.seed,
+                    torch_random_seed=config.seed, fewshot_random_seed=config.seed,
+                )
+                if results is None:  # lm-eval returns None on non-zero ranks of a distributed run
+                    continue
+                rows.extend(result_rows(label, shots, results))
+                _save_raw(output_dir / "raw" / label / f"{shots}shot", results)
+                progress.advance(job)
+    run = {**asdict(config), "tasks_run": names, "models": model_labels(config.adapters)}
+    return write_comparison(output_dir, add_deltas(rows), run)

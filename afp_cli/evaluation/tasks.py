@@ -1,0 +1,107 @@
+"""Find afp's task folder, register it with lm-eval, and check task names and local data before any model loads.
+
+lm-eval indexes its ~15k built-in tasks in tens of seconds, so the built-ins are indexed only when a requested
+name is not one of afp's own tasks.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+from afp_cli.errors import AfpError
+
+
+def default_include_path() -> Path:
+    """``tasks/`` at the repository root, found from the package (an editable install or a checkout)."""
+    return Path(__file__).resolve().parents[2] / "tasks"
+
+
+def resolve_include_path(include_path: str | Path | None) -> Path:
+    path = Path(include_path) if include_path is not None else default_include_path()
+    if not path.is_dir():
+        where = "--include-path" if include_path is not None else "the default task folder"
+        raise AfpError(f"{path}: task folder not found ({where}); pass --include-path to afp's tasks/ folder")
+    return path
+
+
+def build_task_manager(include_path: Path, names: list[str], data_dir: str | Path | None):
+    """A TaskManager with afp's tasks, plus lm-eval's built-ins only when ``names`` need them."""
+    from lm_eval.tasks import TaskManager
+
+    metadata = {"data_dir": str(Path(data_dir).resolve())} if data_dir is not None else None
+    own = TaskManager(include_path=str(include_path), include_defaults=False, metadata=metadata)
+    if all(name in own.all_tasks for name in names):
+        return own
+    return TaskManager(include_path=str(include_path), include_defaults=True, metadata=metadata)
+
+
+def check_task_names(manager, names: list[str]) -> None:
+    """Unknown task or group name: one line naming the closest known names."""
+    known = manager.all_tasks
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise AfpError(f"unknown task or group '{name}'{hint} (see `lm_eval ls tasks` and afp's tasks/ folder)")
+
+
+def with_demo_language(manager, names: list[str], demo_language: str | None) -> list[str]:
+    """``--demo-lang en``: each task or group becomes its cross-lingual demonstration variant ``…_demo_en``."""
+    if demo_language is None:
+        return list(names)
+    renamed = []
+    for name in names:
+        variant = f"{name}_demo_{demo_language}"
+        if variant not in manager.all_tasks:
+            raise AfpError(
+                f"task '{name}' has no variant with demonstrations in '{demo_language}' (no task '{variant}')"
+            )
+        renamed.append(variant)
+    return renamed
+
+
+def leaf_tasks(manager, names: list[str]) -> list[str]:
+    """The tasks that ``names`` stand for, groups expanded (in order, without repeats)."""
+    leaves: list[str] = []
+
+    def visit(name: str) -> None:
+        entry = manager.task_index.get(name)
+        members = (entry.cfg or {}).get("task") if entry is not None and entry.kind.name in {"GROUP", "TAG"} else None
+        if isinstance(members, list):
+            for member in members:
+                visit(member if isinstance(member, str) else member.get("task", ""))
+        elif name not in leaves:
+            leaves.append(name)
+
+    for name in names:
+        visit(name)
+    return leaves
+
+
+def _specs(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The data specs of an afp task (one per split, two for parallel text); none for other tasks."""
+    specs = []
+    for spec in ((config.get("dataset_kwargs") or {}).get("splits") or {}).values():
+        specs.extend([spec["source"], spec["target"]] if "source" in spec else [spec])
+    return specs
+
+
+def check_local_data(manager, names: list[str], data_dir: str | Path | None) -> None:
+    """Every afp task to run finds its local files under ``data_dir`` (lm-eval's built-ins use the hub)."""
+    for task in leaf_tasks(manager, names):
+        entry = manager.task_index.get(task)
+        specs = _specs(entry.cfg or {}) if entry is not None else []
+        files = [spec["local"] for spec in specs]
+        if not files:
+            continue
+        if data_dir is None:
+            if any("hub_path" not in spec for spec in specs):
+                raise AfpError(f"task '{task}' has no hub dataset that loads: pass --data-dir with {files[0]}")
+            continue
+        for relative in files:
+            path = Path(data_dir) / relative
+            if not path.is_file():
+                raise AfpError(f"{path}: missing local data file (task '{task}' reads it from --data-dir)")
+

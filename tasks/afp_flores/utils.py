@@ -1,0 +1,30 @@
+"""afp_flores hooks: parallel data loading (FLORES+ hub or a FLORES-200 folder) and corpus BLEU / chrF++."""
+
+import sys
+from pathlib import Path
+
+_TASKS_DIR = str(Path(__file__).resolve().parents[1])
+if _TASKS_DIR not in sys.path:  # lm-eval loads this file by path: make the shared module importable
+    sys.path.insert(0, _TASKS_DIR)
+
+from afp_task_common import corpus_bleu, corpus_chrf_plus_plus, first_line, load_splits  # noqa: E402,F401
+
+
+def process_results(doc, results):
+    """Keep (prediction, reference) pairs: BLEU and chrF++ are corpus-level, computed in the aggregations."""
+    prediction = first_line(results[0])
+    return {
+        "bleu": (prediction, doc["target"], doc["bleu_tokenizer"]),
+        "chrfpp": (prediction, doc["target"]),
+    }
+
+
+def bleu(items):
+    """sacrebleu corpus BLEU with the target language's tokenizer (stored on every document)."""
+    predictions, references, tokenizers = zip(*items)
+    return corpus_bleu(list(predictions), list(references), tokenizers[0])
+
+
+def chrfpp(items):
+    predictions, references = zip(*items)
+    return corpus_chrf_plus_plus(list(predictions), list(references))

@@ -1,0 +1,24 @@
+"""Generate the afp_xnli per-language tasks, groups and cross-lingual demonstration variants.
+
+Run from the repository root: ``python tasks/afp_xnli/_generate_configs.py``.
+"""
+
+from pathlib import Path
+
+from afp_cli.evaluation.taskgen import data_spec, language_family, write_family
+
+LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
+
+
+def split(language: str, role: str) -> dict:
+    """Test on XNLI test; demonstrations from the dev set (hub: validation), as in the paper."""
+    hub_split, file_split = ("test", "test") if role == "test" else ("validation", "dev")
+    return data_spec("facebook/xnli", language, hub_split, f"xnli/{language}_{file_split}.jsonl")
+
+
+def configs() -> dict:
+    return language_family("afp_xnli", LANGUAGES, split, label_names=("entailment", "neutral", "contradiction"))
+
+
+if __name__ == "__main__":
+    write_family(Path(__file__).parent, configs())
