@@ -1,0 +1,155 @@
+"""`afp evaluate`: base model + adapters in one run, the comparison table, and one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from afp_cli import cli
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two shared cores: torch's default two threads spin against other processes and run ~50x slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def base_and_adapter(tmp_path_factory, tiny_tokenizer):
+    """A tiny random llama (positions raised to 2048: real prompts are longer than the tiny default 256) and a
+    LoRA adapter with non-zero weights, saved the way `afp align` saves them."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from afp_cli.tiny import build_model, tiny_architecture
+
+    root = tmp_path_factory.mktemp("evaluate")
+    base = root / "base"
+    model = build_model(tiny_architecture("llama"), tiny_tokenizer, seed=0)
+    model.config.max_position_embeddings = 2048
+    model.save_pretrained(base)
+    tiny_tokenizer.save_pretrained(base)
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                                LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    generator = torch.Generator().manual_seed(0)
+    for name, parameter in peft_model.named_parameters():
+        if "lora_B" in name:
+            parameter.data = torch.randn(parameter.shape, generator=generator) * 0.5
+    adapter = root / "adapter"
+    peft_model.save_pretrained(adapter)
+    return base, adapter
+
+
+def run_main(monkeypatch, capsys, *arguments: str) -> tuple[int, str, str]:
+    """Run `afp ...` through cli.main() in this process (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["afp", *arguments])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_base_and_adapter_give_one_comparison_row_each(monkeypatch, capsys, base_and_adapter, shared_data, tmp_path):
+    base, adapter = base_and_adapter
+    out = tmp_path / "eval"
+    arguments = ["evaluate", "--model", str(base), "--adapter", str(adapter), "--tasks", "afp_xcopa_zh",
+                 "--num-fewshot", "0", "--data-dir", str(shared_data), "--limit", "20", "--device", "cpu",
+                 "--output-dir", str(out)]
+    code, stdout, _ = run_main(monkeypatch, capsys, *arguments)
+    assert code == 0
+    rows = json.loads((out / "comparison.json").read_text(encoding="utf-8"))["rows"]
+    assert [(row["task"], row["shots"], row["metric"], row["model"]) for row in rows] == [
+        ("afp_xcopa_zh", 0, "acc", "base"), ("afp_xcopa_zh", 0, "acc", "adapter")]
+    base_row, adapter_row = rows
+    assert base_row["delta_vs_base"] is None
+    assert adapter_row["delta_vs_base"] == pytest.approx(adapter_row["value"] - base_row["value"])
+    for row in rows:
+        assert 0.0 <= row["value"] <= 1.0 and row["value"] * 20 == pytest.approx(round(row["value"] * 20))
+        assert row["stderr"] > 0
+    markdown = (out / "comparison.md").read_text(encoding="utf-8")
+    assert "| afp_xcopa_zh | 0 | acc | base |" in markdown and "| afp_xcopa_zh | 0 | acc | adapter |" in markdown
+    assert "| afp_xcopa_zh | 0 | acc | adapter |" in stdout
+
+    samples = {}
+    for model in ("base", "adapter"):
+        raw = out / "raw" / model / "0shot"
+        assert json.loads((raw / "results.json").read_text(encoding="utf-8"))["results"]["afp_xcopa_zh"]
+        samples[model] = [json.loads(line) for line in (raw / "samples_afp_xcopa_zh.jsonl").read_text().splitlines()]
+        assert len(samples[model]) == 20
+    # Same prompts, different scores: the adapter really was switched on for its run, and off for the base.
+    assert [s["doc_hash"] for s in samples["base"]] == [s["doc_hash"] for s in samples["adapter"]]
+    assert [s["resps"] for s in samples["base"]] != [s["resps"] for s in samples["adapter"]]
+
+    code, _, stderr = run_main(monkeypatch, capsys, *arguments)  # an existing comparison is not replaced
+    assert code == 2 and "already exists: pass --overwrite" in stderr
+
+
+def _error(monkeypatch, capsys, *arguments: str) -> str:
+    code, _, stderr = run_main(monkeypatch, capsys, "evaluate", *arguments)
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_adapter_folder_that_is_not_a_peft_adapter(monkeypatch, capsys, base_and_adapter, shared_data, tmp_path):
+    base, _ = base_and_adapter
+    message = _error(monkeypatch, capsys, "--model", str(base), "--adapter", str(tmp_path), "--tasks", "afp_xcopa_zh",
+                     "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out"))
+    assert f"{tmp_path}: not a PEFT adapter (no adapter_config.json)" in message
+
+
+def test_adapter_trained_on_another_base_names_both(monkeypatch, capsys, base_and_adapter, shared_data, tmp_path):
+    _, adapter = base_and_adapter
+    other = tmp_path / "other-base"
+    other.mkdir()
+    message = _error(monkeypatch, capsys, "--model", str(other), "--adapter", str(adapter), "--tasks", "afp_xcopa_zh",
+                     "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out"))
+    assert "trained on base model" in message and str(other) in message
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] in message
+
+
+def test_missing_local_data_file(monkeypatch, capsys, base_and_adapter, tmp_path):
+    base, adapter = base_and_adapter
+    message = _error(monkeypatch, capsys, "--model", str(base), "--adapter", str(adapter), "--tasks", "afp_pawsx_de",
+                     "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"))
+    assert f"{tmp_path / 'pawsx' / 'de_test.tsv'}: missing local data file" in message
+
+
+def test_bad_options_and_folders(monkeypatch, capsys, base_and_adapter, shared_data, tmp_path):
+    base, _ = base_and_adapter
+    common = ["--model", str(base), "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out")]
+    assert "task folder not found" in _error(monkeypatch, capsys, *common, "--tasks", "afp_xcopa_zh",
+                                             "--include-path", str(tmp_path / "nowhere"))
+    assert "no task 'afp_xcopa_zh_demo_fr'" in _error(monkeypatch, capsys, *common, "--tasks", "afp_xcopa_zh",
+                                                      "--demo-lang", "fr")
+    assert "--num-fewshot" in _error(monkeypatch, capsys, *common, "--tasks", "afp_xcopa_zh", "--num-fewshot", "0,x")
+    assert "--limit" in _error(monkeypatch, capsys, *common, "--tasks", "afp_xcopa_zh", "--limit", "0")
+
+
+def test_unknown_name_suggests_close_names():
+    from afp_cli.errors import AfpError
+    from afp_cli.evaluation.tasks import build_task_manager, check_task_names, default_include_path
+
+    manager = build_task_manager(default_include_path(), ["afp_xnli_zh"], None)
+    with pytest.raises(AfpError, match=r"unknown task or group 'afp_xnli_zz'; did you mean afp_xnli_z"):
+        check_task_names(manager, ["afp_xnli_zz"])
+
+
+@pytest.mark.slow
+def test_unknown_name_through_the_cli_with_builtins(monkeypatch, capsys, base_and_adapter, tmp_path):
+    base, _ = base_and_adapter  # a name outside afp's folder makes lm-eval index its built-ins (~35 s here)
+    message = _error(monkeypatch, capsys, "--model", str(base), "--tasks", "xcopa_zz", "--output-dir", str(tmp_path))
+    assert "unknown task or group 'xcopa_zz'" in message and "xcopa_zh" in message
