@@ -162,6 +162,15 @@ def test_prompts_follow_the_cit_format_and_one_shot_uses_another_aligned_questio
         assert answer_zh == next(q.answer for q in questions if q.lang == "zh" and q.id == demo.id)
 
 
+def test_one_shot_without_answered_questions_is_a_user_error(tmp_path):
+    path = _write_jsonl(tmp_path / "q.jsonl", [{"id": "1", "lang": "en", "question": "Why?"},
+                                              {"id": "1", "lang": "zh", "question": "为什么？"}])
+    questions = read_questions(path)
+    assert len(build_prompts(questions, "en", "zh", shots=0, seed=0)) == 1
+    with pytest.raises(AfpError, match="1-shot en-zh needs 1 other questions"):
+        build_prompts(questions, "en", "zh", shots=1, seed=0)
+
+
 def test_bad_question_lines_and_options_are_user_errors(tmp_path):
     path = tmp_path / "q.jsonl"
     path.write_text('{"id": "1", "lang": "en", "question": "Why?"}\n{"id": "2", "lang": "en"}\n', encoding="utf-8")

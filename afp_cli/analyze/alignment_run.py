@@ -13,14 +13,14 @@ from afp_cli.errors import AfpError
 from afp_cli.report import markdown_table
 
 REPORT_STEM = "alignment"
-PROJECTIONS = ("pca", "tsne")
+PROJECTIONS = {"pca": "PCA", "tsne": "t-SNE"}  # option value -> name in titles
 
 # (JSON key, plot title); the Markdown column names come from the same table.
 METRICS: tuple[tuple[str, str], ...] = (
     ("pair_cosine", "cosine of translation pairs ↑"),
     ("random_cosine", "cosine of random pairs"),
     ("alignment", "alignment ‖x−y‖² ↓"),
-    ("uniformity", "uniformity (log E e^{−2‖u−v‖²}) ↓"),
+    ("uniformity", "uniformity log E exp(−2‖u−v‖²) ↓"),
     ("retrieval_x_to_y", "top-1 retrieval x→y ↑"),
     ("retrieval_y_to_x", "top-1 retrieval y→x ↑"),
 )
@@ -88,7 +88,7 @@ def run_alignment(config: AlignmentConfig) -> list[dict[str, Any]]:
     figures = {
         "layers": metrics_by_layer(rows, titles),
         "map": projection_map(panels, pairs.languages, config.joined_pairs,
-                              f"{config.projection.upper()} of layer {config.plot_layer} ({config.pooling} pooling)"),
+                              f"{PROJECTIONS[config.projection]} of layer {config.plot_layer} ({config.pooling} pooling)"),
     }
     payload = {"config": _config_summary(config, pairs.languages, count), "rows": rows}
     write_report(paths, render_markdown(rows, config, pairs.languages, count), payload, figures)

@@ -134,12 +134,12 @@ def render_markdown(rows: Sequence[RateRow], config: LanguageRateConfig) -> str:
                "undetermined", "line rate %"]
     source = f"`{config.model}`" if config.model else ", ".join(f"`{path}`" for path in config.generations)
     parts = [
-        "# Language rate\n",
+        "# Language rate\n\n",
         f"Answers from {source}. Rate = answers detected in the target language / all answers "
         "(undetermined ones included); line rate = non-empty lines in the target language / all non-empty lines. "
         f"Undetermined: fewer than {config.language_id.min_letters} letters, no script above "
         f"{config.language_id.min_script_share:.0%} of the text, or detector confidence below "
-        f"{config.language_id.min_confidence:.2f}.\n",
+        f"{config.language_id.min_confidence:.2f}.\n\n",
         markdown_table(table, columns, digits=1),
         f"\n![language rate]({REPORT_STEM}_bars.png)\n",
     ]
