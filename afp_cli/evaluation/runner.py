@@ -104,7 +104,7 @@ def _backend_models(config: EvaluateConfig) -> Iterator[tuple[str, Any]]:
     labels = model_labels(config.adapters)
     yield labels[0], model_class.create_from_arg_string(base_args)
     for label, adapter in zip(labels[1:], config.adapters):
-        adapter_args = f"enable_lora=True,lora_local_path={adapter}" if config.backend == "vllm" else f"peft={adapter}"
+        adapter_args = f"lora_local_path={adapter}" if config.backend == "vllm" else f"peft={adapter}"
         yield label, model_class.create_from_arg_string(f"{base_args},{adapter_args}")
 
 
