@@ -7,9 +7,7 @@ import math
 import pytest
 import torch
 
-from afp_cli.analyze.alignment import (
-    alignment_metrics, parse_layers, pool_last_token, pool_mean, project_2d, read_pairs,
-)
+from afp_cli.analyze.alignment import alignment_metrics, parse_layers, project_2d, read_pairs
 from afp_cli.errors import AfpError
 
 VECTORS = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, -1.0]])
@@ -40,16 +38,6 @@ def test_metrics_equal_a_hand_computation():
     # Squared distances between the 4 unit vectors x1, x2, y1, y2 (6 distinct pairs), t = 2.
     squared = [2, 0, 2 - 2 / math.sqrt(5), 2, 2 - 2 * c, 2 - 2 / math.sqrt(5)]
     assert metrics.uniformity == pytest.approx(math.log(sum(math.exp(-2 * d) for d in squared) / 6))
-
-
-def test_pooling_finds_the_last_real_token_under_left_and_right_padding():
-    hidden = torch.arange(2 * 4 * 1, dtype=torch.float32).reshape(2, 4, 1)  # value = position in the batch
-    right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
-    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
-    assert pool_last_token(hidden, right).flatten().tolist() == [1.0, 7.0]
-    assert pool_last_token(hidden, left).flatten().tolist() == [3.0, 7.0]
-    assert pool_mean(hidden, right).flatten().tolist() == [0.5, 5.5]
-    assert pool_mean(hidden, left).flatten().tolist() == [2.5, 5.5]
 
 
 def test_layers_parse_and_refuse_a_layer_beyond_the_model():

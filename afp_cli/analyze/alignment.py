@@ -21,26 +21,8 @@ from afp_cli.languages import get_language
 UNIFORMITY_T = 2.0  # Wang & Isola's t; alignment uses their alpha = 2 (squared distance)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Pooling. TODO(lead): merge with afp_cli/losses.py pooling once it lands; same names as the training recipe.
-
-def pool_last_token(hidden, attention_mask):
-    """The hidden state of each sequence's last non-padding token, found from the mask: right for left AND right
-    padding (the official code's ``mask.sum(-1) - 1`` picks a padding token under left padding)."""
-    import torch
-
-    positions = torch.arange(1, attention_mask.shape[1] + 1, device=attention_mask.device)
-    last = (attention_mask.long() * positions).argmax(dim=1)
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-
-
-def pool_mean(hidden, attention_mask):
-    """The mean hidden state over each sequence's non-padding tokens."""
-    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-
-
-POOLINGS: dict[str, Callable] = {"last": pool_last_token, "avg": pool_mean}
+# Pooling methods of afp_cli.losses.pool, the training recipe's names (padding-side safe).
+POOLINGS: tuple[str, ...] = ("last", "avg", "max")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -124,9 +106,9 @@ def pooled_states(
     """
     import torch
 
+    from afp_cli.losses import pool
     from afp_cli.model import backbone
 
-    pool = POOLINGS[pooling]
     collected: dict[int, list] = {layer: [] for layer in layers}
     count = len(pairs.sources)
     for start in range(0, count, batch_size):
@@ -136,7 +118,7 @@ def pooled_states(
         with torch.inference_mode():
             hidden_states = backbone(model)(**encoded, output_hidden_states=True).hidden_states
         for layer in layers:
-            collected[layer].append(pool(hidden_states[layer], encoded["attention_mask"]).float().cpu())
+            collected[layer].append(pool(hidden_states[layer], encoded["attention_mask"], pooling).float().cpu())
         if advance is not None:
             advance(len(texts) // 2)
     # Each batch holds its sources, then its targets: split every batch in half before joining them.

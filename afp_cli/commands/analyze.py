@@ -82,7 +82,7 @@ def alignment(
     output_dir: OutputDir = Path("reports/alignment"),
     languages: Annotated[Optional[str], typer.Option("--languages", "-l", help="The pairs' two languages, e.g. en,zh (default: the TSV header).")] = None,
     layers: Annotated[str, typer.Option("--layers", help="all, or indices and ranges: 0,1,8-12 (0 = embeddings).")] = "all",
-    pooling: Annotated[str, typer.Option("--pooling", help="last (last non-padding token) or avg (mean over tokens).")] = "last",
+    pooling: Annotated[str, typer.Option("--pooling", help="last (last non-padding token), avg (mean over tokens) or max (max over tokens).")] = "last",
     max_pairs: Annotated[int, typer.Option("--max-pairs", help="Use the first N pairs.")] = 1000,
     max_length: Annotated[int, typer.Option("--max-length", help="Tokens kept per sentence.")] = 128,
     plot_layer: Annotated[int, typer.Option("--plot-layer", help="Layer drawn on the 2-D map (1: the official MCL pooling layer).")] = 1,
