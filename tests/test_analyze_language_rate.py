@@ -11,7 +11,7 @@ from afp_cli.analyze.generation import (
     build_prompts, cit_prompt, parse_directions, parse_shots, read_questions, shipped_questions_path,
 )
 from afp_cli.analyze.language_id import UNDETERMINED, LanguageIdConfig, LanguageIdentifier, script_units
-from afp_cli.analyze.language_rate import read_generations, score, summarize, wilson_interval
+from afp_cli.analyze.language_rate import read_generations, score, summarize, task_direction, wilson_interval
 from afp_cli.errors import AfpError
 
 SENTENCES = {
@@ -107,15 +107,15 @@ def test_lm_eval_samples_count_a_fallback_to_the_source_language(tmp_path):
                 "arguments": {"gen_args_0": {"arg_0": "English: x\nChinese:", "arg_1": {"until": ["\n"]}}},
                 "resps": [[answer]], "filtered_resps": [answer], "filter": "none", "metrics": ["bleu"]}
 
-    path = _write_jsonl(tmp_path / "samples_afp_flores_en-zh_2024-06-01T12-00-00.123456.jsonl", [
+    path = _write_jsonl(tmp_path / "samples_afp_flores_eng_Latn-zho_Hans_2024-06-01T12-00-00.123456.jsonl", [
         sample(0, "我今天很高兴见到你。"),
         sample(1, "The meeting was moved to next Tuesday afternoon."),  # fell back to the source language
         sample(2, "他们明天一起去北京旅游。"),
     ])
-    generations = read_generations(path, target_lang="zh", source_lang="en")
+    generations = read_generations(path)  # the direction comes from the task name
     assert generations[0].prompt == "English: x\nChinese:"
     (row,) = summarize(score(generations, LanguageIdentifier(["zh", "en"])))
-    assert row.model == "afp_flores_en-zh"
+    assert row.model == "afp_flores_eng_Latn-zho_Hans" and row.direction == "en-zh"
     assert row.counts == {"target": 2, "source": 1, "other": 0, "undetermined": 0}
 
 
@@ -129,6 +129,13 @@ def test_bad_generation_lines_name_file_line_and_field(tmp_path, line, message):
     path.write_text('{"text": "你好世界"}\n' + line + "\n", encoding="utf-8")
     with pytest.raises(AfpError, match=message):
         read_generations(path, target_lang="zh")
+
+
+def test_task_names_give_directions_only_when_both_codes_are_known():
+    assert task_direction("afp_cls_zh-en") == ("zh", "en")
+    assert task_direction("afp_flores_eng_Latn-zho_Hans") == ("en", "zh")
+    assert task_direction("afp_flores_eng_Latn-xyz_Latn") is None
+    assert task_direction("summarization") is None
 
 
 def test_generations_need_a_target_language(tmp_path):

@@ -164,6 +164,22 @@ def _group_name(path: Path) -> str:
     return match.group("task") if match else path.stem
 
 
+# afp's lm-eval tasks end with their direction: afp_flores_eng_Latn-zho_Hans, afp_cls_en-zh.
+_CODE = r"(?:[a-z]{2}|[a-z]{3}_[A-Z][a-z]{3})"
+_TASK_DIRECTION = re.compile(rf"_(?P<source>{_CODE})-(?P<target>{_CODE})$")
+
+
+def task_direction(task: str) -> tuple[str, str] | None:
+    """``(source, target)`` ISO codes from a task name that ends with ``_{source}-{target}``, else None."""
+    match = _TASK_DIRECTION.search(task)
+    if match is None:
+        return None
+    try:
+        return get_language(match.group("source")).code, get_language(match.group("target")).code
+    except AfpError:
+        return None
+
+
 def _language_field(path: Path, number: int, name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise located(path, number, name, f"expected a language code, got {value!r}")
@@ -179,13 +195,17 @@ def read_generations(
     """Answers from a plain JSONL (``text``; optional ``id``, ``target_lang``, ``source_lang``, ``model``, ``shots``)
     or from the samples file lm-eval writes with ``--log_samples`` (grouped under the task's name).
 
-    A line's own ``target_lang``/``source_lang`` wins over the defaults given here; lm-eval samples carry none, so
-    they need ``target_lang``. Any bad line is a user error naming file, line and field.
+    A line's own ``target_lang``/``source_lang`` wins over the defaults given here, which win over the direction at
+    the end of an lm-eval task's name (``samples_afp_flores_eng_Latn-zho_Hans_<date>.jsonl``: eng -> zho).
+    Any bad line is a user error naming file, line and field.
     """
     path = Path(path)
     if not path.is_file():
         raise AfpError(f"{path}: generations file not found")
     model = _group_name(path)
+    direction = task_direction(model) if _LM_EVAL_SAMPLES_NAME.match(path.stem) else None
+    if direction is not None:
+        source_lang, target_lang = source_lang or direction[0], target_lang or direction[1]
     generations, filters = [], []
     for number, record in iter_json_objects(path):
         if not isinstance(record, dict):

@@ -26,8 +26,8 @@ Dtype = Annotated[str, typer.Option("--dtype", help="auto (bfloat16 on CUDA, flo
 
 @app.command("language-rate", epilog=(
     "Examples: afp analyze language-rate --model facebook/xglm-564M --adapter runs/afp --directions en-zh,zh-en "
-    "--shots 0,1 -o reports/rate  ·  afp analyze language-rate --generations samples_afp_flores_en-zh_2024.jsonl "
-    "--target-lang zh --source-lang en -o reports/flores-rate"))
+    "--shots 0,1 -o reports/rate  ·  afp analyze language-rate --generations answers.jsonl --target-lang zh "
+    "--source-lang en -o reports/answers-rate"))
 def language_rate(
     output_dir: OutputDir = Path("reports/language-rate"),
     model: Model = None,
@@ -37,7 +37,7 @@ def language_rate(
     shots: Annotated[str, typer.Option("--shots", help="Demonstration counts, comma-separated.")] = "0,1",
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N questions per source language.")] = None,
     generations: Annotated[Optional[list[Path]], typer.Option("--generations", "-g", help="Score existing answers instead: plain JSONL (text, optional id/target_lang/source_lang) or lm-eval --log_samples files; repeatable.")] = None,
-    target_lang: Annotated[Optional[str], typer.Option("--target-lang", help="Target language of --generations lines that carry none.")] = None,
+    target_lang: Annotated[Optional[str], typer.Option("--target-lang", help="Target language of --generations lines that carry none (lm-eval samples of afp tasks: read from the task name).")] = None,
     source_lang: Annotated[Optional[str], typer.Option("--source-lang", help="Source language of --generations lines that carry none (to count fall-backs).")] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer, in tokens (greedy, stops at EOS).")] = 128,
     batch_size: BatchSize = 8,
