@@ -126,6 +126,7 @@ def test_bad_input_is_one_line_and_exit_2(tiny_llama, tmp_path, monkeypatch, cap
     cases = [
         (["analyze", "language-rate", "--model", model_dir, "--directions", "en-qq"], "unknown language code 'qq'"),
         (["analyze", "language-rate", "--model", model_dir, "--questions", questions], "questions.jsonl:2: field 'lang': missing"),
+        (["analyze", "language-rate", "--model", model_dir, "--directions", "en-km"], "'km' is not supported"),
         (["analyze", "alignment", "--model", model_dir, "--pairs", pairs], "pairs.tsv:4: field 'columns': expected 2 tab-separated columns"),
         (["analyze", "alignment", "--model", model_dir, "--pairs", pairs, "--max-pairs", 2, "--layers", "0,9"],
          "layer 9 is beyond the model (layers 0..4"),

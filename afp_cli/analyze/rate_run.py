@@ -65,10 +65,14 @@ def run_language_rate(config: LanguageRateConfig) -> list[RateRow]:
     if config.generations:
         generations = [item for path in config.generations
                        for item in read_generations(path, config.target_lang, config.source_lang)]
+        languages = {item.target_lang for item in generations} | {item.source_lang for item in generations}
+        identifier = LanguageIdentifier(languages - {None}, config.language_id)
     else:
-        generations = _generate(config)
-    languages = {item.target_lang for item in generations} | {item.source_lang for item in generations if item.source_lang}
-    scored = score(generations, LanguageIdentifier(languages, config.language_id))
+        directions = parse_directions(config.directions)
+        # Built before generating: a language the detector lacks must fail before the model runs.
+        identifier = LanguageIdentifier({code for pair in directions for code in pair}, config.language_id)
+        generations = _generate(config, directions)
+    scored = score(generations, identifier)
     rows = summarize(scored, examples_per_row=config.examples)
     from afp_cli.analyze.plots import language_rate_bars
     from afp_cli.report import write_atomically
@@ -80,14 +84,14 @@ def run_language_rate(config: LanguageRateConfig) -> list[RateRow]:
     return rows
 
 
-def _generate(config: LanguageRateConfig) -> list[Generation]:
+def _generate(config: LanguageRateConfig, directions: list[tuple[str, str]]) -> list[Generation]:
     """Validate every input before loading the model; then the base and each adapter answer every prompt."""
     from afp_cli.analyze.variants import load_variants
 
     questions = read_questions(config.questions or shipped_questions_path())
     prompts: list[Prompt] = [
         prompt
-        for source, target in parse_directions(config.directions)
+        for source, target in directions
         for shots in parse_shots(config.shots)
         for prompt in build_prompts(questions, source, target, shots, config.generation.seed, config.limit)
     ]
