@@ -78,6 +78,15 @@ def test_alignment_end_to_end_on_tatoeba(tiny_llama, shared_data, tmp_path, monk
     code, _, err = run_afp(monkeypatch, capsys, *args)
     assert code == 2 and err.strip().count("\n") == 0 and "--overwrite" in err
 
+    # The base rows are the base model's own: the adapters were switched off for it, not merely loaded after it.
+    base_only = tmp_path / "base-only"
+    code, _, err = run_afp(monkeypatch, capsys, *args[:4], *args[6:-1], base_only)
+    assert code == 0, err
+    alone = json.loads((base_only / "alignment.json").read_text())["rows"]
+    for single, beside in zip(alone, [row for row in rows if row["model"] == "base"], strict=True):
+        numbers = {key: value for key, value in beside.items() if key != "model"}
+        assert {key: single[key] for key in numbers} == pytest.approx(numbers, rel=1e-5, abs=1e-6), single["layer"]
+
 
 def test_language_rate_generates_for_base_and_adapter(tiny_llama, tmp_path, monkeypatch, capsys):
     model_dir, adapter_dir = tiny_llama

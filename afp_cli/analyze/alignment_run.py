@@ -9,6 +9,7 @@ from typing import Any
 
 from afp_cli.analyze.alignment import POOLINGS, alignment_metrics, parse_layers, pooled_states, project_2d, read_pairs
 from afp_cli.analyze.output import check_writable, progress, report_paths, write_report
+from afp_cli.analyze.plots import metrics_by_layer, projection_map
 from afp_cli.errors import AfpError
 from afp_cli.report import markdown_table
 
@@ -80,8 +81,6 @@ def run_alignment(config: AlignmentConfig) -> list[dict[str, Any]]:
             rows.extend({"model": label, "layer": layer, **asdict(alignment_metrics(*states[layer], config.seed))}
                         for layer in layers)
             panels.append((label, *_map_points(states[config.plot_layer], config)))
-    from afp_cli.analyze.plots import metrics_by_layer, projection_map
-
     x_name, y_name = pairs.languages
     titles = [(key, title.replace("x→y", f"{x_name}→{y_name}").replace("y→x", f"{y_name}→{x_name}"))
               for key, title in METRICS]

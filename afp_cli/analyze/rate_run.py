@@ -16,9 +16,10 @@ from afp_cli.analyze.language_rate import (
     Generation, RateRow, generation_record, read_generations, rows_as_dicts, score, summarize,
 )
 from afp_cli.analyze.output import check_writable, progress, report_paths, write_report
+from afp_cli.analyze.plots import language_rate_bars
 from afp_cli.errors import AfpError
 from afp_cli.languages import get_language
-from afp_cli.report import markdown_table
+from afp_cli.report import markdown_table, write_atomically
 
 REPORT_STEM = "language_rate"
 
@@ -74,9 +75,6 @@ def run_language_rate(config: LanguageRateConfig) -> list[RateRow]:
         generations = _generate(config, directions)
     scored = score(generations, identifier)
     rows = summarize(scored, examples_per_row=config.examples)
-    from afp_cli.analyze.plots import language_rate_bars
-    from afp_cli.report import write_atomically
-
     write_atomically(paths["generations"], "".join(
         json.dumps(generation_record(item), ensure_ascii=False) + "\n" for item in generations))
     payload = {"config": _config_summary(config), "rows": rows_as_dicts(rows)}
