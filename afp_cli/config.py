@@ -126,14 +126,34 @@ class CITConfig:
 class DataConfig:
     train_file: str | None = _help("AFP JSONL: sent0, sent1, [hard_neg], clm_text, clm_prompt_len (official format). "
                                    "Relative paths are resolved against the recipe's folder.", None)
+    build: dict[str, Any] | None = _help(
+        "Build the training file from instruction data or parallel text instead (the options of `afp data`: "
+        "mode, languages, instructions or parallel, cross_prob, change_prob, repeat, seed, templates); "
+        "built once and cached in $AFP_CACHE_DIR (default ~/.cache/afp).", None)
     held_out: int = _help("Number of training examples held out for evaluation (taken by the seeded shuffle).", 64)
     max_length: int = _help("Maximum tokens per sentence (MCL) and per instruction text (CIT); longer ones are "
                             "truncated and counted.", 512)
 
     def __post_init__(self) -> None:
-        _require(self.train_file is not None, "train_file", "is required")
+        _require((self.train_file is None) != (self.build is None), "train_file",
+                 "or 'data.build' must be set, not both and not neither")
+        if self.build is not None:
+            self.mixture()  # validate now, so a bad value is reported with the recipe's file and line
         _require(self.held_out >= 0, "held_out", "must be >= 0")
         _require(self.max_length >= 8, "max_length", "must be >= 8")
+
+
+    def mixture(self, seed: int = 0):
+        """The `afp data` mixture that ``build`` describes (``seed`` unless the section sets its own)."""
+        from afp_cli.data.mixture_config import MixtureConfig
+
+        spec = {"seed": seed, **self.build}
+        try:
+            return MixtureConfig(**spec)
+        except TypeError as error:  # an unknown key
+            raise ConfigValueError("build", str(error).replace("MixtureConfig.__init__() got an ", "")) from None
+        except AfpError as error:
+            raise ConfigValueError("build", str(error)) from None
 
 
 @dataclass
@@ -150,6 +170,8 @@ class TrainConfig:
     device: str = _help("auto (CUDA when present), cpu, cuda, cuda:1, ...", "auto")
     precision: str = _help("auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32.", "auto")
     tf32: bool = _help("Allow TF32 matmuls on CUDA.", True)
+    cpu_threads: int | None = _help("torch threads on CPU (null: torch's default). 1 is fastest for tiny models "
+                                    "and on busy machines.", None)
     gradient_checkpointing: bool = _help("Recompute activations in backward to save memory.", False)
     log_every: int = _help("Write metrics.jsonl and update the progress line every N steps.", 10)
     eval_every: int = _help("Evaluate on the held-out slice every N steps (0: only before and after).", 500)
@@ -162,6 +184,7 @@ class TrainConfig:
             _require(getattr(self, key) >= 1, key, "must be >= 1")
         for key in ("eval_every", "save_every"):
             _require(getattr(self, key) >= 0, key, "must be >= 0")
+        _require(self.cpu_threads is None or self.cpu_threads >= 1, "cpu_threads", "must be >= 1")
         _require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
         _require(self.lr > 0 and math.isfinite(self.lr), "lr", "must be a positive number")
         _require(self.scheduler in {"cosine", "linear", "constant"}, "scheduler", "must be cosine, linear or constant")
@@ -298,10 +321,25 @@ def load_config(recipe: str | Path, overrides: list[str] | None = None) -> Align
     def where(dotted: str) -> str:
         return "command line" if dotted in override_keys else located.where(dotted)
 
-    train_file = (tree.get("data") or {}).get("train_file") if isinstance(tree.get("data"), dict) else None
-    if isinstance(train_file, str) and "data.train_file" not in override_keys and not Path(train_file).is_absolute():
-        tree["data"]["train_file"] = str((path.parent / train_file).resolve())
+    _resolve_recipe_paths(tree, path.parent, override_keys)
     return build_config(tree, where)
+
+
+# Paths in a recipe are relative to the recipe's folder; on the command line, to the current folder.
+_RECIPE_PATHS = ("data.train_file", "data.build.instructions", "data.build.parallel")
+
+
+def _resolve_recipe_paths(tree: dict[str, Any], folder: Path, override_keys: set[str]) -> None:
+    for dotted in _RECIPE_PATHS:
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or dotted in override_keys:
+            continue
+        value = node.get(leaf)
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            node[leaf] = str((folder / value).resolve())
 
 
 def build_config(tree: dict[str, Any], where=lambda key: "recipe") -> AlignConfig:

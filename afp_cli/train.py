@@ -44,6 +44,7 @@ class AlignResult:
     held_out_before: dict[str, float] = field(default_factory=dict)
     held_out_after: dict[str, float] = field(default_factory=dict)
     stopped_early: bool = False
+    model: Any = field(default=None, repr=False)  # the trained model (peft-wrapped with LoRA), for library use
 
 
 # ------------------------------------------------------------------------------------------- setup
@@ -221,14 +222,17 @@ def align(config: AlignConfig, resume: bool = False, overwrite: bool = False, dr
     output_dir = Path(config.output_dir)
 
     # data first: a bad line should fail before any model is loaded
-    examples = read_training_file(config.data.train_file, config.mcl.enabled, config.cit.enabled)
+    train_file = resolve_train_file(config, console)
+    examples = read_training_file(train_file, config.mcl.enabled, config.cit.enabled)
     if len(examples) - config.data.held_out < train.batch_size:
-        raise AfpError(f"{config.data.train_file}: {len(examples)} examples leave fewer than train.batch_size="
+        raise AfpError(f"{train_file}: {len(examples)} examples leave fewer than train.batch_size="
                        f"{train.batch_size} for training after data.held_out={config.data.held_out}")
     last_checkpoint = None if dry_run else prepare_output_dir(output_dir, resume, overwrite)
 
     torch.manual_seed(train.seed)
     device = resolve_device(train.device)
+    if train.cpu_threads is not None and device == "cpu":
+        torch.set_num_threads(train.cpu_threads)
     if device.startswith("cuda") and train.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -270,7 +274,8 @@ def align(config: AlignConfig, resume: bool = False, overwrite: bool = False, dr
                               autocast, state, output_dir, stop_after, console, writer, interrupted)
     if writer is not None:
         writer.close()
-    result = AlignResult(output_dir, state.step, state.extra.get("held_out_before", {}), stopped_early=stopped_early)
+    result = AlignResult(output_dir, state.step, state.extra.get("held_out_before", {}), stopped_early=stopped_early,
+                         model=model)
     if stopped_early:
         console.print(f"stopped after step {state.step}; continue with --resume")
         return result
@@ -278,6 +283,19 @@ def align(config: AlignConfig, resume: bool = False, overwrite: bool = False, dr
     _save_outputs(model, tokenizer, config, output_dir, result, trainable, total)
     _print_summary(console, result)
     return result
+
+
+def resolve_train_file(config: AlignConfig, console: Console) -> Path:
+    """The recipe's training file, or the mixture its ``data.build`` section describes (built once, cached)."""
+    if config.data.train_file is not None:
+        return Path(config.data.train_file)
+    from afp_cli.data.build import ensure_mixture
+
+    mixture = config.data.mixture(seed=config.train.seed)
+    cache = Path(os.environ.get("AFP_CACHE_DIR", "~/.cache/afp")).expanduser() / "data"
+    path = ensure_mixture(mixture, cache)
+    console.print(f"training data: {path}")
+    return path
 
 
 def _loop(model, optimizer, scheduler, config, train_set, held_out_set, tokenizer, device, autocast, state,

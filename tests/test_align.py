@@ -1,0 +1,178 @@
+"""`afp align` end to end on tiny random models: loss falls, resume is exact, the adapter reloads, bad input exits 2."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from rich.console import Console
+
+from afp_cli.config import load_config
+from afp_cli.data.batches import micro_batch_indices
+from afp_cli.tiny import tiny_architecture
+from afp_cli.train import align
+
+DEMO_DATA = Path(__file__).resolve().parents[1] / "afp_cli" / "demo" / "tatoeba_en-zh.afp.jsonl"
+
+
+@pytest.fixture
+def data_file(tmp_path) -> Path:
+    lines = DEMO_DATA.read_text(encoding="utf-8").splitlines()[:12]
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_recipe(folder: Path, data_file: Path, model_type: str = "llama", **sections) -> Path:
+    recipe = {
+        "model": {"architecture": tiny_architecture(model_type), "tokenizer_vocab_size": 400},
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+        "data": {"train_file": str(data_file), "held_out": 4, "max_length": 48},
+        "train": {"max_steps": 12, "batch_size": 8, "lr": 5e-3, "warmup_ratio": 0.0, "log_every": 1,
+                  "eval_every": 0, "save_every": 0, "seed": 0, "scheduler": "constant"},
+        "output_dir": str(folder / "run"),
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            recipe.setdefault(section, {}).update(values)
+        else:
+            recipe[section] = values
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return path
+
+
+def quiet() -> Console:
+    return Console(file=io.StringIO(), width=120)
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama", "xglm", "bloom"])
+def test_a_few_steps_lower_the_combined_loss(tmp_path, data_file, model_type):
+    # 8 training examples and batch size 8: every step sees the same examples, so losses are comparable
+    config = load_config(write_recipe(tmp_path, data_file, model_type))
+    result = align(config, console=quiet())
+    logged = metrics(Path(config.output_dir))
+    assert [record["step"] for record in logged] == list(range(1, 13))
+    first, last = logged[0], logged[-1]
+    assert last["loss"] < 0.93 * first["loss"], (first, last)
+    assert last["mcl"] < first["mcl"] and last["cit"] < first["cit"]
+    assert first["loss"] == pytest.approx(first["mcl"] + 1.5 * first["cit"], rel=1e-5)
+    assert result.held_out_after["cit_loss"] < result.held_out_before["cit_loss"]
+
+
+def test_resumed_run_ends_with_the_same_adapter_as_an_uninterrupted_one(tmp_path, data_file):
+    from safetensors.torch import load_file
+
+    # LoRA dropout on, batches that change every step, grad accumulation: RNG, data position and optimizer state
+    # must all be restored for the weights to match exactly
+    settings = {"lora": {"dropout": 0.1}, "train": {"batch_size": 3, "grad_accumulation": 2, "max_steps": 7,
+                                                    "scheduler": "cosine", "warmup_ratio": 0.3}}
+    (tmp_path / "a").mkdir()
+    whole = load_config(write_recipe(tmp_path / "a", data_file, **settings))
+    align(whole, console=quiet())
+    (tmp_path / "b").mkdir()
+    split = load_config(write_recipe(tmp_path / "b", data_file, **settings))
+    first = align(split, stop_after=3, console=quiet())
+    assert first.stopped_early and first.steps == 3
+    assert not (Path(split.output_dir) / "adapter_model.safetensors").exists()
+    align(split, resume=True, console=quiet())
+
+    expected = load_file(Path(whole.output_dir) / "adapter_model.safetensors")
+    resumed = load_file(Path(split.output_dir) / "adapter_model.safetensors")
+    assert expected.keys() == resumed.keys() and len(expected) > 0
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=0)
+    losses = [record["loss"] for record in metrics(Path(whole.output_dir))]
+    assert [record["loss"] for record in metrics(Path(split.output_dir))] == losses
+
+
+def test_saved_adapter_reloads_to_identical_logits(tmp_path, data_file):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    config = load_config(write_recipe(tmp_path, data_file, train={"max_steps": 3}))
+    result = align(config, console=quiet())
+    run = Path(config.output_dir)
+    adapter_config = json.loads((run / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str((run / "base_model").resolve())
+    assert (run / "adapter_model.safetensors").is_file() and (run / "tokenizer.json").is_file()
+    assert (run / "recipe.yaml").is_file() and json.loads((run / "summary.json").read_text())["steps"] == 3
+
+    input_ids = torch.tensor([[1, 30, 31, 32, 33, 34]])
+    trained = result.model.eval()
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(adapter_config["base_model_name_or_path"]),
+                                         str(run)).eval()
+    base = AutoModelForCausalLM.from_pretrained(run / "base_model").eval()
+    with torch.no_grad():
+        expected = trained(input_ids=input_ids).logits
+        torch.testing.assert_close(reloaded(input_ids=input_ids).logits, expected, rtol=0, atol=0)
+        assert not torch.allclose(base(input_ids=input_ids).logits, expected)  # the adapter does change the model
+
+
+def test_merge_writes_a_plain_model_with_the_adapter_folded_in(tmp_path, data_file):
+    from transformers import AutoModelForCausalLM
+
+    config = load_config(write_recipe(tmp_path, data_file, train={"max_steps": 2}, merge=True))
+    result = align(config, console=quiet())
+    merged = AutoModelForCausalLM.from_pretrained(Path(config.output_dir) / "merged").eval()
+    input_ids = torch.tensor([[1, 40, 41, 42]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=input_ids).logits, result.model(input_ids=input_ids).logits,
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_lm_eval_loads_the_adapter_as_it_is(tmp_path, data_file):
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    config = load_config(write_recipe(tmp_path, data_file, train={"max_steps": 2}))
+    result = align(config, console=quiet())
+    run = Path(config.output_dir)
+    lm = HFLM(pretrained=str(run / "base_model"), peft=str(run), batch_size=1, device="cpu")
+    request = Instance("loglikelihood", {}, ("I like green tea.", " 我喜欢绿茶。"), 0)
+    (score, _), = lm.loglikelihood([request], disable_tqdm=True)
+
+    tokenizer = lm.tokenizer
+    context = tokenizer("I like green tea.")["input_ids"]
+    continuation = tokenizer(" 我喜欢绿茶。", add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([context + continuation])
+    with torch.no_grad():
+        log_probs = torch.log_softmax(result.model.eval()(input_ids=ids).logits[0, :-1], dim=-1)
+    expected = sum(log_probs[len(context) - 1 + i, token].item() for i, token in enumerate(continuation))
+    assert score == pytest.approx(expected, abs=1e-3)
+
+
+def test_full_finetuning_trains_every_weight_and_saves_a_model(tmp_path, data_file):
+    from transformers import AutoModelForCausalLM
+
+    config = load_config(write_recipe(tmp_path, data_file, lora={"enabled": False}, train={"max_steps": 2}))
+    align(config, console=quiet())
+    run = Path(config.output_dir)
+    assert not (run / "adapter_config.json").exists()
+    AutoModelForCausalLM.from_pretrained(run)  # a complete model folder
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["trainable_parameters"] == summary["total_parameters"]
+
+
+@pytest.mark.parametrize("weights, logged", [({"mcl": {"weight": 0.0}}, {"cit"}), ({"cit": {"weight": 0.0}}, {"mcl"})])
+def test_single_objective_ablations(tmp_path, data_file, weights, logged):
+    config = load_config(write_recipe(tmp_path, data_file, train={"max_steps": 2}, **weights))
+    align(config, console=quiet())
+    record = metrics(Path(config.output_dir))[0]
+    assert {"mcl", "cit"} & record.keys() == logged
+
+
+def test_micro_batches_cover_each_epoch_exactly_once_and_depend_only_on_the_seed():
+    stream = [index for micro in range(10) for index in micro_batch_indices(micro, 3, 10, seed=5)]
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:20]) == list(range(10))
+    assert stream[:10] != stream[10:20]
+    assert micro_batch_indices(4, 3, 10, seed=5) == micro_batch_indices(4, 3, 10, seed=5)
+    assert micro_batch_indices(0, 3, 10, seed=6) != micro_batch_indices(0, 3, 10, seed=5)
