@@ -24,11 +24,18 @@ def write_atomically(path: str | Path, data: str | bytes) -> Path:
     try:
         with os.fdopen(handle, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as file:
             file.write(data)
+        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600; a report should get the usual permissions
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def write_json(path: str | Path, payload: Any) -> Path:

@@ -107,7 +107,9 @@ def make_trainable(model, config: AlignConfig):
     """Gradient checkpointing if asked, then LoRA adapters (or, with lora.enabled false, every weight)."""
     lora = config.lora
     if config.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5 renamed it; 4.x has only the old name
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if lora.enabled:
             model.enable_input_require_grads()
     if not lora.enabled:

@@ -10,17 +10,6 @@ import pytest
 from afp_cli.cli import main
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models run ~10x faster on one thread when the shared 2-core machine is busy (no oversubscription)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_llama(tiny_model_dir, tmp_path_factory):
     """A tiny LLaMA and a LoRA adapter on it whose weights are perturbed, so it changes the hidden states."""

@@ -11,17 +11,6 @@ import pytest
 from afp_cli import cli
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two shared cores: torch's default two threads spin against other processes and run ~50x slower."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def base_and_adapter(tmp_path_factory, tiny_tokenizer):
     """A tiny random llama (positions raised to 2048: real prompts are longer than the tiny default 256) and a

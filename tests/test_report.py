@@ -1,6 +1,7 @@
 """Report writing: tables, atomic writes, refusal to overwrite."""
 
 import json
+import os
 
 import pytest
 
@@ -19,6 +20,12 @@ def test_write_json_replaces_whole_file_and_leaves_no_temp(tmp_path):
     write_json(target, {"rate": 1.0})
     assert json.loads(target.read_text(encoding="utf-8")) == {"rate": 1.0}
     assert [p.name for p in target.parent.iterdir()] == ["report.json"]
+    old_umask = os.umask(0o022)
+    try:
+        write_json(target, {})
+    finally:
+        os.umask(old_umask)
+    assert target.stat().st_mode & 0o777 == 0o644  # not mkstemp's owner-only 0600
 
 
 def test_refuse_existing_names_the_file_unless_overwrite(tmp_path):
