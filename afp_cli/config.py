@@ -7,6 +7,7 @@ rejects bad values by name. A recipe may set any subset; what it leaves out keep
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -49,7 +50,8 @@ class ModelConfig:
     tokenizer: str | None = _help("Tokenizer name or path; defaults to name_or_path. With `architecture` and no "
                                   "tokenizer, a byte-level BPE is trained on the training texts.", None)
     tokenizer_vocab_size: int = _help("Vocabulary size of the tokenizer trained in-process (architecture only).", 1000)
-    dtype: str = _help("Weights dtype: auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16.", "auto")
+    dtype: str = _help("Weights dtype: auto (bfloat16 on CUDA with LoRA, else float32), float32, bfloat16, float16.",
+                       "auto")
     trust_remote_code: bool = _help("Allow model code from the hub (only for models you trust).", False)
 
     def __post_init__(self) -> None:
@@ -430,10 +432,21 @@ def config_to_yaml(config: AlignConfig) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
 
 
-def field_help(cls: type) -> dict[str, str]:
-    """Help text of every field of a config section (used by docs and `--help` output)."""
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+def reference_markdown() -> str:
+    """The recipe reference (every key, its default and help) as Markdown tables; docs/align.md embeds it."""
+    blocks = []
+    top = [f for f in dataclasses.fields(AlignConfig) if f.name not in _SECTIONS]
+    sections = [("top level", top)] + [(name, dataclasses.fields(cls)) for name, cls in _SECTIONS.items()]
+    for title, fields in sections:
+        rows = ["| key | default | meaning |", "|---|---|---|"]
+        for item in fields:
+            key = item.name if title == "top level" else f"{title}.{item.name}"
+            default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
+            shown = "required" if default is dataclasses.MISSING else json.dumps(default)
+            rows.append(f"| `{key}` | `{shown}` | {item.metadata.get('help', '')} |")
+        blocks.append(f"### {title}\n\n" + "\n".join(rows) + "\n")
+    return "\n".join(blocks)
 
 
 __all__ = ["AlignConfig", "ModelConfig", "LoraSettings", "MCLConfig", "CITConfig", "DataConfig", "TrainConfig",
-           "load_config", "build_config", "parse_override", "config_to_yaml", "field_help"]
+           "load_config", "build_config", "parse_override", "config_to_yaml", "reference_markdown"]

@@ -108,8 +108,10 @@ def make_trainable(model, config: AlignConfig):
     lora = config.lora
     if config.train.gradient_checkpointing:
         # transformers 5 renamed it; 4.x has only the old name
-        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if lora.enabled:
             model.enable_input_require_grads()
     if not lora.enabled:

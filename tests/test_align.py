@@ -176,3 +176,18 @@ def test_micro_batches_cover_each_epoch_exactly_once_and_depend_only_on_the_seed
     assert stream[:10] != stream[10:20]
     assert micro_batch_indices(4, 3, 10, seed=5) == micro_batch_indices(4, 3, 10, seed=5)
     assert micro_batch_indices(0, 3, 10, seed=6) != micro_batch_indices(0, 3, 10, seed=5)
+
+
+def test_gradient_checkpointing_gives_the_same_training_as_without(tmp_path, data_file):
+    from safetensors.torch import load_file
+
+    outputs = []
+    for checkpointing in (False, True):
+        folder = tmp_path / str(checkpointing)
+        folder.mkdir()
+        config = load_config(write_recipe(folder, data_file, train={"max_steps": 3,
+                                                                    "gradient_checkpointing": checkpointing}))
+        align(config, console=quiet())
+        outputs.append(load_file(Path(config.output_dir) / "adapter_model.safetensors"))
+    for name in outputs[0]:
+        torch.testing.assert_close(outputs[1][name], outputs[0][name], rtol=1e-5, atol=1e-6)

@@ -85,3 +85,14 @@ def test_override_syntax():
     assert parse_override("lora.enabled=false") == ("lora.enabled", False)
     with pytest.raises(AfpError, match="must look like section.key=value"):
         parse_override("train.lr")
+
+
+def test_the_recipe_reference_in_docs_is_current():
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("generator", root / "docs" / "_generate_align_reference.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    document = (root / "docs" / "align.md").read_text(encoding="utf-8")
+    assert generator.render(document) == document, "run: python docs/_generate_align_reference.py"
