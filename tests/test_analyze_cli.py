@@ -29,24 +29,12 @@ def tiny_llama(tiny_model_dir, tmp_path_factory):
     return model_dir, adapter_dir
 
 
-def run_afp(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``afp`` like the console script does (``main()``), returning exit code, stdout and stderr."""
-    monkeypatch.setattr(sys, "argv", ["afp", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def test_alignment_end_to_end_on_tatoeba(tiny_llama, shared_data, tmp_path, monkeypatch, capsys):
+def test_alignment_end_to_end_on_tatoeba(run_cli, tiny_llama, shared_data, tmp_path):
     model_dir, adapter_dir = tiny_llama
     output = tmp_path / "alignment"
     args = ["analyze", "alignment", "--model", model_dir, "--adapter", adapter_dir, "--pairs",
             shared_data / "parallel" / "tatoeba_en-zh.tsv", "--max-pairs", 200, "--batch-size", 50, "-o", output]
-    code, out, err = run_afp(monkeypatch, capsys, *args)
+    code, out, err = run_cli(*args)
     assert code == 0, err
     rows = json.loads((output / "alignment.json").read_text())["rows"]
     assert [(row["model"], row["layer"]) for row in rows] == [
@@ -64,12 +52,12 @@ def test_alignment_end_to_end_on_tatoeba(tiny_llama, shared_data, tmp_path, monk
         assert (output / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (output / figure).stat().st_size > 5000
 
-    code, _, err = run_afp(monkeypatch, capsys, *args)
+    code, _, err = run_cli(*args)
     assert code == 2 and err.strip().count("\n") == 0 and "--overwrite" in err
 
     # The base rows are the base model's own: the adapters were switched off for it, not merely loaded after it.
     base_only = tmp_path / "base-only"
-    code, _, err = run_afp(monkeypatch, capsys, *args[:4], *args[6:-1], base_only)
+    code, _, err = run_cli(*args[:4], *args[6:-1], base_only)
     assert code == 0, err
     alone = json.loads((base_only / "alignment.json").read_text())["rows"]
     for single, beside in zip(alone, [row for row in rows if row["model"] == "base"], strict=True):
@@ -77,10 +65,10 @@ def test_alignment_end_to_end_on_tatoeba(tiny_llama, shared_data, tmp_path, monk
         assert {key: single[key] for key in numbers} == pytest.approx(numbers, rel=1e-5, abs=1e-6), single["layer"]
 
 
-def test_language_rate_generates_for_base_and_adapter(tiny_llama, tmp_path, monkeypatch, capsys):
+def test_language_rate_generates_for_base_and_adapter(run_cli, tiny_llama, tmp_path):
     model_dir, adapter_dir = tiny_llama
     output = tmp_path / "rate"
-    code, out, err = run_afp(monkeypatch, capsys, "analyze", "language-rate", "--model", model_dir, "--adapter",
+    code, out, err = run_cli("analyze", "language-rate", "--model", model_dir, "--adapter",
                              adapter_dir, "--limit", 3, "--max-new-tokens", 6, "--batch-size", 6, "-o", output)
     assert code == 0, err
     rows = json.loads((output / "language_rate.json").read_text())["rows"]
@@ -96,7 +84,7 @@ def test_language_rate_generates_for_base_and_adapter(tiny_llama, tmp_path, monk
     generations = output / "language_rate_generations.jsonl"
     assert len(generations.read_text().splitlines()) == 24
     rescored = tmp_path / "rescored"
-    code, _, err = run_afp(monkeypatch, capsys, "analyze", "language-rate", "--generations", generations, "-o", rescored)
+    code, _, err = run_cli("analyze", "language-rate", "--generations", generations, "-o", rescored)
     assert code == 0, err
     again = json.loads((rescored / "language_rate.json").read_text())["rows"]
     assert [(row["model"], row["direction"], row["shots"], row["counts"]) for row in again] == [
@@ -115,7 +103,7 @@ def _adapter_of_another_base(adapter_dir, tmp_path):
     return other
 
 
-def test_bad_input_is_one_line_and_exit_2(tiny_llama, tmp_path, monkeypatch, capsys):
+def test_bad_input_is_one_line_and_exit_2(run_cli, tiny_llama, tmp_path):
     model_dir, adapter_dir = tiny_llama
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("en\tzh\nHello.\t你好。\nGood night.\t晚安。\none field only\n", encoding="utf-8")
@@ -134,7 +122,7 @@ def test_bad_input_is_one_line_and_exit_2(tiny_llama, tmp_path, monkeypatch, cap
         (["analyze", "language-rate"], "give either --model"),
     ]
     for args, message in cases:
-        code, _, err = run_afp(monkeypatch, capsys, *args, "-o", tmp_path / "out")
+        code, _, err = run_cli(*args, "-o", tmp_path / "out")
         assert code == 2, (args, err)
         assert err.startswith("error: ") and err.strip().count("\n") == 0, err
         assert message in err, (message, err)

@@ -38,25 +38,13 @@ def base_and_adapter(tmp_path_factory, tiny_tokenizer):
     return base, adapter
 
 
-def run_main(monkeypatch, capsys, *arguments: str) -> tuple[int, str, str]:
-    """Run `afp ...` through cli.main() in this process (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["afp", *arguments])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def test_base_and_adapter_give_one_comparison_row_each(monkeypatch, capsys, base_and_adapter, shared_data, tmp_path):
+def test_base_and_adapter_give_one_comparison_row_each(run_cli, base_and_adapter, shared_data, tmp_path):
     base, adapter = base_and_adapter
     out = tmp_path / "eval"
     arguments = ["evaluate", "--model", str(base), "--adapter", str(adapter), "--tasks", "afp_xcopa_zh",
                  "--num-fewshot", "0", "--data-dir", str(shared_data), "--limit", "20", "--device", "cpu",
                  "--output-dir", str(out)]
-    code, stdout, _ = run_main(monkeypatch, capsys, *arguments)
+    code, stdout, _ = run_cli(*arguments)
     assert code == 0
     rows = json.loads((out / "comparison.json").read_text(encoding="utf-8"))["rows"]
     assert [(row["task"], row["shots"], row["metric"], row["model"]) for row in rows] == [
@@ -81,51 +69,57 @@ def test_base_and_adapter_give_one_comparison_row_each(monkeypatch, capsys, base
     assert [s["doc_hash"] for s in samples["base"]] == [s["doc_hash"] for s in samples["adapter"]]
     assert [s["resps"] for s in samples["base"]] != [s["resps"] for s in samples["adapter"]]
 
-    code, _, stderr = run_main(monkeypatch, capsys, *arguments)  # an existing comparison is not replaced
+    code, _, stderr = run_cli(*arguments)  # an existing comparison is not replaced
     assert code == 2 and "already exists: pass --overwrite" in stderr
 
 
-def _error(monkeypatch, capsys, *arguments: str) -> str:
-    code, _, stderr = run_main(monkeypatch, capsys, "evaluate", *arguments)
-    assert code == 2
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ")
-    return lines[0]
+@pytest.fixture
+def evaluate_error(run_cli):
+    """Run `afp evaluate ARGS`, check it failed with one line and exit 2, and return that line."""
+
+    def error(*arguments: str) -> str:
+        code, _, stderr = run_cli("evaluate", *arguments)
+        assert code == 2
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ")
+        return lines[0]
+
+    return error
 
 
-def test_adapter_folder_that_is_not_a_peft_adapter(monkeypatch, capsys, base_and_adapter, shared_data, tmp_path):
+def test_adapter_folder_that_is_not_a_peft_adapter(evaluate_error, base_and_adapter, shared_data, tmp_path):
     base, _ = base_and_adapter
-    message = _error(monkeypatch, capsys, "--model", str(base), "--adapter", str(tmp_path), "--tasks", "afp_xcopa_zh",
+    message = evaluate_error("--model", str(base), "--adapter", str(tmp_path), "--tasks", "afp_xcopa_zh",
                      "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out"))
     assert f"{tmp_path}: not a PEFT adapter (no adapter_config.json)" in message
 
 
-def test_adapter_trained_on_another_base_names_both(monkeypatch, capsys, base_and_adapter, shared_data, tmp_path):
+def test_adapter_trained_on_another_base_names_both(evaluate_error, base_and_adapter, shared_data, tmp_path):
     _, adapter = base_and_adapter
     other = tmp_path / "other-base"
     other.mkdir()
-    message = _error(monkeypatch, capsys, "--model", str(other), "--adapter", str(adapter), "--tasks", "afp_xcopa_zh",
+    message = evaluate_error("--model", str(other), "--adapter", str(adapter), "--tasks", "afp_xcopa_zh",
                      "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out"))
     assert "trained on base model" in message and str(other) in message
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] in message
 
 
-def test_missing_local_data_file(monkeypatch, capsys, base_and_adapter, tmp_path):
+def test_missing_local_data_file(evaluate_error, base_and_adapter, tmp_path):
     base, adapter = base_and_adapter
-    message = _error(monkeypatch, capsys, "--model", str(base), "--adapter", str(adapter), "--tasks", "afp_pawsx_de",
+    message = evaluate_error("--model", str(base), "--adapter", str(adapter), "--tasks", "afp_pawsx_de",
                      "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"))
     assert f"{tmp_path / 'pawsx' / 'de_test.tsv'}: missing local data file" in message
 
 
-def test_bad_options_and_folders(monkeypatch, capsys, base_and_adapter, shared_data, tmp_path):
+def test_bad_options_and_folders(evaluate_error, base_and_adapter, shared_data, tmp_path):
     base, _ = base_and_adapter
     common = ["--model", str(base), "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out")]
-    assert "task folder not found" in _error(monkeypatch, capsys, *common, "--tasks", "afp_xcopa_zh",
+    assert "task folder not found" in evaluate_error(*common, "--tasks", "afp_xcopa_zh",
                                              "--include-path", str(tmp_path / "nowhere"))
-    assert "no task 'afp_xcopa_zh_demo_fr'" in _error(monkeypatch, capsys, *common, "--tasks", "afp_xcopa_zh",
+    assert "no task 'afp_xcopa_zh_demo_fr'" in evaluate_error(*common, "--tasks", "afp_xcopa_zh",
                                                       "--demo-lang", "fr")
-    assert "--num-fewshot" in _error(monkeypatch, capsys, *common, "--tasks", "afp_xcopa_zh", "--num-fewshot", "0,x")
-    assert "--limit" in _error(monkeypatch, capsys, *common, "--tasks", "afp_xcopa_zh", "--limit", "0")
+    assert "--num-fewshot" in evaluate_error(*common, "--tasks", "afp_xcopa_zh", "--num-fewshot", "0,x")
+    assert "--limit" in evaluate_error(*common, "--tasks", "afp_xcopa_zh", "--limit", "0")
 
 
 def test_unknown_name_suggests_close_names():
@@ -138,7 +132,7 @@ def test_unknown_name_suggests_close_names():
 
 
 @pytest.mark.slow
-def test_unknown_name_through_the_cli_with_builtins(monkeypatch, capsys, base_and_adapter, tmp_path):
+def test_unknown_name_through_the_cli_with_builtins(evaluate_error, base_and_adapter, tmp_path):
     base, _ = base_and_adapter  # a name outside afp's folder makes lm-eval index its built-ins (~35 s here)
-    message = _error(monkeypatch, capsys, "--model", str(base), "--tasks", "xcopa_zz", "--output-dir", str(tmp_path))
+    message = evaluate_error("--model", str(base), "--tasks", "xcopa_zz", "--output-dir", str(tmp_path))
     assert "unknown task or group 'xcopa_zz'" in message and "xcopa_zh" in message
