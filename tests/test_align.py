@@ -191,3 +191,52 @@ def test_gradient_checkpointing_gives_the_same_training_as_without(tmp_path, dat
         outputs.append(load_file(Path(config.output_dir) / "adapter_model.safetensors"))
     for name in outputs[0]:
         torch.testing.assert_close(outputs[1][name], outputs[0][name], rtol=1e-5, atol=1e-6)
+
+
+def test_a_local_pretrained_model_trains_and_its_adapter_points_back_to_it(tmp_path, data_file, tiny_model_dir):
+    from afp_cli.model import check_adapter_base
+
+    model_dir = tiny_model_dir("gpt2")
+    recipe = write_recipe(tmp_path, data_file, model={"name_or_path": str(model_dir), "architecture": None},
+                          train={"max_steps": 2})
+    config = load_config(recipe)
+    align(config, console=quiet())
+    run = Path(config.output_dir)
+    assert json.loads((run / "adapter_config.json").read_text())["base_model_name_or_path"] == str(model_dir)
+    assert json.loads((run / "adapter_config.json").read_text())["target_modules"] in (
+        ["c_attn", "attn.c_proj"], ["attn.c_proj", "c_attn"])
+    assert not (run / "base_model").exists()
+    check_adapter_base(run, str(model_dir))  # the adapter is recognised as belonging to this base
+
+
+def test_hard_negatives_enter_the_mcl_loss(tmp_path, data_file):
+    from afp_cli.data.batches import collate, tokenize_examples
+    from afp_cli.data.training_records import read_training_file
+    from afp_cli.tiny import train_tokenizer
+
+    records = [json.loads(line) for line in data_file.read_text(encoding="utf-8").splitlines()]
+    with_negatives = tmp_path / "hard.jsonl"
+    with_negatives.write_text("".join(
+        json.dumps({**record, "hard_neg": records[(index + 1) % len(records)]["sent1"]}, ensure_ascii=False) + "\n"
+        for index, record in enumerate(records)), encoding="utf-8")
+    examples = read_training_file(with_negatives, need_pairs=True, need_instructions=True)
+    assert examples[0].hard_negative == records[1]["sent1"]
+    tokenizer = train_tokenizer([record["clm_text"] for record in records], vocab_size=300)
+    tokenized, _ = tokenize_examples(examples[:4], tokenizer, 48, True, True, False, True)
+    batch = collate(tokenized, tokenizer.pad_token_id)
+    assert batch.sentences_per_example == 3 and batch.sentence_ids.shape[0] == 12
+
+    config = load_config(write_recipe(tmp_path, with_negatives, mcl={"hard_negative_weight": 1.0},
+                                      cit={"weight": 0.0}, train={"max_steps": 6}))
+    align(config, console=quiet())
+    logged = metrics(Path(config.output_dir))
+    # with 8 pairs and 8 hard negatives the first loss is near log(16), not log(8)
+    assert logged[0]["mcl"] > 2.2 and logged[-1]["mcl"] < logged[0]["mcl"]
+
+
+def test_tensorboard_events_are_written_when_asked(tmp_path, data_file):
+    pytest.importorskip("tensorboard")
+    config = load_config(write_recipe(tmp_path, data_file, train={"max_steps": 2, "tensorboard": True}))
+    align(config, console=quiet())
+    events = list((Path(config.output_dir) / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
