@@ -6,6 +6,7 @@ No torch import here or in the command modules at import time, so `afp --help` i
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
@@ -53,6 +54,9 @@ _register_commands()
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2; bugs keep their traceback."""
+    # transformers' deprecation notices about its own internals (raised inside save/load calls) say nothing a
+    # user of afp can act on
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     try:
         app(standalone_mode=False)
     except AfpError as error:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,21 @@ def load_adapters(base_model, adapter_dirs: list[str | Path], base_name: str):
     for name, adapter_dir in zip(names[1:], adapter_dirs[1:]):
         model.load_adapter(str(adapter_dir), adapter_name=name)
     return model, names
+
+
+@contextmanager
+def quiet_saving():
+    """Hide transformers' "Writing model shards" bar during a save: afp reports its own progress, and a stray bar
+    on stderr would break the one-line error contract. Download bars stay on outside this block."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def count_parameters(model) -> tuple[int, int]:

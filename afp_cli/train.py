@@ -29,8 +29,8 @@ from afp_cli.data.training_records import read_training_file
 from afp_cli.errors import AfpError
 from afp_cli.layer_encoder import hidden_states_at
 from afp_cli.losses import LossParts, causal_lm_loss, info_nce, pool
-from afp_cli.model import (add_lora, count_parameters, load_causal_lm, load_tokenizer, resolve_device,
-                           resolve_dtype)
+from afp_cli.model import (add_lora, count_parameters, load_causal_lm, load_tokenizer, quiet_saving,
+                           resolve_device, resolve_dtype)
 from afp_cli.report import write_atomically, write_json
 
 METRICS_FILE = "metrics.jsonl"
@@ -460,16 +460,20 @@ def _save_outputs(model, tokenizer, config: AlignConfig, output_dir: Path, resul
         base_name = config.model.name_or_path
     if config.lora.enabled:
         model.peft_config["default"].base_model_name_or_path = base_name
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
+    # afp never resizes the vocabulary, so the base embeddings need not be copied into the adapter (peft would
+    # when embed_tokens is a LoRA target)
+    with quiet_saving():
+        model.save_pretrained(staging, **({"save_embedding_layers": False} if config.lora.enabled else {}))
+        tokenizer.save_pretrained(staging)
     for item in staging.iterdir():
         _move_into(item, output_dir / item.name)
     staging.rmdir()
     if config.merge and config.lora.enabled:
         merged_staging = output_dir / ".staging-merged"
         merged = model.merge_and_unload()
-        merged.save_pretrained(merged_staging)
-        tokenizer.save_pretrained(merged_staging)
+        with quiet_saving():
+            merged.save_pretrained(merged_staging)
+            tokenizer.save_pretrained(merged_staging)
         _move_into(merged_staging, output_dir / "merged")
     summary = {"steps": result.steps, "trainable_parameters": trainable, "total_parameters": total,
                "held_out_before": result.held_out_before, "held_out_after": result.held_out_after,
@@ -487,8 +491,9 @@ def _save_built_base_model(model, tokenizer, folder: Path) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.with_name(f".staging-{folder.name}")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
+    with quiet_saving():
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
     os.replace(staging, folder)
 
 

@@ -118,14 +118,18 @@ def test_saved_adapter_reloads_to_identical_logits(tmp_path, data_file):
 
 
 def test_merge_writes_a_plain_model_with_the_adapter_folded_in(tmp_path, data_file):
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     config = load_config(write_recipe(tmp_path, data_file, train={"max_steps": 2}, merge=True))
-    result = align(config, console=quiet())
-    merged = AutoModelForCausalLM.from_pretrained(Path(config.output_dir) / "merged").eval()
+    align(config, console=quiet())
+    run = Path(config.output_dir)
+    merged = AutoModelForCausalLM.from_pretrained(run / "merged").eval()
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(run / "base_model"), str(run)).eval()
     input_ids = torch.tensor([[1, 40, 41, 42]])
     with torch.no_grad():
-        torch.testing.assert_close(merged(input_ids=input_ids).logits, result.model(input_ids=input_ids).logits,
+        torch.testing.assert_close(merged(input_ids=input_ids).logits, adapted(input_ids=input_ids).logits,
                                    rtol=1e-4, atol=1e-5)
 
 

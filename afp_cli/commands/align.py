@@ -28,16 +28,8 @@ def align(
     stop_after: Annotated[Optional[int], typer.Option("--stop-after", min=1, help="Stop after N steps this session "
                                                       "(with a checkpoint); continue later with --resume.")] = None,
 ) -> None:
-    import warnings
-
-    from transformers.utils import logging as transformers_logging
-
     from afp_cli.config import load_config
     from afp_cli.train import align as run_alignment
-
-    # afp prints its own progress; transformers' save bars and deprecation notices about its own internals are noise
-    transformers_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
     config = load_config(recipe, overrides or [])
     run_alignment(config, resume=resume, overwrite=overwrite, dry_run=dry_run, stop_after=stop_after)
