@@ -59,3 +59,11 @@ def hidden_states_at(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     if not captured:
         raise RuntimeError(f"layer {layer} of {type(model).__name__} was never reached")
     return captured[0]
+
+
+def sentence_vectors(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int | None,
+                     method: str) -> torch.Tensor:
+    """Sentence vectors ``(batch, hidden)``: hidden states of ``layer`` (None: final) pooled by ``method``."""
+    from afp_cli.losses import pool
+
+    return pool(hidden_states_at(model, input_ids, attention_mask, layer), attention_mask, method)

@@ -8,10 +8,8 @@ order is a pure function of seed and step).
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 import signal
 import time
 from contextlib import nullcontext
@@ -24,17 +22,16 @@ from rich.console import Console
 
 from afp_cli.checkpoint import TrainingState, list_checkpoints, load_checkpoint, save_checkpoint
 from afp_cli.config import AlignConfig, config_to_yaml
-from afp_cli.data.batches import (TokenCounts, collate, micro_batch_indices, split_held_out, tokenize_examples)
+from afp_cli.data.batches import TokenCounts, collate, micro_batch_indices, split_held_out, tokenize_examples
 from afp_cli.data.training_records import read_training_file
 from afp_cli.errors import AfpError
-from afp_cli.layer_encoder import hidden_states_at
-from afp_cli.losses import LossParts, causal_lm_loss, info_nce, pool
-from afp_cli.model import (add_lora, count_parameters, load_causal_lm, load_tokenizer, quiet_saving,
-                           resolve_device, resolve_dtype)
-from afp_cli.report import write_atomically, write_json
-
-METRICS_FILE = "metrics.jsonl"
-BASE_MODEL_DIR = "base_model"
+from afp_cli.held_out import evaluate_held_out
+from afp_cli.layer_encoder import sentence_vectors
+from afp_cli.losses import LossParts, causal_lm_loss, info_nce
+from afp_cli.model import add_lora, count_parameters, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
+from afp_cli.report import write_atomically
+from afp_cli.run_output import (BASE_MODEL_DIR, METRICS_FILE, append_metrics, open_tensorboard, prepare_output_dir,
+                                save_built_base_model, save_outputs, truncate_metrics)
 
 
 @dataclass
@@ -48,24 +45,6 @@ class AlignResult:
 
 
 # ------------------------------------------------------------------------------------------- setup
-
-
-def prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path | None:
-    """Refuse to mix runs: a non-empty folder needs ``--resume`` (returns its last checkpoint) or ``--overwrite``."""
-    if resume and overwrite:
-        raise AfpError("--resume and --overwrite contradict each other: choose one")
-    exists = output_dir.exists() and any(output_dir.iterdir())
-    if resume:
-        checkpoints = list_checkpoints(output_dir)
-        if not checkpoints:
-            raise AfpError(f"{output_dir}: nothing to resume (no checkpoint in {output_dir / 'checkpoints'})")
-        return checkpoints[-1]
-    if exists and not overwrite:
-        raise AfpError(f"{output_dir}: output folder is not empty: pass --overwrite to replace it or --resume to "
-                       "continue its run")
-    if exists:
-        shutil.rmtree(output_dir)
-    return None
 
 
 def build_tokenizer(config: AlignConfig, texts: list[str]):
@@ -146,7 +125,8 @@ def loss_step(model, batch, config: AlignConfig) -> LossParts:
     total = None
     mcl_value = cit_value = None
     if config.mcl.enabled:
-        vectors = sentence_vectors(model, batch.sentence_ids, batch.sentence_mask, config)
+        vectors = sentence_vectors(model, batch.sentence_ids, batch.sentence_mask, config.mcl.pooling_layer,
+                                   config.mcl.pooling_method)
         columns = vectors.chunk(batch.sentences_per_example)
         hard_negatives = columns[2] if len(columns) > 2 else None
         mcl = info_nce(columns[0], columns[1], config.mcl.temperature, hard_negatives,
@@ -158,57 +138,6 @@ def loss_step(model, batch, config: AlignConfig) -> LossParts:
         total = config.cit.weight * cit if total is None else total + config.cit.weight * cit
         cit_value = float(cit.detach())
     return LossParts(total, mcl_value, cit_value)
-
-
-def sentence_vectors(model, input_ids, attention_mask, config: AlignConfig) -> torch.Tensor:
-    hidden = hidden_states_at(model, input_ids, attention_mask, config.mcl.pooling_layer)
-    return pool(hidden, attention_mask, config.mcl.pooling_method)
-
-
-# ------------------------------------------------------------------------------------------- evaluation
-
-
-@torch.no_grad()
-def evaluate_held_out(model, examples, config: AlignConfig, pad_token_id: int, device: str, autocast) -> dict[str, float]:
-    """CIT loss and MCL retrieval top-1 accuracy (sent0 → sent1 among the held-out pairs), dropout off."""
-    if not examples:
-        return {}
-    was_training = model.training
-    model.eval()
-    metrics: dict[str, float] = {}
-    size = max(2, config.train.batch_size * 2)
-    chunks = [examples[start:start + size] for start in range(0, len(examples), size)]
-    with autocast():
-        if examples[0].sentences:
-            sources, targets = [], []
-            for chunk in chunks:
-                batch = collate(chunk, pad_token_id).to(device)
-                vectors = sentence_vectors(model, batch.sentence_ids, batch.sentence_mask, config).float()
-                columns = vectors.chunk(batch.sentences_per_example)
-                sources.append(columns[0])
-                targets.append(columns[1])
-            metrics["retrieval_top1"] = retrieval_accuracy(torch.cat(sources), torch.cat(targets))
-        if examples[0].instruction_ids:
-            losses, weights = [], []
-            for chunk in chunks:
-                batch = collate(chunk, pad_token_id).to(device)
-                targets_in_chunk = int((batch.instruction_labels[:, 1:] != -100).sum())
-                if targets_in_chunk:
-                    losses.append(float(causal_lm_loss(model, batch.instruction_ids, batch.instruction_mask,
-                                                       batch.instruction_labels)) * targets_in_chunk)
-                    weights.append(targets_in_chunk)
-            if weights:
-                metrics["cit_loss"] = sum(losses) / sum(weights)
-    model.train(was_training)
-    return metrics
-
-
-def retrieval_accuracy(sources: torch.Tensor, targets: torch.Tensor) -> float:
-    """Share of sources whose most cosine-similar target is their own translation."""
-    sources = torch.nn.functional.normalize(sources, dim=-1)
-    targets = torch.nn.functional.normalize(targets, dim=-1)
-    predicted = (sources @ targets.T).argmax(dim=-1)
-    return float((predicted == torch.arange(len(sources), device=predicted.device)).float().mean())
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -248,7 +177,7 @@ def align(config: AlignConfig, resume: bool = False, overwrite: bool = False, dr
     held_out_set = [tokenized[index] for index in held_out_indices]
     model = load_base_model(config, tokenizer, device)
     if config.model.architecture is not None and config.lora.enabled and not dry_run:
-        _save_built_base_model(model, tokenizer, output_dir / BASE_MODEL_DIR)
+        save_built_base_model(model, tokenizer, output_dir / BASE_MODEL_DIR)
     model = make_trainable(model, config)
     trainable, total = count_parameters(model)
     _describe(console, config, len(train_set), len(held_out_set), counts, trainable, total, device)
@@ -264,13 +193,13 @@ def align(config: AlignConfig, resume: bool = False, overwrite: bool = False, dr
     state = TrainingState(step=0, extra={})
     if last_checkpoint is not None:
         state = load_checkpoint(last_checkpoint, model, optimizer, scheduler)
-        _truncate_metrics(output_dir / METRICS_FILE, state.step)
+        truncate_metrics(output_dir / METRICS_FILE, state.step)
         console.print(f"resumed from {last_checkpoint} (step {state.step})")
     else:
         state.extra["held_out_before"] = evaluate_held_out(model, held_out_set, config, tokenizer.pad_token_id,
                                                            device, autocast)
     model.train()
-    writer = _tensorboard(output_dir, train.tensorboard)
+    writer = open_tensorboard(output_dir, train.tensorboard)
     stopped_early = False
     interrupted = _InterruptFlag()
     with interrupted:
@@ -284,7 +213,9 @@ def align(config: AlignConfig, resume: bool = False, overwrite: bool = False, dr
         console.print(f"stopped after step {state.step}; continue with --resume")
         return result
     result.held_out_after = evaluate_held_out(model, held_out_set, config, tokenizer.pad_token_id, device, autocast)
-    _save_outputs(model, tokenizer, config, output_dir, result, trainable, total)
+    save_outputs(model, tokenizer, config, output_dir,
+                 {"steps": result.steps, "trainable_parameters": trainable, "total_parameters": total,
+                  "held_out_before": result.held_out_before, "held_out_after": result.held_out_after})
     _print_summary(console, result)
     return result
 
@@ -353,7 +284,7 @@ def _loop(model, optimizer, scheduler, config, train_set, held_out_set, tokenize
                     held_out = evaluate_held_out(model, held_out_set, config, tokenizer.pad_token_id, device, autocast)
                     record.update({f"held_out_{key}": value for key, value in held_out.items()})
                     console.log(_format_record(record))
-                _append_metrics(output_dir / METRICS_FILE, record, writer)
+                append_metrics(output_dir / METRICS_FILE, record, writer)
                 progress.update(task, stats=_format_record(record))
                 window_tokens, window_start = 0, time.perf_counter()
                 sums = {"loss": 0.0, "mcl": 0.0, "cit": 0.0, "count": 0}
@@ -384,33 +315,6 @@ def _format_record(record: dict[str, Any]) -> str:
         if key in record:
             parts.append(f"{key.replace('held_out_', 'held-out ')} {record[key]:.3f}")
     return " · ".join(parts)
-
-
-def _append_metrics(path: Path, record: dict[str, Any], writer) -> None:
-    with path.open("a", encoding="utf-8") as file:
-        file.write(json.dumps(record) + "\n")
-    if writer is not None:
-        for key, value in record.items():
-            if key != "step":
-                writer.add_scalar(key, value, record["step"])
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines written after the checkpoint we resume from, so the file reads as one run."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
-    write_atomically(path, "".join(line + "\n" for line in kept))
-
-
-def _tensorboard(output_dir: Path, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise AfpError("train.tensorboard is on but tensorboard is not installed: pip install tensorboard") from None
-    return SummaryWriter(str(output_dir / "tensorboard"))
 
 
 def _autocast_factory(device: str, precision: str):
@@ -444,65 +348,6 @@ class _InterruptFlag:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
         return False
-
-
-# ------------------------------------------------------------------------------------------- outputs
-
-
-def _save_outputs(model, tokenizer, config: AlignConfig, output_dir: Path, result: AlignResult, trainable: int,
-                  total: int) -> None:
-    """Adapter (or full model), tokenizer and summary, each written to a temporary folder then moved in place."""
-    staging = output_dir / ".staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    if config.model.architecture is not None:
-        base_name = str((output_dir / BASE_MODEL_DIR).resolve())
-    else:
-        base_name = config.model.name_or_path
-    if config.lora.enabled:
-        model.peft_config["default"].base_model_name_or_path = base_name
-    # afp never resizes the vocabulary, so the base embeddings need not be copied into the adapter (peft would
-    # when embed_tokens is a LoRA target)
-    with quiet_saving():
-        model.save_pretrained(staging, **({"save_embedding_layers": False} if config.lora.enabled else {}))
-        tokenizer.save_pretrained(staging)
-    for item in staging.iterdir():
-        _move_into(item, output_dir / item.name)
-    staging.rmdir()
-    if config.merge and config.lora.enabled:
-        merged_staging = output_dir / ".staging-merged"
-        merged = model.merge_and_unload()
-        with quiet_saving():
-            merged.save_pretrained(merged_staging)
-            tokenizer.save_pretrained(merged_staging)
-        _move_into(merged_staging, output_dir / "merged")
-    summary = {"steps": result.steps, "trainable_parameters": trainable, "total_parameters": total,
-               "held_out_before": result.held_out_before, "held_out_after": result.held_out_after,
-               "base_model": base_name, "adapter": config.lora.enabled}
-    write_json(output_dir / "summary.json", summary)
-
-
-def _save_built_base_model(model, tokenizer, folder: Path) -> None:
-    """A model built from an architecture exists nowhere else: save it once so its adapter can be loaded later.
-
-    On resume the folder is already there (the seed rebuilt identical weights), so it is kept as it is.
-    """
-    if folder.exists():
-        return
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.with_name(f".staging-{folder.name}")
-    shutil.rmtree(staging, ignore_errors=True)
-    with quiet_saving():
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-    os.replace(staging, folder)
-
-
-def _move_into(source: Path, target: Path) -> None:
-    if target.is_dir():
-        shutil.rmtree(target)
-    elif target.exists():
-        target.unlink()
-    os.replace(source, target)
 
 
 def _tokenizer_texts(examples) -> list[str]:

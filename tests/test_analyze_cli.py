@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
-
-from afp_cli.cli import main
 
 
 @pytest.fixture(scope="module")

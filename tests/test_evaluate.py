@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-from afp_cli import cli
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ Other backends (``vllm``, ...) get lm-eval's own model arguments and load what t
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field

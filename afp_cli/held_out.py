@@ -1,0 +1,55 @@
+"""Held-out evaluation during alignment: CIT loss and MCL retrieval accuracy, with dropout off."""
+
+from __future__ import annotations
+
+import torch
+
+from afp_cli.config import AlignConfig
+from afp_cli.data.batches import collate
+from afp_cli.data.tokenize import IGNORE_INDEX
+from afp_cli.layer_encoder import sentence_vectors
+from afp_cli.losses import causal_lm_loss
+
+
+@torch.no_grad()
+def evaluate_held_out(model, examples, config: AlignConfig, pad_token_id: int, device: str, autocast) -> dict[str, float]:
+    """CIT loss and MCL retrieval top-1 accuracy (sent0 → sent1 among the held-out pairs), dropout off."""
+    if not examples:
+        return {}
+    was_training = model.training
+    model.eval()
+    metrics: dict[str, float] = {}
+    size = max(2, config.train.batch_size * 2)
+    chunks = [examples[start:start + size] for start in range(0, len(examples), size)]
+    with autocast():
+        if examples[0].sentences:
+            sources, targets = [], []
+            for chunk in chunks:
+                batch = collate(chunk, pad_token_id).to(device)
+                vectors = sentence_vectors(model, batch.sentence_ids, batch.sentence_mask, config.mcl.pooling_layer,
+                                           config.mcl.pooling_method).float()
+                columns = vectors.chunk(batch.sentences_per_example)
+                sources.append(columns[0])
+                targets.append(columns[1])
+            metrics["retrieval_top1"] = retrieval_accuracy(torch.cat(sources), torch.cat(targets))
+        if examples[0].instruction_ids:
+            losses, weights = [], []
+            for chunk in chunks:
+                batch = collate(chunk, pad_token_id).to(device)
+                targets_in_chunk = int((batch.instruction_labels[:, 1:] != IGNORE_INDEX).sum())
+                if targets_in_chunk:
+                    losses.append(float(causal_lm_loss(model, batch.instruction_ids, batch.instruction_mask,
+                                                       batch.instruction_labels)) * targets_in_chunk)
+                    weights.append(targets_in_chunk)
+            if weights:
+                metrics["cit_loss"] = sum(losses) / sum(weights)
+    model.train(was_training)
+    return metrics
+
+
+def retrieval_accuracy(sources: torch.Tensor, targets: torch.Tensor) -> float:
+    """Share of sources whose most cosine-similar target is their own translation."""
+    sources = torch.nn.functional.normalize(sources, dim=-1)
+    targets = torch.nn.functional.normalize(targets, dim=-1)
+    predicted = (sources @ targets.T).argmax(dim=-1)
+    return float((predicted == torch.arange(len(sources), device=predicted.device)).float().mean())

@@ -1,0 +1,120 @@
+"""The files of an alignment run: the output folder's rules, metrics.jsonl, the saved adapter, model and summary.
+
+Everything is written under a temporary name and moved in place, so a folder never holds a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from afp_cli.checkpoint import list_checkpoints
+from afp_cli.errors import AfpError
+from afp_cli.model import quiet_saving
+from afp_cli.report import write_atomically, write_json
+
+METRICS_FILE = "metrics.jsonl"
+BASE_MODEL_DIR = "base_model"
+
+
+def prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path | None:
+    """Refuse to mix runs: a non-empty folder needs ``--resume`` (returns its last checkpoint) or ``--overwrite``."""
+    if resume and overwrite:
+        raise AfpError("--resume and --overwrite contradict each other: choose one")
+    exists = output_dir.exists() and any(output_dir.iterdir())
+    if resume:
+        checkpoints = list_checkpoints(output_dir)
+        if not checkpoints:
+            raise AfpError(f"{output_dir}: nothing to resume (no checkpoint in {output_dir / 'checkpoints'})")
+        return checkpoints[-1]
+    if exists and not overwrite:
+        raise AfpError(f"{output_dir}: output folder is not empty: pass --overwrite to replace it or --resume to "
+                       "continue its run")
+    if exists:
+        shutil.rmtree(output_dir)
+    return None
+
+
+def append_metrics(path: Path, record: dict[str, Any], writer) -> None:
+    with path.open("a", encoding="utf-8") as file:
+        file.write(json.dumps(record) + "\n")
+    if writer is not None:
+        for key, value in record.items():
+            if key != "step":
+                writer.add_scalar(key, value, record["step"])
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines written after the checkpoint we resume from, so the file reads as one run."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
+    write_atomically(path, "".join(line + "\n" for line in kept))
+
+
+def open_tensorboard(output_dir: Path, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise AfpError("train.tensorboard is on but tensorboard is not installed: pip install tensorboard") from None
+    return SummaryWriter(str(output_dir / "tensorboard"))
+
+
+def save_outputs(model, tokenizer, config, output_dir: Path, summary: dict[str, Any]) -> None:
+    """Adapter (or full model), tokenizer, optional merged model and ``summary.json`` (``summary`` plus the base
+    model's name), each written to a temporary name then moved in place."""
+    staging = output_dir / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    if config.model.architecture is not None:
+        base_name = str((output_dir / BASE_MODEL_DIR).resolve())
+    else:
+        base_name = config.model.name_or_path
+    if config.lora.enabled:
+        model.peft_config["default"].base_model_name_or_path = base_name
+    # afp never resizes the vocabulary, so the base embeddings need not be copied into the adapter (peft would
+    # when embed_tokens is a LoRA target)
+    with quiet_saving():
+        model.save_pretrained(staging, **({"save_embedding_layers": False} if config.lora.enabled else {}))
+        tokenizer.save_pretrained(staging)
+    for item in staging.iterdir():
+        _move_into(item, output_dir / item.name)
+    staging.rmdir()
+    if config.merge and config.lora.enabled:
+        merged_staging = output_dir / ".staging-merged"
+        merged = model.merge_and_unload()
+        with quiet_saving():
+            merged.save_pretrained(merged_staging)
+            tokenizer.save_pretrained(merged_staging)
+        _move_into(merged_staging, output_dir / "merged")
+    write_json(output_dir / "summary.json", {**summary, "base_model": base_name, "adapter": config.lora.enabled})
+
+
+def save_built_base_model(model, tokenizer, folder: Path) -> None:
+    """A model built from an architecture exists nowhere else: save it once so its adapter can be loaded later.
+
+    On resume the folder is already there (the seed rebuilt identical weights), so it is kept as it is.
+    """
+    if folder.exists():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.with_name(f".staging-{folder.name}")
+    shutil.rmtree(staging, ignore_errors=True)
+    with quiet_saving():
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    os.replace(staging, folder)
+
+
+def _move_into(source: Path, target: Path) -> None:
+    if target.is_dir():
+        shutil.rmtree(target)
+    elif target.exists():
+        target.unlink()
+    os.replace(source, target)
+
+
