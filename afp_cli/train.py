@@ -272,7 +272,8 @@ def _loop(model, optimizer, scheduler, config, train_set, held_out_set, tokenize
             scheduler.step()
             state.step += 1
 
-            if state.step % train.log_every == 0 or state.step == train.max_steps:
+            evaluate_now = bool(train.eval_every) and state.step % train.eval_every == 0 and state.step != train.max_steps
+            if state.step % train.log_every == 0 or state.step == train.max_steps or evaluate_now:
                 elapsed = time.perf_counter() - window_start
                 record = {"step": state.step, "loss": sums["loss"] / sums["count"],
                           "lr": scheduler.get_last_lr()[0], "tokens_per_s": window_tokens / max(elapsed, 1e-9)}
@@ -280,10 +281,10 @@ def _loop(model, optimizer, scheduler, config, train_set, held_out_set, tokenize
                     record["mcl"] = sums["mcl"] / sums["count"]
                 if config.cit.enabled:
                     record["cit"] = sums["cit"] / sums["count"]
-                if train.eval_every and state.step % train.eval_every == 0 and state.step != train.max_steps:
+                if evaluate_now:  # the final step is evaluated once, after the loop
                     held_out = evaluate_held_out(model, held_out_set, config, tokenizer.pad_token_id, device, autocast)
                     record.update({f"held_out_{key}": value for key, value in held_out.items()})
-                    console.log(_format_record(record))
+                    progress.console.print(f"step {state.step}: {_format_record(record)}", highlight=False)
                 append_metrics(output_dir / METRICS_FILE, record, writer)
                 progress.update(task, stats=_format_record(record))
                 window_tokens, window_start = 0, time.perf_counter()

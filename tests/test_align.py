@@ -244,3 +244,12 @@ def test_tensorboard_events_are_written_when_asked(tmp_path, data_file):
     align(config, console=quiet())
     events = list((Path(config.output_dir) / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+def test_held_out_evaluation_runs_every_eval_every_steps_whatever_the_logging_interval(tmp_path, data_file):
+    config = load_config(write_recipe(tmp_path, data_file, train={"max_steps": 6, "log_every": 4, "eval_every": 3}))
+    align(config, console=quiet())
+    logged = metrics(Path(config.output_dir))
+    assert [record["step"] for record in logged] == [3, 4, 6]
+    assert [("held_out_retrieval_top1" in record) for record in logged] == [True, False, False]
+    assert 0.0 <= logged[0]["held_out_retrieval_top1"] <= 1.0 and logged[0]["held_out_cit_loss"] > 0

@@ -11,7 +11,7 @@ HELP = """Align a pre-trained causal LM with the two AFP objectives and write a 
 
 Example:
 
-    afp align recipes/tiny-demo.yaml train.max_steps=50 output_dir=runs/demo --overwrite
+    afp align recipes/tiny-demo.yaml train.max_steps=50 --overwrite
 
 Overrides are section.key=value pairs (train.lr=2e-5 lora.r=16 mcl.pooling=avg-1 output_dir=runs/x).
 """
