@@ -253,3 +253,21 @@ def test_held_out_evaluation_runs_every_eval_every_steps_whatever_the_logging_in
     assert [record["step"] for record in logged] == [3, 4, 6]
     assert [("held_out_retrieval_top1" in record) for record in logged] == [True, False, False]
     assert 0.0 <= logged[0]["held_out_retrieval_top1"] <= 1.0 and logged[0]["held_out_cit_loss"] > 0
+
+
+def test_a_recipe_data_build_section_builds_the_mixture_once_and_trains_on_it(tmp_path, monkeypatch):
+    parallel = tmp_path / "pairs.tsv"
+    records = [json.loads(line) for line in DEMO_DATA.read_text(encoding="utf-8").splitlines()[:40]]
+    parallel.write_text("en\tzh\n" + "".join(f"{r['sent0']}\t{r['sent1']}\n" for r in records), encoding="utf-8")
+    monkeypatch.setenv("AFP_CACHE_DIR", str(tmp_path / "cache"))
+    build = {"mode": "translation", "languages": ["en", "zh"], "parallel": "pairs.tsv", "change_prob": 0.5}
+    recipe = write_recipe(tmp_path, parallel, data={"train_file": None, "build": build, "held_out": 8},
+                          train={"max_steps": 2})
+    config = load_config(recipe)
+    assert config.data.build["parallel"] == str(parallel)  # resolved against the recipe's folder
+    align(config, console=quiet())
+    built = list((tmp_path / "cache" / "data").glob("*.jsonl"))
+    assert len(built) == 1 and len(built[0].read_text(encoding="utf-8").splitlines()) == 40
+    first_build = built[0].stat().st_mtime_ns
+    align(load_config(recipe), overwrite=True, console=quiet())
+    assert built[0].stat().st_mtime_ns == first_build  # cached: the same settings and inputs are not rebuilt
