@@ -14,8 +14,11 @@ from afp_cli.errors import AfpError
 
 
 def default_include_path() -> Path:
-    """``tasks/`` at the repository root, found from the package (an editable install or a checkout)."""
-    return Path(__file__).resolve().parents[2] / "tasks"
+    """afp's task folder: ``afp_cli/tasks`` in an installed wheel, else ``tasks/`` at the repository root
+    (a checkout or an editable install)."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "tasks"
+    return installed if installed.is_dir() else package.parent / "tasks"
 
 
 def resolve_include_path(include_path: str | Path | None) -> Path:
