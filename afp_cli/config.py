@@ -393,39 +393,47 @@ _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _coerce(dotted: str, annotation: Any, value: Any, where) -> Any:
-    """Check a value against its field's annotation (string form, as ``from __future__ import annotations``)."""
+    """Check a value against its field's annotation (string form, as ``from __future__ import annotations``).
+
+    A union (``list[str] | str | None``) accepts a value any of its members accepts.
+    """
     expected = str(annotation)
+    members = [member.strip() for member in expected.split("|")]
     if value is None:
-        if "None" in expected:
+        if "None" in members:
             return None
         raise AfpError(f"{where(dotted)}: '{dotted}' must not be empty")
-    if expected == "bool":
-        if isinstance(value, bool):
-            return value
-    elif expected == "int":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif expected == "float":
+    for member in members:
+        if member == "None":
+            continue
+        accepted, converted = _accepts(member, value)
+        if accepted:
+            return converted
+    kind = " or ".join(member for member in members if member != "None")
+    raise AfpError(f"{where(dotted)}: '{dotted}' must be {kind}, got {value!r}")
+
+
+def _accepts(member: str, value: Any) -> tuple[bool, Any]:
+    if member == "bool":
+        return isinstance(value, bool), value
+    if member == "int":
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if member == "float":
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return True, float(value)
         # YAML 1.1 reads "1e-4" (no dot) as a string; accept the notation everyone writes learning rates in.
         if isinstance(value, str) and _SCIENTIFIC.fullmatch(value):
-            return float(value)
-    elif expected.startswith("str"):
-        if isinstance(value, str):
-            return value
-        if "list" in expected and isinstance(value, list) and all(isinstance(item, str) for item in value):
-            return value
-    elif expected.startswith("dict"):
-        if isinstance(value, dict):
-            return value
-    elif expected.startswith("list"):
-        if isinstance(value, list):
-            return value
-    else:
-        return value
-    kind = expected.replace(" | None", "")
-    raise AfpError(f"{where(dotted)}: '{dotted}' must be {kind}, got {value!r}")
+            return True, float(value)
+        return False, value
+    if member == "str":
+        return isinstance(value, str), value
+    if member == "list[str]":
+        return isinstance(value, list) and all(isinstance(item, str) for item in value), value
+    if member.startswith("dict"):
+        return isinstance(value, dict), value
+    if member.startswith("list"):
+        return isinstance(value, list), value
+    raise TypeError(f"config field type {member!r} has no check")  # a field type afp does not know yet: a bug
 
 
 def config_to_yaml(config: AlignConfig) -> str:

@@ -45,6 +45,8 @@ def test_overrides_apply_with_types(tmp_path):
     assert config.mcl.pooling_method == "avg" and config.mcl.pooling_layer == 3
     assert config.lora.target_modules == ["q_proj", "v_proj"]
     assert load_config(recipe).train.lr == 1e-4  # "1e-4" in YAML 1.1 is a string; it is read as the number
+    assert load_config(recipe, ["lora.target_modules=all-linear"]).lora.target_modules == "all-linear"
+    assert load_config(recipe, ["train.cpu_threads=1"]).train.cpu_threads == 1
 
 
 @pytest.mark.parametrize("text, overrides, message", [
@@ -59,6 +61,8 @@ def test_overrides_apply_with_types(tmp_path):
     ("model:\n  name_or_path: m\ndata:\n  train_file: d\n", ["train.batch_size=1"],
      r"command line: 'train.batch_size' must be >= 2 when MCL is on"),
     ("model:\n  name_or_path: m\ndata:\n  train_file: d\n", ["lora.rank=4"], r"command line: unknown key 'lora.rank'"),
+    ("model:\n  name_or_path: m\ndata:\n  train_file: d\n", ["lora.target_modules=[1, 2]"],
+     r"command line: 'lora.target_modules' must be list\[str\] or str, got \[1, 2\]"),
     ("model:\n  name_or_path: m\n", [], r"r.yaml: missing section 'data'"),
     ("model:\n  name_or_path: m\ndata:\n  train_file: d\n  bild: {}\n", [], r"r.yaml:5: unknown key 'data.bild'"),
     ("model:\n  name_or_path: m\n  architecture: {model_type: llama}\ndata:\n  train_file: d\n", [],
