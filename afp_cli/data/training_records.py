@@ -7,10 +7,10 @@ unchanged; ``clm_prompt_len`` counts characters of ``clm_text`` that belong to t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from afp_cli.data.readers import iter_json_objects
 from afp_cli.errors import AfpError, located
 
 HARD_NEGATIVE_KEYS = ("hard_neg", "sent2")
@@ -41,19 +41,12 @@ def read_training_file(path: str | Path, need_pairs: bool, need_instructions: bo
         raise AfpError(f"{path}: training file not found")
     examples: list[TrainingExample] = []
     hard_negative_key: str | None = None
-    with path.open(encoding="utf-8") as file:
-        for number, raw in enumerate(file, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as error:
-                raise located(path, number, None, f"not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise located(path, number, None, "each line must be a JSON object")
-            if not examples:
-                hard_negative_key = next((key for key in HARD_NEGATIVE_KEYS if key in record), None)
-            examples.append(_parse(record, path, number, need_pairs, need_instructions, hard_negative_key))
+    for number, record in iter_json_objects(path):
+        if not isinstance(record, dict):
+            raise located(path, number, None, "each line must be a JSON object")
+        if not examples:
+            hard_negative_key = next((key for key in HARD_NEGATIVE_KEYS if key in record), None)
+        examples.append(_parse(record, path, number, need_pairs, need_instructions, hard_negative_key))
     if not examples:
         raise AfpError(f"{path}: no training examples (the file is empty)")
     return examples
