@@ -1,0 +1,31 @@
+"""The options every afp command shares, defined once so the same option has the same name everywhere.
+
+`-m/--model`, `-a/--adapter`, `-o/--output-dir`, `--overwrite`, `--seed`, `--device`, `--dtype` and
+`--batch-size` mean the same thing in `afp evaluate`, `afp analyze …` and `afp data …`; a command that needs
+another help text or default still uses the name and short flag from here (``typer.Option(*MODEL_FLAGS, …)``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+MODEL_FLAGS = ("--model", "-m")
+ADAPTER_FLAGS = ("--adapter", "-a")
+OUTPUT_DIR_FLAGS = ("--output-dir", "-o")
+
+Model = Annotated[str, typer.Option(*MODEL_FLAGS, help="Base model: hub name or local folder.", show_default=False)]
+OptionalModel = Annotated[Optional[str], typer.Option(*MODEL_FLAGS, help="Base model: hub name or local folder.",
+                                                      show_default=False)]
+Adapters = Annotated[Optional[list[str]], typer.Option(
+    *ADAPTER_FLAGS, help="PEFT adapter folder trained on --model; repeat for several (each shown beside the base).",
+    show_default=False)]
+OutputDir = Annotated[Path, typer.Option(*OUTPUT_DIR_FLAGS, help="Folder for the results (Markdown, JSON, PNG).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing results in the output folder.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for every random choice (demonstrations, sampling, pairs).")]
+Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")]
+Dtype = Annotated[str, typer.Option("--dtype", help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, "
+                                                    "float16.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per forward pass.")]
