@@ -24,7 +24,9 @@ class Language:
         return self.flores.split("_", 1)[1]
 
 
-# (code, English name, FLORES-200 code). The first 52 rows are Bactrian-X's languages, in its order.
+# (code, English name, FLORES-200 code). The first 52 rows are Bactrian-X's languages, in its order, named as in the
+# official code's src/lang_dict.py (chongli17/CrossLingualAlignment), the source of its "Answer in {Language}:"
+# prompts: "Slovene", not "Slovenian". A trained model has seen exactly these names, so they must not drift.
 _TABLE: tuple[tuple[str, str, str], ...] = (
     ("af", "Afrikaans", "afr_Latn"),
     ("ar", "Arabic", "arb_Arab"),
@@ -65,7 +67,7 @@ _TABLE: tuple[tuple[str, str, str], ...] = (
     ("ro", "Romanian", "ron_Latn"),
     ("ru", "Russian", "rus_Cyrl"),
     ("si", "Sinhala", "sin_Sinh"),
-    ("sl", "Slovenian", "slv_Latn"),
+    ("sl", "Slovene", "slv_Latn"),
     ("sv", "Swedish", "swe_Latn"),
     ("sw", "Swahili", "swh_Latn"),
     ("ta", "Tamil", "tam_Taml"),

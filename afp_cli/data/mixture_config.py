@@ -1,16 +1,20 @@
-"""What one AFP training mixture is made of: mode, languages, inputs, probabilities and prompt templates, validated.
+"""What an AFP training mixture is made of: parts, each a mode with its languages, inputs, probabilities and
+prompt templates, validated.
 
-The same dataclass serves `afp data` (built from CLI options) and a recipe's ``data:`` section (built from YAML), so
-both paths accept and reject exactly the same values.
+The same dataclasses serve `afp data` (built from CLI options or part files) and a recipe's ``data.build`` section
+(built from YAML), so both paths accept and reject exactly the same values.
 """
 
 from __future__ import annotations
 
 import math
 import string
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from afp_cli.data.hub import HubReference, is_hub_reference
 from afp_cli.errors import AfpError
 from afp_cli.languages import get_language
 
@@ -56,8 +60,8 @@ class MixtureConfig:
 
     mode: str
     languages: list[str]
-    instructions: str | None = None  # folder with one {lang}.json per language (bilingual, multilingual)
-    parallel: str | None = None  # TSV or JSON-lines translation pairs (translation)
+    instructions: str | None = None  # folder with one {lang}.json per language, or hf://… (bilingual, multilingual)
+    parallel: str | None = None  # TSV or JSON-lines translation pairs, or hf://… (translation)
     cross_prob: float = 0.5  # share of CIT examples answered in another language than the question's
     change_prob: float = 0.5  # multilingual: other->pivot instead of pivot->other; translation: swap direction
     repeat: float = 1.0  # examples = int(repeat * usable source records)
@@ -103,10 +107,27 @@ class MixtureConfig:
             raise AfpError(f"{_option(needed)}: {self.mode} mode needs --{needed}")
         if getattr(self, unused):
             raise AfpError(f"{_option(unused)}: not used by {self.mode} mode (it reads --{needed})")
+        if self.hub_reference is not None:
+            self.hub_reference.configs(self.input_kind, self.languages)  # a config the layout cannot use fails now
+
+    @property
+    def input_kind(self) -> str:
+        """``instructions`` or ``parallel``: the option that names this part's input."""
+        return "parallel" if self.mode == "translation" else "instructions"
+
+    @property
+    def source(self) -> str:
+        return getattr(self, self.input_kind)
+
+    @property
+    def hub_reference(self) -> HubReference | None:
+        return HubReference.parse(self.source, _option(self.input_kind)) if is_hub_reference(self.source) else None
 
     @property
     def source_path(self) -> Path:
-        return Path(self.parallel if self.mode == "translation" else self.instructions)
+        if is_hub_reference(self.source):
+            raise AssertionError(f"{self.source}: copy hub inputs to local files before reading (build.localize)")
+        return Path(self.source)
 
     def instruction_templates(self) -> tuple[Template, Template]:
         """(with input, without input)."""
@@ -122,3 +143,60 @@ class MixtureConfig:
 def _option(name: str) -> str:
     """Errors name the CLI option; a recipe's ``data.<key>`` differs only in dashes."""
     return "--translation-template" if name == "translation_templates" else "--" + name.replace("_", "-")
+
+
+@dataclass
+class MixSpec:
+    """A training mixture: one or more parts, built each with its own seed and interleaved at random by ``seed``.
+
+    The official training file is two builds concatenated and shuffled (``cat bilingual translation | shuf``,
+    chongli17/CrossLingualAlignment README); a mix of those two parts is that file, streamed.
+    """
+
+    parts: list[MixtureConfig]
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise AfpError("parts: a mixture needs at least one part")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise AfpError(f"--seed: must be an integer, got {self.seed!r}")
+        if len({part.audit_fields for part in self.parts}) > 1:
+            raise AfpError("audit_fields: set it the same way in every part (--official-format applies to the whole file)")
+
+    @classmethod
+    def from_mappings(cls, parts: dict[str, Any] | list[Any], seed: int, where: str = "data.build") -> MixSpec:
+        """Parts from YAML (a recipe's ``data.build``, a part file): one mapping, or a list of mappings.
+
+        Part ``i`` gets the seed ``seed + i`` unless it sets its own, so two parts never share a random stream.
+        """
+        mappings = parts if isinstance(parts, list) else [parts]
+        built = []
+        for index, mapping in enumerate(mappings):
+            label = f"{where}[{index}]" if isinstance(parts, list) else where
+            if not isinstance(mapping, dict):
+                raise AfpError(f"{label}: each part must be a mapping (mode, languages, instructions or parallel, ...), "
+                               f"got {mapping!r}")
+            try:
+                built.append(MixtureConfig(**{"seed": seed + index, **mapping}))
+            except TypeError as error:  # an unknown key
+                message = str(error).replace("MixtureConfig.__init__() got an ", "")
+                raise AfpError(f"{label}: {message}") from None
+            except AfpError as error:
+                raise AfpError(f"{label}: {error}") from None
+        return cls(built, seed)
+
+    @property
+    def names(self) -> list[str]:
+        """One label per part for statistics: its mode, numbered when two parts share a mode."""
+        counts = Counter(part.mode for part in self.parts)
+        seen: Counter = Counter()
+        names = []
+        for part in self.parts:
+            seen[part.mode] += 1
+            names.append(part.mode if counts[part.mode] == 1 else f"{part.mode}-{seen[part.mode]}")
+        return names
+
+    @property
+    def audit_fields(self) -> bool:
+        return self.parts[0].audit_fields

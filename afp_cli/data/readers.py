@@ -6,14 +6,14 @@ Plain and gzip-compressed files are read alike (Bactrian-X ships ``{lang}.json.g
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
+from afp_cli.data.files import first_text, iter_lines, open_text, read_text  # noqa: F401 (open_text: analyze uses it)
 from afp_cli.errors import AfpError, located
 from afp_cli.languages import get_language
 
@@ -42,12 +42,6 @@ class ParallelPair:
     line: int
 
 
-def open_text(path: Path) -> TextIO:
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
-
-
 def find_instruction_file(folder: Path, language: str) -> Path:
     """The file of ``language`` in a Bactrian-X style folder: ``{code}.json`` (or .jsonl, .gz), ISO or FLORES code."""
     if not folder.is_dir():
@@ -68,28 +62,22 @@ def iter_json_objects(path: Path) -> Iterator[tuple[int, Any]]:
     JSON lines are streamed; a JSON list is read whole (one language of Bactrian-X is about 100 MB) and its
     elements handed out one by one.
     """
-    if _starts_with_list(path):
-        with open_text(path) as file:
-            text = file.read()
+    if first_text(path) == "[":
+        text = read_text(path)
         yield from _iter_json_list(path, text, text.index("[") + 1)
         return
-    with open_text(path) as file:
-        for number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as error:
-                raise located(path, number, None, f"not valid JSON ({error.msg})") from None
+    for number, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as error:
+            raise located(path, number, None, f"not valid JSON ({error.msg}){_truncated_hint(line, error)}") from None
 
 
-def _starts_with_list(path: Path) -> bool:
-    with open_text(path) as file:
-        while chunk := file.read(4096):
-            stripped = chunk.lstrip()
-            if stripped:
-                return stripped[0] == "["
-    return False
+def _truncated_hint(line: str, error: json.JSONDecodeError) -> str:
+    # A line cut off mid-record (an interrupted download or copy) fails at its very end.
+    return "; the line looks truncated" if error.pos >= len(line.rstrip()) else ""
 
 
 def _iter_json_list(path: Path, text: str, position: int) -> Iterator[tuple[int, Any]]:
@@ -171,22 +159,20 @@ def read_parallel(path: Path, source: str, target: str) -> Iterator[ParallelPair
 def _read_parallel_tsv(path: Path, source: str, target: str) -> Iterator[ParallelPair]:
     wanted = (get_language(source).code, get_language(target).code)
     swap = False
-    with open_text(path) as file:
-        for number, raw in enumerate(file, start=1):
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                continue
-            columns = line.split("\t")
-            if len(columns) != 2:
-                raise located(path, number, "columns", f"expected 2 tab-separated columns, found {len(columns)}")
-            if number == 1 and _is_header(columns):
-                header = tuple(get_language(column.strip()).code for column in columns)
-                if set(header) != set(wanted):
-                    raise located(path, 1, "header", f"columns are {'/'.join(header)}, expected {'/'.join(wanted)}")
-                swap = header != wanted
-                continue
-            first, second = (columns[1], columns[0]) if swap else (columns[0], columns[1])
-            yield ParallelPair(id=str(number), source=first.strip(), target=second.strip(), line=number)
+    for number, line in iter_lines(path):
+        if not line.strip():
+            continue
+        columns = line.split("\t")
+        if len(columns) != 2:
+            raise located(path, number, "columns", f"expected 2 tab-separated columns, found {len(columns)}")
+        if number == 1 and _is_header(columns):
+            header = tuple(get_language(column.strip()).code for column in columns)
+            if set(header) != set(wanted):
+                raise located(path, 1, "header", f"columns are {'/'.join(header)}, expected {'/'.join(wanted)}")
+            swap = header != wanted
+            continue
+        first, second = (columns[1], columns[0]) if swap else (columns[0], columns[1])
+        yield ParallelPair(id=str(number), source=first.strip(), target=second.strip(), line=number)
 
 
 def _is_header(columns: list[str]) -> bool:

@@ -257,3 +257,32 @@ def _example(config: MixtureConfig, sent0: str, sent1: str, prompt: str, answer:
         example.update(src_lang=source, tgt_lang=target, id=record_id, sent0_lang=pair_languages[0], sent1_lang=pair_languages[1])
     return example
 
+
+
+# ----------------------------------------------------------------------------------------------- mixing parts
+
+
+def interleave(mixtures: list[Mixture], names: list[str], seed: int, label_parts: bool) -> Iterator[dict]:
+    """All examples of all parts in a uniformly random interleaving, streamed.
+
+    The official file is ``cat part1 part2 | shuf``. Each part's stream is already in random order, so drawing the
+    next example from part i with probability (examples left in i) / (examples left in all) gives the same
+    distribution as shuffling the concatenation, without holding it in memory. With ``label_parts`` each example
+    names its part (``part``), so `afp data stats` can count them.
+    """
+    if len(mixtures) == 1:  # one part: exactly its own build, byte for byte
+        yield from mixtures[0].examples
+        return
+    rng = random.Random(f"afp-mix:{seed}")  # a stream of its own: parts draw from theirs
+    left = [mixture.total for mixture in mixtures]
+    while (remaining := sum(left)) > 0:
+        draw = rng.randrange(remaining)
+        index = 0
+        while draw >= left[index]:
+            draw -= left[index]
+            index += 1
+        left[index] -= 1
+        example = next(mixtures[index].examples)
+        if label_parts:
+            example["part"] = names[index]
+        yield example

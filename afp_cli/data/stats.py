@@ -70,11 +70,14 @@ class MixtureStats:
     directions: Counter = field(default_factory=Counter)
     cross_lingual: int = 0
     mcl_pairs: Counter = field(default_factory=Counter)
+    parts: Counter = field(default_factory=Counter)  # examples per part of a mix (the ``part`` audit field)
     chars: dict[str, Counter] = field(default_factory=lambda: {part: Counter() for part in CHAR_PARTS})
     tokens: TokenLengths | None = None
 
     def add(self, example: dict) -> None:
         self.examples += 1
+        if "part" in example:
+            self.parts[example["part"]] += 1
         source, target = example.get("src_lang", UNKNOWN), example.get("tgt_lang", UNKNOWN)
         self.directions[f"{source}→{target}"] += 1
         self.cross_lingual += source != target
@@ -94,6 +97,7 @@ class MixtureStats:
             "directions": dict(self.directions.most_common()),
             "cross_lingual_share": round(self.cross_lingual / self.examples, 4) if known and self.examples else None,
             "mcl_pairs": dict(self.mcl_pairs.most_common()),
+            **({"parts": dict(self.parts)} if self.parts else {}),
             "length_chars": {part: percentiles(histogram) for part, histogram in self.chars.items()},
         }
         if self.tokens is not None:
@@ -132,12 +136,17 @@ def render(report: dict) -> str:
     lines = [f"examples: {report['examples']}", f"cross-lingual share: {'unknown' if share is None else f'{share:.1%}'}"]
     inputs = report.get("inputs")
     if inputs:
-        read = ", ".join(f"{name} {count}" for name, count in inputs["records"].items())
-        lines.append(
-            f"inputs read: {read}; usable: {inputs['usable']}; empty fields skipped: {inputs['empty_skipped']}; "
-            f"duplicates dropped: {inputs['duplicates_dropped']}; untranslated skipped: {inputs['untranslated_skipped']}"
-        )
+        # one part: its counts; a mix: the counts of each part by name
+        per_part = {"": inputs} if "records" in inputs else {f"{name}: ": counts for name, counts in inputs.items()}
+        for prefix, counts in per_part.items():
+            read = ", ".join(f"{name} {count}" for name, count in counts["records"].items())
+            lines.append(
+                f"{prefix}inputs read: {read}; usable: {counts['usable']}; empty fields skipped: {counts['empty_skipped']}; "
+                f"duplicates dropped: {counts['duplicates_dropped']}; untranslated skipped: {counts['untranslated_skipped']}"
+            )
     lines.append("")
+    if report.get("parts"):
+        lines.append(markdown_table([{"part": k, "examples": v} for k, v in report["parts"].items()], ["part", "examples"]))
     lines.append(markdown_table([{"direction": k, "examples": v} for k, v in report["directions"].items()], ["direction", "examples"]))
     lines.append(markdown_table([{"MCL pair": k, "examples": v} for k, v in report["mcl_pairs"].items()], ["MCL pair", "examples"]))
     for unit in ("chars", "tokens"):
