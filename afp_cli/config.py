@@ -128,10 +128,11 @@ class CITConfig:
 class DataConfig:
     train_file: str | None = _help("AFP JSONL: sent0, sent1, [hard_neg], clm_text, clm_prompt_len (official format). "
                                    "Relative paths are resolved against the recipe's folder.", None)
-    build: dict[str, Any] | None = _help(
-        "Build the training file from instruction data or parallel text instead (the options of `afp data`: "
-        "mode, languages, instructions or parallel, cross_prob, change_prob, repeat, seed, templates); "
-        "built once and cached in $AFP_CACHE_DIR (default ~/.cache/afp).", None)
+    build: dict[str, Any] | list[dict[str, Any]] | None = _help(
+        "Build the training file instead: one part or a list of parts, each with the options of `afp data` (mode, "
+        "languages, instructions or parallel as a path or hf:// reference, cross_prob, change_prob, repeat, seed, "
+        "templates), mixed and shuffled by train.seed; built once and cached in $AFP_CACHE_DIR (default "
+        "~/.cache/afp). See docs/data.md.", None)
     held_out: int = _help("Number of training examples held out for evaluation (taken by the seeded shuffle).", 64)
     max_length: int = _help("Maximum tokens per sentence (MCL) and per instruction text (CIT); longer ones are "
                             "truncated and counted.", 512)
@@ -146,16 +147,13 @@ class DataConfig:
 
 
     def mixture(self, seed: int = 0):
-        """The `afp data` mixture that ``build`` describes (``seed`` unless the section sets its own)."""
-        from afp_cli.data.mixture_config import MixtureConfig
+        """The `afp data` mixture (a MixSpec) that ``build`` describes, mixed by ``seed``; parts may set their own."""
+        from afp_cli.data.mixture_config import MixSpec
 
-        spec = {"seed": seed, **self.build}
         try:
-            return MixtureConfig(**spec)
-        except TypeError as error:  # an unknown key
-            raise ConfigValueError("build", str(error).replace("MixtureConfig.__init__() got an ", "")) from None
+            return MixSpec.from_mappings(self.build, seed)
         except AfpError as error:
-            raise ConfigValueError("build", str(error)) from None
+            raise ConfigValueError("build", str(error).removeprefix("data.build: ")) from None
 
 
 @dataclass
@@ -332,16 +330,21 @@ _RECIPE_PATHS = ("data.train_file", "data.build.instructions", "data.build.paral
 
 
 def _resolve_recipe_paths(tree: dict[str, Any], folder: Path, override_keys: set[str]) -> None:
+    from afp_cli.data.hub import is_hub_reference
+
     for dotted in _RECIPE_PATHS:
         *parents, leaf = dotted.split(".")
-        node = tree
+        nodes = [tree]
         for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or dotted in override_keys:
+            nodes = [node.get(part) if isinstance(node, dict) else None for node in nodes]
+            # data.build may be a list of parts: each part's paths resolve alike
+            nodes = [item for node in nodes for item in (node if isinstance(node, list) else [node])]
+        if dotted in override_keys:
             continue
-        value = node.get(leaf)
-        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
-            node[leaf] = str((folder / value).resolve())
+        for node in nodes:
+            value = node.get(leaf) if isinstance(node, dict) else None
+            if isinstance(value, str) and not is_hub_reference(value) and not Path(value).expanduser().is_absolute():
+                node[leaf] = str((folder / value).resolve())
 
 
 def build_config(tree: dict[str, Any], where=lambda key: "recipe") -> AlignConfig:

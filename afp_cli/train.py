@@ -9,7 +9,6 @@ order is a pure function of seed and step).
 from __future__ import annotations
 
 import math
-import os
 import signal
 import time
 from contextlib import nullcontext
@@ -156,7 +155,8 @@ def align(config: AlignConfig, resume: bool = False, overwrite: bool = False, dr
 
     # data first: a bad line should fail before any model is loaded
     train_file = resolve_train_file(config, console)
-    examples = read_training_file(train_file, config.mcl.enabled, config.cit.enabled)
+    examples = read_training_file(train_file, config.mcl.enabled, config.cit.enabled,
+                                  warn=lambda message: console.print(f"warning: {message}", markup=False, highlight=False))
     if len(examples) - config.data.held_out < train.batch_size:
         raise AfpError(f"{train_file}: {len(examples)} examples leave fewer than train.batch_size="
                        f"{train.batch_size} for training after data.held_out={config.data.held_out}")
@@ -224,11 +224,12 @@ def resolve_train_file(config: AlignConfig, console: Console) -> Path:
     """The recipe's training file, or the mixture its ``data.build`` section describes (built once, cached)."""
     if config.data.train_file is not None:
         return Path(config.data.train_file)
-    from afp_cli.data.build import ensure_mixture
+    from afp_cli.data.build import cache_root, ensure_mixture, pin_hub_inputs, pinned_build_section
 
-    mixture = config.data.mixture(seed=config.train.seed)
-    cache = Path(os.environ.get("AFP_CACHE_DIR", "~/.cache/afp")).expanduser() / "data"
-    path = ensure_mixture(mixture, cache)
+    # hub inputs pinned to a commit first, and the pins written back, so recipe.yaml records what was read
+    mixture = pin_hub_inputs(config.data.mixture(seed=config.train.seed))
+    config.data.build = pinned_build_section(config.data.build, mixture)
+    path = ensure_mixture(mixture, cache_root() / "data")
     console.print(f"training data: {path}")
     return path
 
