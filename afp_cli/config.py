@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from afp_cli.errors import AfpError
+from afp_cli.lora_targets import TARGET_PRESETS
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
@@ -37,6 +38,11 @@ def _require(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigValueError(key, message)
 
+
+# Full fine-tuning: the official script's rate (script/run_sup_example.sh). LoRA: afp's choice, 10x higher, the
+# usual LoRA range (the low-rank update starts at zero and needs larger steps to move as far).
+DEFAULT_FULL_LR = 1e-5
+DEFAULT_LORA_LR = 1e-4
 
 POOLING_PATTERN = re.compile(r"^(last|avg|max)(-(\d+))?$")
 
@@ -71,10 +77,15 @@ class LoraSettings:
     r: int = _help("LoRA rank.", 16)
     alpha: int = _help("LoRA scaling numerator; usually 2 × r.", 32)
     dropout: float = _help("Dropout on the LoRA input.", 0.05)
+    targets: str = _help(
+        "What to adapt: auto (afp's default: embeddings+all-linear), attention, all-linear, embeddings+attention, "
+        "embeddings+all-linear. MCL pools a low layer, so it needs the input embeddings adapted "
+        "(docs/method_fidelity.md).", "auto")
     target_modules: list[str] | str | None = _help(
-        "Modules to adapt; null = afp's default per architecture (attention projections), or 'all-linear'.", None)
+        "Explicit PEFT module names (or 'all-linear'); when set, they win over `targets`.", None)
 
     def __post_init__(self) -> None:
+        _require(self.targets in TARGET_PRESETS, "targets", f"must be one of {', '.join(TARGET_PRESETS)}")
         _require(self.r >= 1, "r", "must be >= 1")
         _require(self.alpha > 0, "alpha", "must be > 0")
         _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
@@ -161,7 +172,8 @@ class TrainConfig:
     max_steps: int = _help("Optimizer steps.", 5000)
     batch_size: int = _help("Examples per micro-batch (each gives one MCL pair and one CIT text).", 2)
     grad_accumulation: int = _help("Micro-batches per optimizer step.", 1)
-    lr: float = _help("Peak learning rate (official full fine-tuning: 1e-5; LoRA usually wants ~1e-4).", 1e-5)
+    lr: float | None = _help("Peak learning rate; null: 1e-4 with LoRA, 1e-5 for full fine-tuning (the official "
+                             "rate). The resolved value is printed and written to recipe.yaml.", None)
     weight_decay: float = _help("AdamW weight decay.", 0.0)
     scheduler: str = _help("Learning-rate schedule after warmup: cosine, linear or constant.", "cosine")
     warmup_ratio: float = _help("Share of steps with linear warmup.", 0.03)
@@ -186,7 +198,7 @@ class TrainConfig:
             _require(getattr(self, key) >= 0, key, "must be >= 0")
         _require(self.cpu_threads is None or self.cpu_threads >= 1, "cpu_threads", "must be >= 1")
         _require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
-        _require(self.lr > 0 and math.isfinite(self.lr), "lr", "must be a positive number")
+        _require(self.lr is None or (self.lr > 0 and math.isfinite(self.lr)), "lr", "must be a positive number")
         _require(self.scheduler in {"cosine", "linear", "constant"}, "scheduler", "must be cosine, linear or constant")
         _require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "must be in [0, 1)")
         _require(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
@@ -209,6 +221,8 @@ class AlignConfig:
         self.mcl = self.mcl or MCLConfig()
         self.cit = self.cit or CITConfig()
         self.train = self.train or TrainConfig()
+        if self.train.lr is None:
+            self.train.lr = DEFAULT_LORA_LR if self.lora.enabled else DEFAULT_FULL_LR
         _require(self.mcl.enabled or self.cit.enabled, "mcl.weight",
                  "'mcl.weight' and 'cit.weight' are both 0: nothing to train")
         _require(not self.mcl.enabled or self.train.batch_size >= 2, "train.batch_size",

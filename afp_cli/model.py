@@ -14,27 +14,6 @@ from typing import Any
 
 from afp_cli.errors import AfpError
 
-# Default LoRA targets: the attention projections of each architecture (q, k, v and output), the set the
-# LoRA paper found enough for adaptation. Names are matched by suffix, so "attn.c_proj" leaves GPT-2's MLP
-# c_proj alone. Any other architecture gets peft's "all-linear".
-LORA_TARGET_MODULES: dict[str, list[str]] = {
-    "gpt2": ["c_attn", "attn.c_proj"],
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "gemma": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "gemma2": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "xglm": ["q_proj", "k_proj", "v_proj", "out_proj"],
-    "opt": ["q_proj", "k_proj", "v_proj", "out_proj"],
-    "bloom": ["query_key_value", "self_attention.dense"],
-    "gpt_neox": ["query_key_value", "attention.dense"],
-}
-
-
-def lora_target_modules(model_type: str) -> list[str] | str:
-    return LORA_TARGET_MODULES.get(model_type, "all-linear")
-
 
 def resolve_device(device: str = "auto") -> str:
     """``auto`` picks CUDA when there is a GPU, else CPU; anything else is passed to torch as given."""
@@ -179,6 +158,26 @@ def quiet_saving():
             transformers_logging.enable_progress_bar()
 
 
+def merge_adapter(peft_model):
+    """The base model with the active LoRA adapter merged in, giving the same logits as the adapter model.
+
+    When the input embeddings carry LoRA and the LM head shares their matrix (tied, as in XGLM, BLOOM, GPT-2,
+    Qwen2.5), merging into the shared matrix would change the output layer too, which training never did. The
+    output layer gets its own copy of the frozen matrix first, and the merged model is saved untied.
+    """
+    import torch
+
+    base = peft_model.get_base_model()
+    output_layer = base.get_output_embeddings()
+    input_weight = getattr(base.get_input_embeddings(), "weight", None)
+    if output_layer is not None and input_weight is not None and output_layer.weight is input_weight:
+        output_layer.weight = torch.nn.Parameter(input_weight.detach().clone(), requires_grad=False)
+        base.config.tie_word_embeddings = False
+        if getattr(base.config, "get_text_config", None) is not None:
+            base.config.get_text_config().tie_word_embeddings = False
+    return peft_model.merge_and_unload()
+
+
 def count_parameters(model) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     trainable = sum(param.numel() for param in model.parameters() if param.requires_grad)
@@ -186,15 +185,27 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def add_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str] | str | None, seed: int):
-    """Wrap ``model`` with fresh LoRA adapters (seeded init); only the adapters stay trainable."""
+def add_lora(model, r: int, alpha: int, dropout: float, targets: str = "auto",
+             target_modules: list[str] | str | None = None, seed: int = 0):
+    """Wrap ``model`` with fresh LoRA adapters (seeded init); only the adapters stay trainable.
+
+    ``targets`` is a preset of afp_cli/lora_targets.py; ``target_modules`` (PEFT names) wins when given.
+    """
+    import warnings
+
     import torch
     from peft import LoraConfig, get_peft_model
 
-    targets = target_modules if target_modules is not None else lora_target_modules(model.config.model_type)
+    from afp_cli.lora_targets import resolve_targets
+
+    resolved = resolve_targets(model, targets, target_modules)
     torch.manual_seed(seed)
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=resolved, task_type="CAUSAL_LM")
     try:
-        return get_peft_model(model, config)
+        with warnings.catch_warnings():
+            # peft warns that a tied embedding is "part of the adapter": intended here, the LM head keeps the frozen
+            # base matrix during training and `merge` unties the two first (run_output.merge_adapter)
+            warnings.filterwarnings("ignore", message=r".*tie_word_embeddings=True.*")
+            return get_peft_model(model, config)
     except ValueError as error:
-        raise AfpError(f"lora.target_modules {targets!r} do not match {type(model).__name__}: {error}") from None
+        raise AfpError(f"lora.target_modules {resolved!r} do not match {type(model).__name__}: {error}") from None

@@ -13,7 +13,7 @@ from typing import Any
 
 from afp_cli.checkpoint import list_checkpoints
 from afp_cli.errors import AfpError
-from afp_cli.model import quiet_saving
+from afp_cli.model import merge_adapter, quiet_saving
 from afp_cli.report import write_atomically, write_json
 
 METRICS_FILE = "metrics.jsonl"
@@ -86,7 +86,7 @@ def save_outputs(model, tokenizer, config, output_dir: Path, summary: dict[str, 
     staging.rmdir()
     if config.merge and config.lora.enabled:
         merged_staging = output_dir / ".staging-merged"
-        merged = model.merge_and_unload()
+        merged = merge_adapter(model)
         with quiet_saving():
             merged.save_pretrained(merged_staging)
             tokenizer.save_pretrained(merged_staging)

@@ -94,7 +94,19 @@ def make_trainable(model, config: AlignConfig):
             model.enable_input_require_grads()
     if not lora.enabled:
         return model
-    return add_lora(model, lora.r, lora.alpha, lora.dropout, lora.target_modules, seed=config.train.seed)
+    return add_lora(model, lora.r, lora.alpha, lora.dropout, lora.targets, lora.target_modules, seed=config.train.seed)
+
+
+def check_mcl_reach(model, config: AlignConfig, console: Console) -> None:
+    """Warn when MCL pools a layer below which (almost) nothing is trained: its loss would barely move."""
+    from afp_cli.lora_targets import mcl_reach_warning, pooling_reach
+
+    layer = config.mcl.pooling_layer
+    if not config.mcl.enabled or layer is None:
+        return
+    warning = mcl_reach_warning(pooling_reach(model, layer), model.config.num_hidden_layers)
+    if warning is not None:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 def build_optimizer(model, config: AlignConfig):
@@ -180,7 +192,8 @@ def align(config: AlignConfig, resume: bool = False, overwrite: bool = False, dr
         save_built_base_model(model, tokenizer, output_dir / BASE_MODEL_DIR)
     model = make_trainable(model, config)
     trainable, total = count_parameters(model)
-    _describe(console, config, len(train_set), len(held_out_set), counts, trainable, total, device)
+    _describe(console, config, len(train_set), len(held_out_set), counts, trainable, total, device, model)
+    check_mcl_reach(model, config, console)
     if dry_run:
         console.print(config_to_yaml(config), markup=False, highlight=False)
         console.print("[bold]dry run[/]: recipe, data and model are valid; nothing was trained or written.")
@@ -359,14 +372,21 @@ def _tokenizer_texts(examples) -> list[str]:
     return texts
 
 
-def _describe(console, config, train_size, held_out_size, counts: TokenCounts, trainable, total, device) -> None:
-    mode = "LoRA" if config.lora.enabled else "full fine-tuning"
+def _describe(console, config, train_size, held_out_size, counts: TokenCounts, trainable, total, device,
+              model) -> None:
+    if config.lora.enabled:
+        targets = model.peft_config["default"].target_modules
+        shown = targets if isinstance(targets, str) else ", ".join(sorted(targets))
+        mode = f"LoRA r={config.lora.r} on {shown}"
+    else:
+        mode = "full fine-tuning"
     objectives = []
     if config.mcl.enabled:
         objectives.append(f"{config.mcl.weight:g}·MCL ({config.mcl.pooling}, τ={config.mcl.temperature:g})")
     if config.cit.enabled:
         objectives.append(f"{config.cit.weight:g}·CIT")
-    console.print(f"[bold]afp align[/] · {mode} · {' + '.join(objectives)} · device {device}")
+    console.print(f"[bold]afp align[/] · {mode} · {' + '.join(objectives)} · lr {config.train.lr:g} · device {device}",
+                  highlight=False)
     console.print(f"examples: {train_size} train, {held_out_size} held out · tokens: "
                   f"{counts.sentence_tokens} in sentences, {counts.instruction_tokens} in instructions "
                   f"({counts.target_tokens} answer targets)")

@@ -45,7 +45,7 @@ def build(args):
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     model = AutoModelForCausalLM.from_config(config).to(args.device, dtype)
     model.config.use_cache = False
-    return add_lora(model, r=16, alpha=32, dropout=0.05, target_modules=None, seed=0), config.vocab_size
+    return add_lora(model, r=16, alpha=32, dropout=0.05, targets=args.targets, seed=0), config.vocab_size
 
 
 def synthetic_batch(args, vocab_size):
@@ -172,6 +172,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
+    parser.add_argument("--targets", default="attention", help="LoRA targets preset (lora.targets); the results "
+                        "recorded before afp 0.2 adapted the attention projections")
     parser.add_argument("--mode", choices=list(MODES), help="measure one mode (internal)")
     args = parser.parse_args()
     if args.mode:
@@ -186,7 +188,7 @@ def main() -> None:
         results[mode] = json.loads(output.strip().splitlines()[-1])
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {args.device}; "
           f"preset {args.preset}, batch {args.batch}, seq {args.seq} (MCL sentences {args.seq // 4} tokens), "
-          f"{args.steps} timed steps after {args.warmup} warm-up")
+          f"{args.steps} timed steps after {args.warmup} warm-up; LoRA targets {args.targets}")
     print(f"{'step':<10}{'steps/s':>10}{'tokens/s':>12}{'peak GiB':>10}  peak measured as")
     for mode, result in results.items():
         print(f"{mode:<10}{result['steps_per_s']:>10.3f}{result['tokens_per_s']:>12.0f}{result['peak_gib']:>10.2f}"

@@ -118,11 +118,12 @@ def test_saved_adapter_reloads_to_identical_logits(tmp_path, data_file):
         assert not torch.allclose(base(input_ids=input_ids).logits, expected)  # the adapter does change the model
 
 
-def test_merge_writes_a_plain_model_with_the_adapter_folded_in(tmp_path, data_file):
+@pytest.mark.parametrize("model_type", ["llama", "xglm"])  # XGLM ties its LM head to the adapted embeddings
+def test_merge_writes_a_plain_model_with_the_adapter_folded_in(tmp_path, data_file, model_type):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    config = load_config(write_recipe(tmp_path, data_file, train={"max_steps": 2}, merge=True))
+    config = load_config(write_recipe(tmp_path, data_file, model_type, train={"max_steps": 2}, merge=True))
     align(config, console=quiet())
     run = Path(config.output_dir)
     merged = AutoModelForCausalLM.from_pretrained(run / "merged").eval()
@@ -208,8 +209,9 @@ def test_a_local_pretrained_model_trains_and_its_adapter_points_back_to_it(tmp_p
     align(config, console=quiet())
     run = Path(config.output_dir)
     assert json.loads((run / "adapter_config.json").read_text())["base_model_name_or_path"] == str(model_dir)
-    assert json.loads((run / "adapter_config.json").read_text())["target_modules"] in (
-        ["c_attn", "attn.c_proj"], ["attn.c_proj", "c_attn"])
+    # afp's default targets: the embeddings and every linear layer of the blocks, never the (tied) LM head
+    assert sorted(json.loads((run / "adapter_config.json").read_text())["target_modules"]) == [
+        "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "transformer.wte"]
     assert not (run / "base_model").exists()
     check_adapter_base(run, str(model_dir))  # the adapter is recognised as belonging to this base
 

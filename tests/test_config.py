@@ -3,8 +3,9 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
-from afp_cli.config import AlignConfig, load_config, parse_override
+from afp_cli.config import AlignConfig, config_to_yaml, load_config, parse_override
 from afp_cli.errors import AfpError
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
@@ -30,10 +31,24 @@ def test_paper_defaults_without_a_recipe_value(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model:\n  name_or_path: facebook/xglm-564M\ndata:\n  train_file: d.jsonl\n")
     config = load_config(recipe)
-    assert (config.train.lr, config.train.scheduler, config.train.warmup_ratio, config.train.max_grad_norm) == \
-           (1e-5, "cosine", 0.03, 1.0)
+    assert (config.train.scheduler, config.train.warmup_ratio, config.train.max_grad_norm) == ("cosine", 0.03, 1.0)
     assert config.mcl.pooling_layer == 1 and config.mcl.pooling_method == "last"
     assert config.lora.enabled and config.data.train_file == str(tmp_path / "d.jsonl")
+    assert config.lora.targets == "auto" and config.lora.target_modules is None
+
+
+@pytest.mark.parametrize(("overrides", "expected_lr"), [
+    ([], 1e-4),                                     # LoRA: afp's default rate
+    (["lora.enabled=false"], 1e-5),                 # full fine-tuning: the official rate
+    (["lora.enabled=false", "train.lr=3e-5"], 3e-5),  # a recipe's own value always wins
+    (["train.lr=2e-4"], 2e-4),
+])
+def test_the_learning_rate_defaults_by_training_mode_and_is_written_resolved(tmp_path, overrides, expected_lr):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model:\n  name_or_path: facebook/xglm-564M\ndata:\n  train_file: d.jsonl\n")
+    config = load_config(recipe, overrides)
+    assert config.train.lr == pytest.approx(expected_lr)
+    assert yaml.safe_load(config_to_yaml(config))["train"]["lr"] == pytest.approx(expected_lr)
 
 
 def test_overrides_apply_with_types(tmp_path):
