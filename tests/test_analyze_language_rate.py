@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from afp_cli.analyze.generation import (
-    build_prompts, cit_prompt, parse_directions, parse_shots, read_questions, shipped_questions_path,
-)
 from afp_cli.analyze.language_id import UNDETERMINED, LanguageIdConfig, LanguageIdentifier, script_units
-from afp_cli.analyze.language_rate import read_generations, score, summarize, task_direction, wilson_interval
+from afp_cli.analyze.language_rate import (
+    RateRow, add_deltas, cut_answer, model_averages, parse_stops, read_generations, score, summarize, task_direction,
+    wilson_interval,
+)
 from afp_cli.errors import AfpError
 
 SENTENCES = {
@@ -91,7 +91,8 @@ def test_rate_and_breakdown_of_a_fixed_generations_file(tmp_path):
     path = _write_jsonl(tmp_path / "answers.jsonl",
                         [{"id": f"a{index}", "text": text} for index, text in enumerate(ANSWERS)])
     generations = read_generations(path, target_lang="zh", source_lang="en")
-    (row,) = summarize(score(generations, LanguageIdentifier(["zh", "en"])), examples_per_row=2)
+    # Whole answers (no stop sequence), so the line rate sees the second line of the two-line answer.
+    (row,) = summarize(score(generations, LanguageIdentifier(["zh", "en"]), stops=()), examples_per_row=2)
     assert row.model == "answers" and row.direction == "en-zh" and row.answers == 10
     assert row.counts == {"target": 6, "source": 2, "other": 1, "undetermined": 1}
     assert row.rate == pytest.approx(0.6)
@@ -144,53 +145,64 @@ def test_generations_need_a_target_language(tmp_path):
         read_generations(path)
 
 
-def test_shipped_questions_are_aligned_in_english_and_chinese():
-    questions = read_questions(shipped_questions_path())
-    by_language = {lang: {q.id for q in questions if q.lang == lang} for lang in ("en", "zh")}
-    assert len(by_language["en"]) >= 30 and by_language["en"] == by_language["zh"]
-    assert all(question.answer for question in questions)
-    identifier = LanguageIdentifier(["en", "zh"])
-    assert all(identifier.detect(q.answer) == q.lang for q in questions)  # the demonstrations model the target
+
+# ------------------------------------------------------------------------------------------------ where answers end
+
+# A base-like model: its answer is Chinese, then it runs on into a new CIT prompt in English.
+RUN_ON = "北京是中国的首都，也是一座历史悠久的大城市。\nWhy is the sky blue on a sunny day? Answer in Chinese:"
 
 
-def test_prompts_follow_the_cit_format_and_one_shot_uses_another_aligned_question():
-    questions = read_questions(shipped_questions_path())
-    (zero_shot,) = build_prompts(questions, "en", "zh", shots=0, seed=0, limit=1)
-    assert zero_shot.text == "What do you usually eat for breakfast? Answer in Chinese:"
-    one_shot = build_prompts(questions, "en", "zh", shots=1, seed=0, limit=3)
-    again = build_prompts(questions, "en", "zh", shots=1, seed=0, limit=3)
-    assert [prompt.text for prompt in one_shot] == [prompt.text for prompt in again]  # seeded
-    for prompt in one_shot:
-        demonstration, asked = prompt.text.split("\n")
-        assert asked == cit_prompt(prompt.question.question, "zh")
-        question_en, answer_zh = demonstration.split(" Answer in Chinese: ")
-        demo = next(q for q in questions if q.lang == "en" and q.question == question_en)
-        assert demo.id != prompt.question.id
-        assert answer_zh == next(q.answer for q in questions if q.lang == "zh" and q.id == demo.id)
+def test_cut_answer_keeps_the_text_before_the_first_stop_and_says_whether_it_cut():
+    assert cut_answer(RUN_ON, ("\n",)) == ("北京是中国的首都，也是一座历史悠久的大城市。", True)
+    assert cut_answer("\n\n  答案是四。\n", ("\n",)) == ("答案是四。", False)  # leading blank lines skipped
+    assert cut_answer("one. two", (".", " ")) == ("one", True)  # the earliest of several stops
+    assert cut_answer(RUN_ON, ()) == (RUN_ON, False)
+    assert parse_stops(["\\n", "Question:"]) == ("\n", "Question:")
+    assert parse_stops(["none"]) == ()
+    with pytest.raises(AfpError, match="cannot be combined"):
+        parse_stops(["none", "\\n"])
 
 
-def test_one_shot_without_answered_questions_is_a_user_error(tmp_path):
-    path = _write_jsonl(tmp_path / "q.jsonl", [{"id": "1", "lang": "en", "question": "Why?"},
-                                              {"id": "1", "lang": "zh", "question": "为什么？"}])
-    questions = read_questions(path)
-    assert len(build_prompts(questions, "en", "zh", shots=0, seed=0)) == 1
-    with pytest.raises(AfpError, match="1-shot en-zh needs 1 other questions"):
-        build_prompts(questions, "en", "zh", shots=1, seed=0)
+def test_a_base_model_that_runs_on_is_a_hit_when_its_first_line_is_in_the_target_language(tmp_path):
+    path = _write_jsonl(tmp_path / "base.jsonl", [
+        {"id": "run-on", "text": RUN_ON},
+        {"id": "clean", "text": "我每天早上喝一杯牛奶。"},
+        {"id": "english", "text": "I drink a glass of milk every morning.\n我每天早上喝一杯牛奶。"},
+    ])
+    generations = read_generations(path, target_lang="zh", source_lang="en")
+    identifier = LanguageIdentifier(["zh", "en"])
+    (cut,) = summarize(score(generations, identifier))
+    assert cut.counts == {"target": 2, "source": 1, "other": 0, "undetermined": 0} and cut.cut == 2
+    assert cut.examples == [{"id": "english", "detected": "en", "text": "I drink a glass of milk every morning.",
+                             "cut": True}]
+    (whole,) = summarize(score(generations, identifier, stops=()))
+    assert whole.counts == {"target": 1, "source": 0, "other": 0, "undetermined": 2} and whole.cut == 0
 
 
-def test_bad_question_lines_and_options_are_user_errors(tmp_path):
-    path = tmp_path / "q.jsonl"
-    path.write_text('{"id": "1", "lang": "en", "question": "Why?"}\n{"id": "2", "lang": "en"}\n', encoding="utf-8")
-    with pytest.raises(AfpError, match="q.jsonl:2: field 'question': missing"):
-        read_questions(path)
-    path.write_text('{"id": "1", "lang": "en", "question": "Why?"}\n{"id": "1", "lang": "en", "question": "Hm?"}\n')
-    with pytest.raises(AfpError, match="q.jsonl:2: field 'id'.*repeats line 1"):
-        read_questions(path)
-    with pytest.raises(AfpError, match="unknown language code 'xx'"):
-        parse_directions("en-zh,en-xx")
-    with pytest.raises(AfpError, match="source-target"):
-        parse_directions("enzh")
-    assert parse_directions("en-zh,zho_Hans-en") == [("en", "zh"), ("zh", "en")]
-    assert parse_shots("0,1") == [0, 1]
-    with pytest.raises(AfpError):
-        parse_shots("one")
+def test_samples_in_an_afp_run_folder_take_model_and_shots_from_the_folder(tmp_path):
+    folder = tmp_path / "raw" / "afp-adapter" / "1shot"
+    folder.mkdir(parents=True)
+    record = {"doc_id": 0, "doc": {"id": "q07", "question": "Why?", "answer": ""}, "filter": "none",
+              "arguments": [["Why? Answer in English:", {"until": []}]], "resps": [["Because."]],
+              "filtered_resps": ["Because it rains.\nWhy? Answer in English:"]}
+    (generation,) = read_generations(_write_jsonl(folder / "samples_afp_langrate_zh-en.jsonl", [record]))
+    assert (generation.model, generation.shots, generation.direction, generation.id) == ("afp-adapter", 1, "zh-en", "q07")
+    assert generation.prompt == "Why? Answer in English:"
+
+
+def test_deltas_and_the_papers_average():
+    def row(model, direction, shots, rate):
+        return RateRow(model=model, direction=direction, shots=shots, answers=10, rate=rate, ci_low=0.0,
+                       ci_high=1.0, line_rate=None, counts={}, cut=0)
+
+    rates = {("en-zh", 0): 0.4, ("en-zh", 1): 0.7, ("zh-en", 0): 0.0, ("zh-en", 1): 0.1}
+    rows = add_deltas([row("base", d, k, r) for (d, k), r in rates.items()]
+                      + [row("afp", d, k, r + 0.2) for (d, k), r in rates.items()][:3])
+    assert [r.delta_vs_base for r in rows[:4]] == [None] * 4
+    assert [r.delta_vs_base for r in rows[4:]] == pytest.approx([0.2, 0.2, 0.2])
+    base, afp = model_averages(rows)
+    assert base == {"model": "base", "cells": 4, "average": pytest.approx(0.3), "paper_cells": True,
+                    "delta_vs_base": None}
+    assert afp["average"] == pytest.approx((0.6 + 0.9 + 0.2) / 3) and afp["cells"] == 3
+    assert afp["delta_vs_base"] == pytest.approx((0.6 + 0.9 + 0.2) / 3 - 0.3)
+    assert afp["paper_cells"] is False  # zh-en 1-shot missing: not the paper's average

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from afp_cli.analyze.text_files import require_utf8
 from afp_cli.data.readers import open_text, read_parallel
 from afp_cli.errors import AfpError, located
 from afp_cli.languages import get_language
@@ -40,9 +41,7 @@ def read_pairs(path: str | Path, max_pairs: int | None = None, languages: Sequen
 
     The two languages come from ``languages`` or else from the TSV's header line (``en<TAB>zh``).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AfpError(f"{path}: pairs file not found")
+    path = require_utf8(path, "pairs")
     if languages is None:
         languages = _header_languages(path)
     if len(languages) != 2:

@@ -1,9 +1,13 @@
 """Language rate: the share of answers written in the target language, with a Wilson interval and a breakdown.
 
-Reads answers from afp's own generation or from files (a plain JSONL of texts, or the samples lm-eval writes with
-``--log_samples``), scores each answer as target / source / other / undetermined, and summarises per
-model × direction × shots. The rate's denominator is every answer, undetermined ones included (the paper's
-"share of answers detected in the target language"); the breakdown shows how many were undetermined.
+Reads answers from files (the samples lm-eval writes, which is how `afp analyze language-rate` generates, or a
+plain JSONL of texts), cuts each answer where it ends (the first stop sequence, a newline by default), scores it as
+target / source / other / undetermined, and summarises per model × direction × shots. The rate's denominator is
+every answer, undetermined ones included (the paper's "share of answers detected in the target language").
+
+The cut is what makes the rate fair to a base model: one that never learned to stop writes its answer, then runs
+on into a new "… Answer in Chinese:" line; scored whole, that mixed text is undetermined — a miss — although its
+answer was in the target language. The same cut applies to fresh and to existing generations.
 """
 
 from __future__ import annotations
@@ -16,12 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from afp_cli.analyze.language_id import UNDETERMINED, LanguageIdentifier
+from afp_cli.analyze.text_files import require_utf8
 from afp_cli.data.readers import iter_json_objects
 from afp_cli.errors import AfpError, located
 from afp_cli.languages import get_language
 
 CATEGORIES: tuple[str, ...] = ("target", "source", "other", "undetermined")
 WILSON_Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
+# Where an answer ends: the first newline, the stop sequence of afp's FLORES and summarization tasks.
+DEFAULT_STOPS: tuple[str, ...] = ("\n",)
+NO_STOP = "none"
+BASE_MODEL = "base"  # the label of the base model in generated runs
+# The four cells the paper averages (Table 4: 31.1 % base, 76.0 % AFP): en→zh and zh→en, 0- and 1-shot.
+PAPER_CELLS: tuple[tuple[str, int], ...] = (("en-zh", 0), ("en-zh", 1), ("zh-en", 0), ("zh-en", 1))
+_ESCAPES = {"\\n": "\n", "\\t": "\t", "\\r": "\r"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,8 @@ class Generation:
 @dataclass(frozen=True)
 class ScoredAnswer:
     generation: Generation
+    text: str  # what was scored: the answer up to its first stop sequence
+    cut: bool  # text followed the stop sequence and was left out
     detected: str
     category: str
     lines: int  # non-empty lines
@@ -63,6 +77,8 @@ class RateRow:
     ci_high: float
     line_rate: float | None
     counts: dict[str, int]
+    cut: int  # answers that ran on past a stop sequence (the rest was not scored)
+    delta_vs_base: float | None = None  # rate − the base model's rate for the same direction and shots
     examples: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -90,14 +106,48 @@ def categorize(detected: str, target: str, source: str | None) -> str:
     return "other"
 
 
-def score(generations: Iterable[Generation], identifier: LanguageIdentifier) -> list[ScoredAnswer]:
+def parse_stops(values: Sequence[str]) -> tuple[str, ...]:
+    """``--stop`` values: sequences with ``\\n``/``\\t`` written as escapes, or ``none`` alone (keep whole texts)."""
+    if NO_STOP in values:
+        if len(values) > 1:
+            raise AfpError(f"--stop {NO_STOP} keeps whole answers: it cannot be combined with other stop sequences")
+        return ()
+    stops = []
+    for value in values:
+        for escape, character in _ESCAPES.items():
+            value = value.replace(escape, character)
+        if not value:
+            raise AfpError("--stop: an empty stop sequence would cut every answer to nothing")
+        stops.append(value)
+    return tuple(stops)
+
+
+def cut_answer(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """The answer up to its first stop sequence, stripped, and whether text after the stop was left out.
+
+    Leading blank lines are skipped first: an answer that starts on the line after the prompt is still an answer.
+    """
+    body = text.lstrip()
+    ends = [(body.find(stop), stop) for stop in stops if stop in body]
+    if not ends:
+        return body.strip(), False
+    position, stop = min(ends)
+    return body[:position].strip(), bool(body[position + len(stop):].strip())
+
+
+def score(
+    generations: Iterable[Generation], identifier: LanguageIdentifier, stops: Sequence[str] = DEFAULT_STOPS
+) -> list[ScoredAnswer]:
     scored = []
     for generation in generations:
-        detected = identifier.detect(generation.text)
-        line_languages = identifier.detect_lines(generation.text)
+        text, cut = cut_answer(generation.text, stops)
+        detected = identifier.detect(text)
+        line_languages = identifier.detect_lines(text)
         scored.append(
             ScoredAnswer(
                 generation=generation,
+                text=text,
+                cut=cut,
                 detected=detected,
                 category=categorize(detected, generation.target_lang, generation.source_lang),
                 lines=len(line_languages),
@@ -130,14 +180,42 @@ def summarize(scored: Sequence[ScoredAnswer], examples_per_row: int = 3, example
                 ci_high=high,
                 line_rate=sum(answer.target_lines for answer in answers) / lines if lines else None,
                 counts=counts,
+                cut=sum(answer.cut for answer in answers),
                 examples=[
-                    {"id": answer.generation.id, "detected": answer.detected,
-                     "text": answer.generation.text[:example_chars]}
+                    {"id": answer.generation.id, "detected": answer.detected, "text": answer.text[:example_chars],
+                     "cut": answer.cut}
                     for answer in failing
                 ],
             )
         )
     return rows
+
+
+def add_deltas(rows: Sequence[RateRow], base: str = BASE_MODEL) -> list[RateRow]:
+    """Each row's ``delta_vs_base``: its rate minus the base model's for the same direction and shots."""
+    base_rates = {(row.direction, row.shots): row.rate for row in rows if row.model == base}
+    return [
+        replace(row, delta_vs_base=None if row.model == base or (row.direction, row.shots) not in base_rates
+                else row.rate - base_rates[(row.direction, row.shots)])
+        for row in rows
+    ]
+
+
+def model_averages(rows: Sequence[RateRow], base: str = BASE_MODEL) -> list[dict[str, Any]]:
+    """Per model, the unweighted mean rate of its rows — the paper's average when the rows are its four cells
+    (en→zh and zh→en, 0- and 1-shot) — and the difference to the base model's average."""
+    models = list(dict.fromkeys(row.model for row in rows))
+    averages = []
+    for model in models:
+        own = [row for row in rows if row.model == model]
+        cells = {(row.direction, row.shots) for row in own}
+        averages.append({"model": model, "cells": len(own), "average": sum(row.rate for row in own) / len(own),
+                         "paper_cells": cells == set(PAPER_CELLS)})
+    base_average = next((item["average"] for item in averages if item["model"] == base), None)
+    for item in averages:
+        item["delta_vs_base"] = (None if base_average is None or item["model"] == base
+                                 else item["average"] - base_average)
+    return averages
 
 
 def rows_as_dicts(rows: Sequence[RateRow]) -> list[dict[str, Any]]:
@@ -147,7 +225,10 @@ def rows_as_dicts(rows: Sequence[RateRow]) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------------------------------------------
 # Reading answers from files
 
-_LM_EVAL_SAMPLES_NAME = re.compile(r"^samples_(?P<task>.+)_\d{4}-\d{2}-\d{2}T[\d\-.:]+$")
+# lm-eval names samples files samples_<task>_<date>.jsonl; `afp evaluate` writes samples_<task>.jsonl into
+# raw/<model>/<k>shot/.
+_LM_EVAL_SAMPLES_NAME = re.compile(r"^samples_(?P<task>.+?)(?:_\d{4}-\d{2}-\d{2}T[\d\-.:]+)?$")
+_AFP_SHOTS_FOLDER = re.compile(r"^(?P<shots>\d+)shot$")
 
 
 def _first_text(value: Any) -> str | None:
@@ -159,9 +240,17 @@ def _first_text(value: Any) -> str | None:
 
 
 def _group_name(path: Path) -> str:
-    """The task name of an lm-eval samples file (``samples_<task>_<date>.jsonl``), else the file's stem."""
+    """The task name of an lm-eval samples file (``samples_<task>[_<date>].jsonl``), else the file's stem."""
     match = _LM_EVAL_SAMPLES_NAME.match(path.stem)
     return match.group("task") if match else path.stem
+
+
+def _afp_run_folder(path: Path) -> tuple[str, int] | None:
+    """``(model, shots)`` of a samples file that `afp evaluate` wrote to ``raw/<model>/<k>shot/``, else None."""
+    match = _AFP_SHOTS_FOLDER.match(path.parent.name)
+    if match is None or not _LM_EVAL_SAMPLES_NAME.match(path.stem) or path.parent.parent.parent.name != "raw":
+        return None
+    return path.parent.parent.name, int(match.group("shots"))
 
 
 # afp's lm-eval tasks end with their direction: afp_flores_eng_Latn-zho_Hans, afp_cls_en-zh.
@@ -193,24 +282,26 @@ def read_generations(
     path: str | Path, target_lang: str | None = None, source_lang: str | None = None
 ) -> list[Generation]:
     """Answers from a plain JSONL (``text``; optional ``id``, ``target_lang``, ``source_lang``, ``model``, ``shots``)
-    or from the samples file lm-eval writes with ``--log_samples`` (grouped under the task's name).
+    or from the samples file lm-eval writes with ``--log_samples`` (grouped under the task's name, or under the
+    model and shot count of the ``raw/<model>/<k>shot/`` folder that `afp evaluate` writes).
 
     A line's own ``target_lang``/``source_lang`` wins over the defaults given here, which win over the direction at
     the end of an lm-eval task's name (``samples_afp_flores_eng_Latn-zho_Hans_<date>.jsonl``: eng -> zho).
     Any bad line is a user error naming file, line and field.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AfpError(f"{path}: generations file not found")
-    model = _group_name(path)
+    path = require_utf8(path, "generations")
+    model, shots = _group_name(path), None
     direction = task_direction(model) if _LM_EVAL_SAMPLES_NAME.match(path.stem) else None
     if direction is not None:
         source_lang, target_lang = source_lang or direction[0], target_lang or direction[1]
+    if (run_folder := _afp_run_folder(path)) is not None:
+        model, shots = run_folder
     generations, filters = [], []
     for number, record in iter_json_objects(path):
         if not isinstance(record, dict):
             raise located(path, number, None, "expected a JSON object")
-        generations.append(_generation_from_record(path, number, record, model, target_lang, source_lang))
+        generation = _generation_from_record(path, number, record, model, target_lang, source_lang)
+        generations.append(generation if shots is None else replace(generation, shots=shots))
         filters.append(record.get("filter"))
     if not generations:
         raise AfpError(f"{path}: no answers in the file")
@@ -231,7 +322,9 @@ def _generation_from_record(
     if is_lm_eval:
         text_field = "filtered_resps" if "filtered_resps" in record else "resps"
         text = _first_text(record[text_field])
-        identifier = record.get("doc_id", number - 1)
+        doc = record.get("doc")
+        # afp_langrate documents carry the question's own id; other tasks are numbered by lm-eval
+        identifier = doc["id"] if isinstance(doc, dict) and "id" in doc else record.get("doc_id", number - 1)
     else:
         text_field = "text"
         text = record.get("text")

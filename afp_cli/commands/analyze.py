@@ -7,6 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from afp_cli.commands.options import (
+    Adapters, BatchSize, Device, Dtype, Model, OptionalModel, OutputDir, Overwrite, Seed,
+)
+
 app = typer.Typer(
     help="Analyse a base model and its adapters: does it answer in the language asked for (language-rate), and "
     "how close are translations inside it, layer by layer (alignment). "
@@ -14,32 +18,27 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Base model: hub name or local path.")]
-Adapters = Annotated[Optional[list[str]], typer.Option("--adapter", "-a", help="A LoRA adapter folder trained on --model; repeat for several (shown beside the base).")]
-OutputDir = Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the report (Markdown, JSON, PNG).")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing report.")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed for demonstrations, random pairs and projections.")]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="Sequences (prompts or pairs) per forward pass.")]
-Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")]
-Dtype = Annotated[str, typer.Option("--dtype", help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16.")]
-
 
 @app.command("language-rate", epilog=(
-    "Examples: afp analyze language-rate --model facebook/xglm-564M --adapter runs/afp --directions en-zh,zh-en "
-    "--shots 0,1 -o reports/rate  ·  afp analyze language-rate --generations answers.jsonl --target-lang zh "
-    "--source-lang en -o reports/answers-rate"))
+    "Examples: afp analyze language-rate -m facebook/xglm-564M -a runs/afp --questions en=hc3/all.jsonl "
+    "--questions zh=hc3-chinese/all.jsonl --demonstrations demos.jsonl --sample 1000 -o reports/rate  ·  "
+    "afp analyze language-rate --generations answers.jsonl --target-lang zh --source-lang en -o reports/answers"))
 def language_rate(
     output_dir: OutputDir = Path("reports/language-rate"),
-    model: Model = None,
+    model: OptionalModel = None,
     adapter: Adapters = None,
-    questions: Annotated[Optional[Path], typer.Option("--questions", "-q", help="Questions JSONL (id, lang, question, optional answer); default: afp's 30 en/zh questions.")] = None,
+    questions: Annotated[Optional[list[str]], typer.Option("--questions", "-q", help="Questions: LANG=FILE (HC3 JSONL: question, human_answers, chatgpt_answers; or afp's schema) or FILE (afp's schema: id, lang, question, optional answer); repeatable. Default: afp's 30 en/zh questions.")] = None,
+    sample: Annotated[int, typer.Option("--sample", help="Questions drawn (seeded) per source language; all when a set has fewer. The paper: 1000.")] = 1000,
+    demonstrations: Annotated[Optional[Path], typer.Option("--demonstrations", help="Demonstration pool, JSON lines: question, answer, question_lang, answer_lang. One fixed seeded k-shot set per direction is drawn from it. Default: the question set's aligned ids.")] = None,
     directions: Annotated[str, typer.Option("--directions", "-d", help="source-target pairs, comma-separated.")] = "en-zh,zh-en",
     shots: Annotated[str, typer.Option("--shots", help="Demonstration counts, comma-separated.")] = "0,1",
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N questions per source language.")] = None,
-    generations: Annotated[Optional[list[Path]], typer.Option("--generations", "-g", help="Score existing answers instead: plain JSONL (text, optional id/target_lang/source_lang) or lm-eval --log_samples files; repeatable.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N sampled questions per direction (quick looks).")] = None,
+    generations: Annotated[Optional[list[Path]], typer.Option("--generations", "-g", help="Score existing answers instead: plain JSONL (text, optional id/target_lang/source_lang) or lm-eval samples files; repeatable.")] = None,
     target_lang: Annotated[Optional[str], typer.Option("--target-lang", help="Target language of --generations lines that carry none (lm-eval samples of afp tasks: read from the task name).")] = None,
     source_lang: Annotated[Optional[str], typer.Option("--source-lang", help="Source language of --generations lines that carry none (to count fall-backs).")] = None,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer, in tokens (greedy, stops at EOS).")] = 128,
+    stop: Annotated[Optional[list[str]], typer.Option("--stop", help="Where an answer ends: cut at the first of these sequences (\\n for a newline; repeatable), or 'none' to score whole answers. Default: the first newline.")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="lm-eval model type: hf (base weights shared across adapters), vllm, ...")] = "hf",
+    model_args: Annotated[str, typer.Option("--model-args", help="Extra lm-eval model arguments for non-hf backends, key=value,key=value.")] = "",
     batch_size: BatchSize = 8,
     min_letters: Annotated[int, typer.Option("--min-letters", help="Answers with fewer letters are undetermined.")] = 3,
     min_confidence: Annotated[float, typer.Option("--min-confidence", help="Below this detector confidence an answer is undetermined.")] = 0.5,
@@ -53,22 +52,32 @@ def language_rate(
     """Share of answers in the target language (95 % Wilson interval, target/source/other/undetermined)."""
     from afp_cli.analyze.generation import GenerationConfig
     from afp_cli.analyze.language_id import LanguageIdConfig
+    from afp_cli.analyze.language_rate import DEFAULT_STOPS, parse_stops
+    from afp_cli.analyze.questions import QuestionFile, parse_directions, parse_shots
     from afp_cli.analyze.rate_run import LanguageRateConfig, run_language_rate
+    from afp_cli.errors import AfpError
 
+    if adapter and model is None:
+        raise AfpError("--adapter needs --model: adapters are loaded on top of their base model")
+    generation = None if model is None else GenerationConfig(
+        model=model, adapters=tuple(adapter or ()), shots=tuple(parse_shots(shots)), batch_size=batch_size,
+        device=device, dtype=dtype, backend=backend, model_args=model_args, seed=seed)
     config = LanguageRateConfig(
-        output_dir=output_dir, model=model, adapters=tuple(adapter or ()), questions=questions,
-        directions=directions, shots=shots, limit=limit, generations=tuple(generations or ()),
-        target_lang=target_lang, source_lang=source_lang,
-        generation=GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed),
+        output_dir=output_dir, generation=generation,
+        questions=tuple(QuestionFile.parse(value) for value in questions or ()), sample=sample,
+        demonstrations=demonstrations, directions=tuple(parse_directions(directions)), limit=limit,
+        generations=tuple(generations or ()), target_lang=target_lang, source_lang=source_lang,
+        stops=DEFAULT_STOPS if stop is None else parse_stops(stop),
         language_id=LanguageIdConfig(min_letters=min_letters, min_confidence=min_confidence,
                                      min_script_share=min_script_share),
-        examples=examples, device=device, dtype=dtype, overwrite=overwrite,
+        examples=examples, seed=seed, overwrite=overwrite,
     )
     rows = run_language_rate(config)
     for row in rows:
         shots_label = "" if row.shots is None else f" {row.shots}-shot"
+        cut = f", {row.cut} cut" if row.cut else ""
         typer.echo(f"{row.model} {row.direction}{shots_label}: {100 * row.rate:.1f} % "
-                   f"[{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}] of {row.answers}")
+                   f"[{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}] of {row.answers}{cut}")
     typer.echo(f"report: {output_dir / 'language_rate.md'}")
 
 
@@ -77,7 +86,7 @@ def language_rate(
     "--pooling last -o reports/alignment"))
 def alignment(
     pairs: Annotated[Path, typer.Option("--pairs", "-p", help="Translation pairs: TSV with a header naming the two languages (en<TAB>zh), or JSON lines {\"en\": ..., \"zh\": ...}.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Base model: hub name or local path.")],
+    model: Model,
     adapter: Adapters = None,
     output_dir: OutputDir = Path("reports/alignment"),
     languages: Annotated[Optional[str], typer.Option("--languages", "-l", help="The pairs' two languages, e.g. en,zh (default: the TSV header).")] = None,
