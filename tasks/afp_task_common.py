@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -18,34 +19,61 @@ from typing import Any
 # ------------------------------------------------------------------------------------------------- data loading
 
 
-class LocalDataError(FileNotFoundError):
-    """A local data file named by a task is missing or unreadable (message names file, line and field)."""
+class LocalDataError(ValueError):
+    """A local data file named by a task is missing, not UTF-8 or malformed (message names file, line and field)."""
 
 
 def local_path(data_dir: str | Path, relative: str) -> Path:
     return Path(data_dir) / relative
 
 
+def _parse_rows(path: Path, handle) -> list[dict[str, Any]]:
+    if path.suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise LocalDataError(f"{path}:{number}: invalid JSON: {error.msg}") from None
+            if not isinstance(row, dict):
+                raise LocalDataError(f"{path}:{number}: a JSON object expected, got {type(row).__name__}")
+            rows.append(row)
+        return rows
+    if path.suffix == ".tsv":
+        # PAWS-X sentences contain quote characters: no CSV quoting, one row a line.
+        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        rows = []
+        for row in reader:
+            missing = [name for name, value in row.items() if value is None]
+            if missing or None in row:
+                problem = f"no value for '{missing[0]}'" if missing else "more fields than the header"
+                raise LocalDataError(f"{path}:{reader.line_num}: {problem} (header: {' '.join(reader.fieldnames)})")
+            rows.append(row)
+        return rows
+    # FLORES-200 layout: one sentence a line, line i of every language aligned.
+    return [{"text": line.rstrip("\n")} for line in handle]
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSON-lines (``.jsonl``), TSV with header (``.tsv``) or plain one-sentence-a-line file."""
     if not path.is_file():
         raise LocalDataError(f"{path}: missing local data file")
-    with path.open(encoding="utf-8") as handle:
-        if path.suffix == ".jsonl":
-            rows = []
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise LocalDataError(f"{path}:{number}: invalid JSON: {error.msg}") from None
-            return rows
-        if path.suffix == ".tsv":
-            # PAWS-X sentences contain quote characters: no CSV quoting, one row a line.
-            return list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-        # FLORES-200 layout: one sentence a line, line i of every language aligned.
-        return [{"text": line.rstrip("\n")} for line in handle]
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return _parse_rows(path, handle)
+    except UnicodeDecodeError as error:
+        raise LocalDataError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+                             f"{error.start}); save the file as UTF-8") from None
+
+
+def check_fields(rows: list[dict[str, Any]], fields: list[str], where: str) -> None:
+    """Every row has every field a task's prompt reads (a missing one would fail deep inside lm-eval)."""
+    for number, row in enumerate(rows, start=1):
+        for name in fields:
+            if row.get(name) is None:
+                raise LocalDataError(f"{where}: row {number}: field '{name}' missing (needs: {', '.join(fields)})")
 
 
 def _hub_rows(hub_path: str, hub_name: str | None, hub_split: str) -> list[dict[str, Any]]:
@@ -54,50 +82,127 @@ def _hub_rows(hub_path: str, hub_name: str | None, hub_split: str) -> list[dict[
     return list(datasets.load_dataset(hub_path, hub_name, split=hub_split))
 
 
-def _split_rows(spec: dict[str, Any], hub_path: str | None, data_dir: str | None) -> list[dict[str, Any]]:
+def _split_rows(spec: dict[str, Any], hub_path: str | None, data_dir: str | None,
+                columns: dict[str, str]) -> list[dict[str, Any]]:
     if data_dir:
-        return read_rows(local_path(data_dir, spec["local"]))
+        rows = read_rows(local_path(data_dir, spec["local"]))
+        # Published files and the hub spell some columns differently (XStoryCloze's InputSentence1 is the hub's
+        # input_sentence_1): local rows get the hub's names, so one template reads both.
+        return [{columns.get(name, name): value for name, value in row.items()} for row in rows] if columns else rows
     hub_path = spec.get("hub_path", hub_path)
     if hub_path is None:
         raise LocalDataError(f"no hub dataset loads for this task: pass data_dir (needs {spec['local']})")
     return _hub_rows(hub_path, spec.get("hub_name"), spec["hub_split"])
 
 
-def _integer_label(row: dict[str, Any], label_names: list[str]) -> dict[str, Any]:
+def _integer_label(row: dict[str, Any], label_names: list[str], where: str) -> dict[str, Any]:
     """Labels as integers, whether a file has ``1``, ``"1"`` or a label name (``"entailment"`` -> 0)."""
     label = row.get("label")
     if isinstance(label, str):
         label = label.strip()
-        row = {**row, "label": label_names.index(label) if label in label_names else int(label)}
+        if label in label_names:
+            return {**row, "label": label_names.index(label)}
+        try:
+            return {**row, "label": int(label)}
+        except ValueError:
+            names = f" or one of {', '.join(label_names)}" if label_names else ""
+            raise LocalDataError(f"{where}: field 'label': '{label}' is not an integer{names}") from None
     return row
 
 
+def _where(spec: dict[str, Any], data_dir: str | None) -> str:
+    return str(local_path(data_dir, spec["local"])) if data_dir else f"{spec.get('hub_name')}/{spec['hub_split']}"
+
+
 def load_splits(hub_path: str | None = None, splits: dict | None = None, data_dir: str | None = None,
-                extra_fields: dict | None = None, label_names: list[str] | None = None, **_: Any):
+                extra_fields: dict | None = None, label_names: list[str] | None = None,
+                columns: dict | None = None, fields: list[str] | None = None, **_: Any):
     """``custom_dataset`` hook: a DatasetDict with one entry per split of ``splits``.
 
-    A split spec is ``{hub_name, hub_split, local}`` (plus ``hub_path`` where it differs from the task's), or ``{source: spec, target: spec}`` for parallel text
-    (zipped line by line into ``source``/``target``). ``extra_fields`` are added to every row (a FLORES task
-    adds its BLEU tokenizer); a ``label`` is made an integer once here, ``label_names`` giving the ids of
-    spelled-out labels (cheaper than a ``process_docs`` hook, which lm-eval re-runs on every access). Other keyword arguments (lm-eval's metadata, the model args) are ignored.
+    A split spec is ``{hub_name, hub_split, local}`` (plus ``hub_path`` where it differs from the task's), or
+    ``{source: spec, target: spec}`` for parallel text (zipped line by line into ``source``/``target``).
+    ``columns`` renames local columns to the hub's names; ``fields`` are the fields every row must have (checked
+    here, so a malformed file is one line naming it, not a template error deep in lm-eval); ``extra_fields`` are
+    added to every row (a FLORES task adds its BLEU tokenizer); a ``label`` is made an integer once here,
+    ``label_names`` giving the ids of spelled-out labels (cheaper than a ``process_docs`` hook, which lm-eval
+    re-runs on every access). Other keyword arguments (lm-eval's metadata, the model args) are ignored.
     """
     import datasets
 
     loaded = {}
     for split, spec in (splits or {}).items():
         if "source" in spec:
-            source = _split_rows(spec["source"], hub_path, data_dir)
-            target = _split_rows(spec["target"], hub_path, data_dir)
+            source = _split_rows(spec["source"], hub_path, data_dir, {})
+            target = _split_rows(spec["target"], hub_path, data_dir, {})
             if len(source) != len(target):
                 raise LocalDataError(
                     f"{spec['source']['local']} has {len(source)} lines but {spec['target']['local']} has {len(target)}"
                 )
             rows = [{"source": s["text"], "target": t["text"]} for s, t in zip(source, target)]
         else:
-            rows = _split_rows(spec, hub_path, data_dir)
-        rows = [{**_integer_label(row, label_names or []), **(extra_fields or {})} for row in rows]
-        loaded[split] = datasets.Dataset.from_list(rows)
+            where = _where(spec, data_dir)
+            rows = _split_rows(spec, hub_path, data_dir, columns or {})
+            check_fields(rows, list(fields or []), where)
+            rows = [_integer_label(row, label_names or [], f"{where}: row {number}")
+                    for number, row in enumerate(rows, start=1)]
+        if not rows:
+            raise LocalDataError(f"{_where(spec.get('source', spec), data_dir)}: no rows")
+        loaded[split] = datasets.Dataset.from_list([{**row, **(extra_fields or {})} for row in rows])
     return datasets.DatasetDict(loaded)
+
+
+# --------------------------------------------------------------------------------------------- demonstrations
+
+
+def official_demonstration_order(count: int, seed: int | None) -> list[int]:
+    """Row indices of a demonstration file in the order the official evaluation draws them.
+
+    ``get_random_items_no_replace`` in the official ``src/paws_x_prompt.py`` (likewise ``xcopa_prompt.py``,
+    ``xnli_prompt.py``, ``xstorycloze_prompt.py``, ``xwinograd_prompt.py``; chongli17/CrossLingualAlignment) does
+    ``random.seed(seed)``, ``random.shuffle(rows)`` with the rows in file order, then takes the first k. A shuffle
+    moves rows by position only, so shuffling the indices with ``random.Random(seed)`` (the same generator state
+    as ``random.seed(seed)``) gives the very same order.
+    """
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def _fixed_sampler_class():
+    from lm_eval.api.samplers import ContextSampler
+
+    class FixedDemonstrations(ContextSampler):
+        """One k-shot set per seed, the same demonstrations in the same order before every test item.
+
+        The official evaluation's draw (see :func:`official_demonstration_order`); lm-eval's default sampler
+        instead draws new demonstrations for each item. lm-eval hands the run's ``fewshot_random_seed`` to
+        ``set_rnd``, so seed N here is seed N in the official code.
+        """
+
+        seed: int | None = None
+
+        def set_rnd(self, rnd: int | None):
+            self.seed = rnd
+            return super().set_rnd(rnd)
+
+        def sample(self, n: int, eval_doc=None, df=None, **kwargs):
+            if df:
+                self.df = df
+            docs = self.fewshot_docs()
+            if n > len(docs):
+                raise LocalDataError(f"{n} demonstrations asked for, but the demonstration split has {len(docs)} rows")
+            return [docs[index] for index in official_demonstration_order(len(docs), self.seed)[:n]]
+
+    return FixedDemonstrations
+
+
+def __getattr__(name: str):
+    # lm-eval resolves `fewshot_config: sampler: !function utils.FixedDemonstrations` when it loads a task; the
+    # class is built on first use so that importing this module for its data and metric helpers needs no lm-eval.
+    if name == "FixedDemonstrations":
+        globals()[name] = _fixed_sampler_class()
+        return globals()[name]
+    raise AttributeError(name)
 
 
 # ------------------------------------------------------------------------------------------------------ metrics

@@ -13,7 +13,8 @@ import pytest
 from afp_cli.evaluation.taskgen import generated_files, render
 
 TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
-FAMILIES = ("afp_xnli", "afp_pawsx", "afp_xcopa", "afp_flores", "afp_cls")
+FAMILIES = ("afp_xnli", "afp_pawsx", "afp_xcopa", "afp_xstorycloze", "afp_xwinograd", "afp_flores", "afp_cls")
+CLASSIFICATION = ("afp_xnli", "afp_pawsx", "afp_xcopa", "afp_xstorycloze", "afp_xwinograd")
 
 
 def _load_module(path: Path, name: str):
@@ -47,15 +48,21 @@ def test_every_family_and_group_is_registered(manager):
     groups = set(manager.all_groups)
     for family in FAMILIES:
         assert family in groups
-    for family in ("afp_xnli", "afp_pawsx", "afp_xcopa"):
-        assert {f"{family}_demo_en", f"{family}_demo_zh"} <= groups
+    for family in CLASSIFICATION:
+        assert {f"{family}_demo_en", f"{family}_demo_zh", f"{family}_demo_native"} <= groups
     tasks = set(manager.all_subtasks)
-    assert len([t for t in tasks if t.startswith("afp_xnli_") and "_demo_" not in t]) == 15
-    assert len([t for t in tasks if t.startswith("afp_pawsx_") and "_demo_" not in t]) == 7
-    assert len([t for t in tasks if t.startswith("afp_xcopa_") and "_demo_" not in t]) == 12  # 11 + English COPA
+
+    def count(prefix: str) -> int:
+        return len([t for t in tasks if t.startswith(prefix) and "_demo_" not in t])
+
+    assert count("afp_xnli_") == 30 and count("afp_xnli_qa_") == 15  # full-sentence + question-style variant
+    assert count("afp_pawsx_") == 7
+    assert count("afp_xcopa_") == 12  # 11 + English COPA
+    assert count("afp_xstorycloze_") == 11 and count("afp_xwinograd_") == 6
+    assert len([t for t in tasks if t.startswith("afp_pawsx_") and "_demo_" in t]) == 7 * 3
     assert len([t for t in tasks if t.startswith("afp_flores_")]) == 15 * 14
     assert {"afp_flores_eng_Latn-zho_Hans", "afp_flores_zho_Hans-eng_Latn", "afp_cls_en-zh", "afp_cls_zh-en"} <= tasks
-    assert {"afp_flores_from_eng_Latn", "afp_flores_into_zho_Hans"} <= groups
+    assert {"afp_flores_from_eng_Latn", "afp_flores_into_zho_Hans", "afp_xnli_qa"} <= groups
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -109,25 +116,27 @@ def _jsonl_labels(path: Path, limit: int) -> list[int]:
 
 
 def test_gold_and_first_choice_accuracy_on_real_pawsx_and_xcopa(shared_data):
+    # The shared data has no English COPA: XCOPA runs with its in-language (validation) demonstrations here.
+    xcopa = "afp_xcopa_zh_demo_native"
     gold = ScriptedLM(choose=lambda doc: 1 - doc["label"] if "sentence1" in doc else doc["label"])
-    results = _evaluate(gold, ["afp_pawsx_zh", "afp_xcopa_zh"], shared_data, limit=40, num_fewshot=5)["results"]
+    results = _evaluate(gold, ["afp_pawsx_zh", xcopa], shared_data, limit=40, num_fewshot=5)["results"]
     assert results["afp_pawsx_zh"]["acc,none"] == 1.0
-    assert results["afp_xcopa_zh"]["acc,none"] == 1.0
+    assert results[xcopa]["acc,none"] == 1.0
 
     first = ScriptedLM(choose=lambda doc: 0)
-    results = _evaluate(first, ["afp_pawsx_zh", "afp_xcopa_zh"], shared_data, limit=40)["results"]
+    results = _evaluate(first, ["afp_pawsx_zh", xcopa], shared_data, limit=40)["results"]
     pawsx = _tsv_labels(shared_data / "pawsx" / "zh_test.tsv", 40)
-    xcopa = _jsonl_labels(shared_data / "xcopa" / "zh_test.jsonl", 40)
+    xcopa_labels = _jsonl_labels(shared_data / "xcopa" / "zh_test.jsonl", 40)
     # First choice: "Yes" (label 1) in PAWS-X, choice1 (label 0) in XCOPA.
     assert results["afp_pawsx_zh"]["acc,none"] == pytest.approx(sum(pawsx) / 40)
-    assert results["afp_xcopa_zh"]["acc,none"] == pytest.approx(xcopa.count(0) / 40)
-    assert 0 < sum(pawsx) < 40 and 0 < xcopa.count(0) < 40  # the two scripts must disagree somewhere
+    assert results["afp_xcopa_zh_demo_native"]["acc,none"] == pytest.approx(xcopa_labels.count(0) / 40)
+    assert 0 < sum(pawsx) < 40 and 0 < xcopa_labels.count(0) < 40  # the two scripts must disagree somewhere
 
 
-def test_prompts_follow_the_official_templates_and_cross_lingual_demos(shared_data):
-    output = _evaluate(ScriptedLM(choose=lambda doc: 0), ["afp_xcopa_zh", "afp_pawsx_zh_demo_en"], shared_data,
+def test_prompts_follow_the_official_templates_and_demonstration_languages(shared_data):
+    output = _evaluate(ScriptedLM(choose=lambda doc: 0), ["afp_xcopa_zh_demo_native", "afp_pawsx_zh"], shared_data,
                        limit=2, num_fewshot=2)
-    xcopa = output["samples"]["afp_xcopa_zh"][0]
+    xcopa = output["samples"]["afp_xcopa_zh_demo_native"][0]
     first = json.loads((shared_data / "xcopa" / "zh_test.jsonl").read_text(encoding="utf-8").splitlines()[0])
     context, continuation = xcopa["arguments"][0]
     connective = "because" if first["question"] == "cause" else "so"
@@ -135,29 +144,35 @@ def test_prompts_follow_the_official_templates_and_cross_lingual_demos(shared_da
     assert continuation == f" {first['choice1']}"
     assert context.count("</s>") == 2  # two demonstrations, each closed by the official connector
 
-    pawsx = output["samples"]["afp_pawsx_zh_demo_en"][0]
-    context = pawsx["arguments"][0][0]
-    demos = [demo for demo in context.split("</s>") if demo]
+    pawsx = output["samples"]["afp_pawsx_zh"][0]
+    context, continuation = pawsx["arguments"][0]
+    demos = [demo for demo in context.split("</s>") if demo][:-1]
     english = (shared_data / "pawsx" / "en_dev.tsv").read_text(encoding="utf-8")
     assert len(demos) == 2
-    for demo in demos:  # demonstrations come from the English dev set, the test item from Chinese test
+    for demo in demos:  # by default the demonstrations come from the English dev set, as the released config
         sentence1 = demo.split(", right? ")[0]
         assert sentence1 in english
         assert ", right? Yes, " in demo or ", right? No, " in demo
+    test_row = (shared_data / "pawsx" / "zh_test.tsv").read_text(encoding="utf-8").splitlines()[1].split("\t")
+    assert context.endswith(f"</s>{test_row[1]}, right?") and continuation == f" Yes, {test_row[2]}"
 
 
 def test_xnli_reads_local_jsonl_with_spelled_out_labels(tmp_path):
     rows = [{"premise": f"前提{i}", "hypothesis": f"假设{i}", "label": name}
             for i, name in enumerate(["entailment", "neutral", "contradiction", "neutral"])]
     (tmp_path / "xnli").mkdir()
-    for split in ("test", "dev"):
-        (tmp_path / "xnli" / f"zh_{split}.jsonl").write_text(
+    for name in ("zh_test", "zh_dev", "en_dev"):
+        (tmp_path / "xnli" / f"{name}.jsonl").write_text(
             "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
     output = _evaluate(ScriptedLM(choose=lambda doc: 1), ["afp_xnli_zh"], tmp_path, limit=None)
-    assert output["results"]["afp_xnli_zh"]["acc,none"] == 0.5  # "B" (neutral) is right for 2 of 4
-    context = output["samples"]["afp_xnli_zh"][0]["arguments"][0][0]
-    assert context == ("Premise: 前提0\nHypothesis: 假设0\nQuestion: What is the relationship between premise and "
-                       "hypothesis, entailment, neutral, or contradiction?\nAnswer:")
+    assert output["results"]["afp_xnli_zh"]["acc,none"] == 0.5  # "Also" (neutral) is right for 2 of 4
+    arguments = [list(pair) for pair in output["samples"]["afp_xnli_zh"][0]["arguments"]]
+    assert arguments == [["前提0, right?", " Yes, 假设0"], ["前提0, right?", " Also, 假设0"], ["前提0, right?", " No, 假设0"]]
+    question = _evaluate(ScriptedLM(choose=lambda doc: 1), ["afp_xnli_qa_zh"], tmp_path, limit=None)
+    assert question["results"]["afp_xnli_qa_zh"]["acc,none"] == 0.5
+    assert list(question["samples"]["afp_xnli_qa_zh"][0]["arguments"][0]) == [
+        "Premise: 前提0\nHypothesis: 假设0\nQuestion: What is the relationship between premise and hypothesis, "
+        "entailment, neutral, or contradiction?\nAnswer:", " A"]
 
 
 def test_flores_scores_a_perfect_translation_100_and_cuts_at_newline(shared_data, tmp_path):
@@ -165,7 +180,8 @@ def test_flores_scores_a_perfect_translation_100_and_cuts_at_newline(shared_data
     lm = ScriptedLM(generate=lambda doc: f" {doc['target']}\nrambling on")
     output = _evaluate(lm, ["afp_flores"], tmp_path, limit=20, num_fewshot=1)
     for task in ("afp_flores_eng_Latn-zho_Hans", "afp_flores_zho_Hans-eng_Latn"):
-        assert output["results"][task]["bleu,none"] == pytest.approx(100.0)
+        assert output["results"][task]["bleu_target_tok,none"] == pytest.approx(100.0)
+        assert "bleu,none" not in output["results"][task]  # not lm-eval's 13a-only built-in
         assert output["results"][task]["chrfpp,none"] == pytest.approx(100.0)
     sample = output["samples"]["afp_flores_eng_Latn-zho_Hans"][0]
     source = (shared_data / "flores-layout" / "devtest" / "eng_Latn.devtest").read_text(encoding="utf-8")
@@ -224,6 +240,6 @@ def test_rouge_splits_cjk_into_characters(common):
 
 
 def test_missing_local_file_names_the_file(common, tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"xcopa/zh_test.jsonl: missing local data file"):
+    with pytest.raises(common.LocalDataError, match=r"xcopa/zh_test.jsonl: missing local data file"):
         common.load_splits(splits={"test": {"hub_path": "x", "hub_split": "test", "local": "xcopa/zh_test.jsonl"}},
                            data_dir=str(tmp_path))

@@ -7,67 +7,80 @@ from typing import Annotated, Optional
 
 import typer
 
+from afp_cli.commands.options import ADAPTER_FLAGS, MODEL_FLAGS, OUTPUT_DIR_FLAGS, Device, Dtype, Overwrite
 from afp_cli.errors import AfpError
 
 HELP = """Evaluate a base model and each adapter on lm-eval tasks (afp's tasks/ and lm-eval's built-ins).
 
 Example:
 
-    afp evaluate --model facebook/xglm-564M --adapter runs/a --adapter runs/b \\
-        --tasks afp_xnli,afp_pawsx_zh,xcopa_zh --num-fewshot 0,5 --output-dir eval/xglm
+    afp evaluate -m facebook/xglm-564M -a runs/a -a runs/b \\
+        --tasks afp_xnli,afp_pawsx_zh,xcopa_zh --num-fewshot 0,5 --seed 0,1,2 -o eval/xglm
 
-Offline, with local data in the ../shared/data layout (pawsx/zh_test.tsv, xcopa/zh_val.jsonl, ...):
+Offline, with local data in the ../shared/data layout (pawsx/zh_test.tsv, pawsx/en_dev.tsv, ...):
 
-    afp evaluate --model M --adapter runs/a --tasks afp_pawsx_zh --data-dir ../shared/data --limit 20
+    afp evaluate -m M -a runs/a --tasks afp_pawsx_zh --data-dir ../shared/data --limit 20
 
-Writes OUTPUT_DIR/comparison.md and comparison.json (metric per task x model x shots, delta to the base,
-stderr) and OUTPUT_DIR/raw/<model>/<k>shot/ (lm-eval's results.json and samples_<task>.jsonl).
+k-shot runs put one fixed set of demonstrations, drawn with --seed as the official AFP evaluation draws it,
+before every item (--demonstrations per-item: lm-eval's sampling). Without --num-fewshot each task runs with
+its own shot count (afp_cls: one-shot). Writes OUTPUT_DIR/comparison.md and comparison.json (metric per task x
+model x shots, delta to the base, stderr; mean and spread over several seeds) and OUTPUT_DIR/raw/<model>/<k>shot/
+(lm-eval's results.json and samples_<task>.jsonl; one seed<N>/ folder per seed when there are several).
 """
 
 
-def _shot_counts(text: str) -> list[int]:
+def _integers(text: str, option: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise AfpError(f"--num-fewshot: comma-separated integers expected, got '{text}'") from None
+        raise AfpError(f"{option}: comma-separated integers expected, got '{text}'") from None
 
 
 def evaluate(
-    model: Annotated[str, typer.Option("--model", help="Base model: hub name or local folder.", show_default=False)],
+    model: Annotated[str, typer.Option(*MODEL_FLAGS, help="Base model: hub name or local folder.",
+                                       show_default=False)],
     tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated lm-eval task or group names.",
                                        show_default=False)],
-    adapter: Annotated[Optional[list[str]], typer.Option("--adapter", help="PEFT adapter folder trained on --model "
-                                                         "(repeat for several).", show_default=False)] = None,
-    num_fewshot: Annotated[str, typer.Option("--num-fewshot", help="Comma-separated shot counts, e.g. 0,5.")] = "0",
-    output_dir: Annotated[Path, typer.Option("--output-dir", help="Where the comparison and raw results go.")] = Path(
-        "eval"),
+    adapter: Annotated[Optional[list[str]], typer.Option(*ADAPTER_FLAGS, help="PEFT adapter folder trained on "
+                                                         "--model (repeat for several).", show_default=False)] = None,
+    num_fewshot: Annotated[Optional[str], typer.Option(
+        "--num-fewshot", help="Comma-separated shot counts, e.g. 0,5 (default: each task's own, 0 where it sets "
+        "none).", show_default=False)] = None,
+    output_dir: Annotated[Path, typer.Option(*OUTPUT_DIR_FLAGS, help="Where the comparison and raw results go.")] = (
+        Path("eval")),
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Local data folder for afp's task families "
                                                      "instead of the hub (see docs/evaluate.md).")] = None,
     include_path: Annotated[Optional[Path], typer.Option("--include-path", help="afp's task folder (default: the "
-                                                         "repository's tasks/).")] = None,
-    demo_lang: Annotated[Optional[str], typer.Option("--demo-lang", help="Draw demonstrations from this language "
-                                                     "(runs each task's _demo_<lang> variant).")] = None,
+                                                         "packaged one, see `afp tasks-path`).")] = None,
+    demo_lang: Annotated[Optional[str], typer.Option("--demo-lang", help="Demonstrations from this language: en "
+                                                     "(the default of afp's families), zh, or native (the test "
+                                                     "language); runs each task's _demo_<lang> variant.")] = None,
+    demonstrations: Annotated[str, typer.Option(
+        "--demonstrations", help="fixed: one k-shot set per seed before every item, as the official evaluation; "
+        "per-item: lm-eval's sampling, new demonstrations for each item.")] = "fixed",
     limit: Annotated[Optional[int], typer.Option("--limit", help="Documents per task (for quick checks).")] = None,
     batch_size: Annotated[str, typer.Option("--batch-size", help="Batch size, or 'auto'.")] = "1",
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16, float16.")] = "auto",
+    device: Device = "auto",
+    dtype: Dtype = "auto",
     backend: Annotated[str, typer.Option("--backend", help="lm-eval model type: hf (shares base weights across "
-                                         "adapters), vllm (LoRA via lora_local_path), ...")] = "hf",
+                                         "adapters), vllm (LoRA via lora_local_path; adapters with LoRA on the "
+                                         "embeddings are merged first), ...")] = "hf",
     model_args: Annotated[str, typer.Option("--model-args", help="Extra lm-eval model arguments for non-hf "
                                             "backends, key=value,key=value.")] = "",
-    seed: Annotated[int, typer.Option("--seed", help="Seed for sampling demonstrations and for torch/numpy; the "
-                                      "same for every model.")] = 1234,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing comparison.")] = False,
+    seed: Annotated[str, typer.Option("--seed", help="Seed of the demonstrations and of torch/numpy, the same for "
+                                      "every model; 0 is the released official config's. Several (0,1,2): mean "
+                                      "and spread per task.")] = "0",
+    overwrite: Overwrite = False,
 ) -> None:
     from afp_cli.evaluation.runner import EvaluateConfig, run_evaluation
 
     config = EvaluateConfig(
         model=model, tasks=[name.strip() for name in tasks.split(",") if name.strip()], adapters=list(adapter or []),
-        num_fewshot=_shot_counts(num_fewshot), output_dir=str(output_dir),
-        data_dir=None if data_dir is None else str(data_dir),
+        num_fewshot=None if num_fewshot is None else _integers(num_fewshot, "--num-fewshot"),
+        output_dir=str(output_dir), data_dir=None if data_dir is None else str(data_dir),
         include_path=None if include_path is None else str(include_path), demo_lang=demo_lang, limit=limit,
-        batch_size=batch_size, device=device, dtype=dtype, backend=backend, model_args=model_args, seed=seed,
-        overwrite=overwrite,
+        batch_size=batch_size, device=device, dtype=dtype, backend=backend, model_args=model_args,
+        seed=_integers(seed, "--seed"), overwrite=overwrite, demonstrations=demonstrations,
     )
     markdown, _ = run_evaluation(config)
     typer.echo(markdown.read_text(encoding="utf-8"))

@@ -2,7 +2,9 @@
 
 With the ``hf`` backend the base weights are loaded once: the base model is scored with the adapters disabled,
 then each adapter is switched on in turn (peft ``set_adapter``), and the loaded model goes to lm-eval's HFLM.
-Other backends (``vllm``, ...) get lm-eval's own model arguments and load what they need themselves.
+Other backends (``vllm``, ...) get lm-eval's own model arguments and load what they need themselves; an adapter
+with LoRA on the input embeddings is merged into a copy of the base for vLLM, which cannot serve it.
+Several seeds (``seed=[0, 1, 2]``) run every task once per seed; the comparison shows their mean and spread.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from afp_cli.errors import AfpError
 from afp_cli.evaluation import tasks as task_lookup
-from afp_cli.evaluation.comparison import add_deltas, result_rows, write_comparison
+from afp_cli.evaluation.comparison import add_deltas, over_seeds, result_rows, write_comparison
 from afp_cli.report import refuse_existing, write_atomically, write_json
 
 
@@ -24,31 +26,43 @@ class EvaluateConfig:
     model: str  # base model: hub name or local folder
     tasks: list[str]  # lm-eval task or group names, afp's and built-ins
     adapters: list[str] = field(default_factory=list)  # PEFT adapter folders trained on `model`
-    num_fewshot: list[int] = field(default_factory=lambda: [0])
+    num_fewshot: list[int] | None = None  # None: each task's own num_fewshot (0 where it sets none)
     output_dir: str = "eval"
     data_dir: str | None = None  # local data instead of the hub for afp's task families
     include_path: str | None = None  # afp's tasks/ folder (default: the one next to the package)
-    demo_lang: str | None = None  # cross-lingual demonstrations: run the `<task>_demo_<lang>` variants
+    demo_lang: str | None = None  # run the `<task>_demo_<lang>` variants (en, zh, native)
     limit: int | None = None  # documents per task (lm-eval --limit)
     batch_size: str = "1"  # an integer or lm-eval's "auto"
     device: str = "auto"
     dtype: str = "auto"
     backend: str = "hf"  # any lm-eval model type; hf shares the base weights across adapters
     model_args: str = ""  # extra lm-eval model arguments, "key=value,key=value"
-    seed: int = 1234
+    seed: int | list[int] = 0  # 0 = the released official config's seed; several: mean and spread per task
     overwrite: bool = False
+    demonstrations: str = "fixed"  # fixed: one k-shot set per seed (official); per-item: lm-eval's sampling
 
     def __post_init__(self) -> None:
+        from afp_cli.evaluation.run_tasks import DEMONSTRATION_MODES
+
         if not self.tasks:
             raise AfpError("--tasks: give at least one task or group name")
-        if not self.num_fewshot or any(shots < 0 for shots in self.num_fewshot):
+        if self.num_fewshot is not None and (not self.num_fewshot or any(shots < 0 for shots in self.num_fewshot)):
             raise AfpError(f"--num-fewshot: non-negative integers expected, got {self.num_fewshot}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise AfpError(f"--seed: one or more different integers expected, got {self.seed}")
         if self.limit is not None and self.limit <= 0:
             raise AfpError(f"--limit: a positive number of documents expected, got {self.limit}")
         if self.batch_size != "auto" and not (self.batch_size.isdigit() and int(self.batch_size) > 0):
             raise AfpError(f"--batch-size: a positive integer or 'auto' expected, got '{self.batch_size}'")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise AfpError(f"{self.data_dir}: --data-dir is not a folder")
+        if self.demonstrations not in DEMONSTRATION_MODES:
+            raise AfpError(f"--demonstrations: one of {', '.join(DEMONSTRATION_MODES)} expected, "
+                           f"got '{self.demonstrations}'")
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.seed) if isinstance(self.seed, (list, tuple)) else [self.seed]
 
 
 def model_labels(adapters: list[str]) -> list[str]:
@@ -91,20 +105,42 @@ def _hf_models(config: EvaluateConfig) -> Iterator[tuple[str, Any]]:
         yield label, lm
 
 
+def served_adapters(config: EvaluateConfig, notify=None) -> list[tuple[str, str, str | None]]:
+    """(label, model to load, adapter to apply) per adapter for a non-hf backend. vLLM cannot serve LoRA on the
+    input embeddings for most architectures (see merged_adapters.py): such an adapter is merged into a copy of the
+    base under OUTPUT_DIR/merged/<label> and served as a plain model."""
+    from afp_cli.evaluation.merged_adapters import merge_into_base, targets_embeddings
+    from afp_cli.evaluation.run_tasks import warn
+
+    notify = notify or warn
+    served = []
+    for label, adapter in zip(model_labels(config.adapters)[1:], config.adapters):
+        if config.backend == "vllm" and targets_embeddings(adapter):
+            merged = merge_into_base(config.model, adapter, Path(config.output_dir) / "merged" / label)
+            notify(f"{adapter}: LoRA on the input embeddings, which vLLM does not serve as an adapter: merged into a "
+                   f"copy of the base at {merged} and served as a plain model")
+            served.append((label, str(merged), None))
+        else:
+            served.append((label, config.model, adapter))
+    return served
+
+
 def _backend_models(config: EvaluateConfig) -> Iterator[tuple[str, Any]]:
     """Other lm-eval backends: the model-args string lm-eval itself parses (vLLM: its LoRA support)."""
     from lm_eval.api.registry import get_model
 
     extra = f",{config.model_args}" if config.model_args else ""
-    base_args = f"pretrained={config.model},batch_size={config.batch_size}{extra}"
-    if config.device != "auto":
-        base_args += f",device={config.device}"
+    device = f",device={config.device}" if config.device != "auto" else ""
+
+    def arguments(model: str) -> str:
+        return f"pretrained={model},batch_size={config.batch_size}{extra}{device}"
+
     model_class = get_model(config.backend)
-    labels = model_labels(config.adapters)
-    yield labels[0], model_class.create_from_arg_string(base_args)
-    for label, adapter in zip(labels[1:], config.adapters):
-        adapter_args = f"lora_local_path={adapter}" if config.backend == "vllm" else f"peft={adapter}"
-        yield label, model_class.create_from_arg_string(f"{base_args},{adapter_args}")
+    yield model_labels(config.adapters)[0], model_class.create_from_arg_string(arguments(config.model))
+    for label, model, adapter in served_adapters(config):
+        adapter_args = "" if adapter is None else (
+            f",lora_local_path={adapter}" if config.backend == "vllm" else f",peft={adapter}")
+        yield label, model_class.create_from_arg_string(arguments(model) + adapter_args)
 
 
 def _save_raw(folder: Path, results: dict[str, Any]) -> None:
@@ -124,9 +160,22 @@ def _progress():
                     TimeElapsedColumn(), transient=False)
 
 
+def _shots_folder(requested: int | None, results: dict[str, Any]) -> str:
+    """``<k>shot``: the requested k, or with each task's own k the one they share (``mixedshot`` if they differ)."""
+    if requested is not None:
+        return f"{requested}shot"
+    ran = set(results.get("n-shot", {}).values())
+    return f"{ran.pop()}shot" if len(ran) == 1 else "mixedshot"
+
+
 def run_evaluation(config: EvaluateConfig) -> tuple[Path, Path]:
-    """Evaluate the base model and every adapter on every task and shot count; returns the comparison files."""
+    """Evaluate the base model and every adapter on every task, shot count and seed; returns the comparison files.
+
+    Raw lm-eval output goes to OUTPUT_DIR/raw/<model>/<k>shot/ (one seed) or .../<k>shot/seed<N>/ (several).
+    """
     import lm_eval
+
+    from afp_cli.evaluation.run_tasks import ContextLimits, per_item_demonstrations
 
     include_path = task_lookup.resolve_include_path(config.include_path)
     manager = task_lookup.build_task_manager(include_path, config.tasks, config.data_dir)
@@ -138,21 +187,30 @@ def run_evaluation(config: EvaluateConfig) -> tuple[Path, Path]:
     refuse_existing([output_dir / "comparison.md", output_dir / "comparison.json"], config.overwrite)
 
     models = _hf_models(config) if config.backend == "hf" else _backend_models(config)
+    shot_counts: list[int | None] = list(config.num_fewshot) if config.num_fewshot is not None else [None]
+    seeds = config.seeds
     rows: list[dict[str, Any]] = []
     with _progress() as progress:
-        job = progress.add_task("evaluating", total=(1 + len(config.adapters)) * len(config.num_fewshot))
+        job = progress.add_task("evaluating", total=(1 + len(config.adapters)) * len(shot_counts) * len(seeds))
         for label, lm in models:
-            for shots in config.num_fewshot:
-                progress.update(job, description=f"{label}, {shots}-shot")
-                results = lm_eval.simple_evaluate(
-                    model=lm, tasks=names, num_fewshot=shots, limit=config.limit, task_manager=manager,
-                    log_samples=True, random_seed=config.seed, numpy_random_seed=config.seed,
-                    torch_random_seed=config.seed, fewshot_random_seed=config.seed,
-                )
-                if results is None:  # lm-eval returns None on non-zero ranks of a distributed run
-                    continue
-                rows.extend(result_rows(label, shots, results))
-                _save_raw(output_dir / "raw" / label / f"{shots}shot", results)
-                progress.advance(job)
+            manager.hooks = [ContextLimits(lm, config.limit)]
+            if config.demonstrations == "per-item":
+                manager.hooks.append(per_item_demonstrations)
+            for shots in shot_counts:
+                for seed in seeds:
+                    shown = "task's own shots" if shots is None else f"{shots}-shot"
+                    progress.update(job, description=f"{label}, {shown}, seed {seed}")
+                    results = lm_eval.simple_evaluate(
+                        model=lm, tasks=names, num_fewshot=shots, limit=config.limit, task_manager=manager,
+                        log_samples=True, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                        fewshot_random_seed=seed,
+                    )
+                    if results is None:  # lm-eval returns None on non-zero ranks of a distributed run
+                        continue
+                    rows.extend(result_rows(label, shots, results, seed))
+                    folder = output_dir / "raw" / label / _shots_folder(shots, results)
+                    _save_raw(folder / f"seed{seed}" if len(seeds) > 1 else folder, results)
+                    progress.advance(job)
     run = {**asdict(config), "tasks_run": names, "models": model_labels(config.adapters)}
-    return write_comparison(output_dir, add_deltas(rows), run)
+    per_seed = rows if len(seeds) > 1 else None
+    return write_comparison(output_dir, add_deltas(over_seeds(rows)), run, per_seed)

@@ -74,32 +74,36 @@ def language_family(
     family: str,
     languages: tuple[str, ...],
     split: Callable[[str, str], dict[str, Any]],
+    default_demo: str = "en",
     demo_languages: tuple[str, ...] = ("en", "zh"),
+    native_variant: bool = True,
     metrics: tuple[str, ...] = ("acc",),
-    label_names: tuple[str, ...] = (),
+    data: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Per-language tasks ``{family}_{lang}``, their group, and cross-lingual demonstration variants.
+    """Per-language tasks ``{family}_{lang}``, their group, and demonstration-language variants.
 
-    ``split(language, role)`` gives the data spec of ``role`` ``"test"`` or ``"demos"`` for a language. The
-    variant ``{family}_{lang}_demo_{demo}`` tests on ``lang`` with demonstrations drawn from ``demo`` (the
-    paper's cross-lingual in-context setting); its group is ``{family}_demo_{demo}``. ``label_names`` lets
-    local files spell labels out (``"entailment"``) where the hub has ids.
+    ``split(language, role)`` gives the data spec of ``role`` ``"test"`` or ``"demos"`` for a language.
+    ``{family}_{lang}`` draws its demonstrations from ``default_demo`` (English: the only released official
+    config, ``data/config/pawsx_en-zh_seed0.json``, has ``prompt_languages: [en, en]``). Variants:
+    ``{family}_{lang}_demo_{d}`` for each ``d`` of ``demo_languages`` (``_demo_en`` names the default
+    explicitly) and ``{family}_{lang}_demo_native`` (in-language demonstrations), grouped as
+    ``{family}_demo_{d}`` and ``{family}_demo_native``. ``data`` adds loader settings to every task
+    (``label_names``, ``fields``, ``columns``; see ``load_splits`` in tasks/afp_task_common.py).
     """
     configs: dict[str, dict[str, Any]] = {}
 
-    def task(name: str, test_language: str, demo_language: str) -> None:
-        data: dict[str, Any] = {"splits": {"test": split(test_language, "test"), "demos": split(demo_language, "demos")}}
-        if label_names:
-            data["label_names"] = list(label_names)
-        configs[f"{name}.yaml"] = {"include": f"_{family}_template_yaml", "task": name, "dataset_kwargs": data}
+    def task(name: str, test_language: str, demo_language: str) -> str:
+        kwargs = {"splits": {"test": split(test_language, "test"), "demos": split(demo_language, "demos")},
+                  **(data or {})}
+        configs[f"{name}.yaml"] = {"include": f"_{family}_template_yaml", "task": name, "dataset_kwargs": kwargs}
+        return name
 
-    for language in languages:
-        task(f"{family}_{language}", language, language)
-    configs[f"_{family}.yaml"] = group_config(family, [f"{family}_{language}" for language in languages], list(metrics))
-    for demo in demo_languages:
-        names = [f"{family}_{language}_demo_{demo}" for language in languages if language != demo]
-        for language in languages:
-            if language != demo:
-                task(f"{family}_{language}_demo_{demo}", language, demo)
-        configs[f"_{family}_demo_{demo}.yaml"] = group_config(f"{family}_demo_{demo}", names, list(metrics))
+    configs[f"_{family}.yaml"] = group_config(
+        family, [task(f"{family}_{language}", language, default_demo) for language in languages], list(metrics))
+    variants = {demo: (lambda language, demo=demo: demo) for demo in demo_languages}
+    if native_variant:
+        variants["native"] = lambda language: language
+    for variant, demo_of in variants.items():
+        names = [task(f"{family}_{language}_demo_{variant}", language, demo_of(language)) for language in languages]
+        configs[f"_{family}_demo_{variant}.yaml"] = group_config(f"{family}_demo_{variant}", names, list(metrics))
     return configs

@@ -30,14 +30,15 @@ def resolve_include_path(include_path: str | Path | None) -> Path:
 
 
 def build_task_manager(include_path: Path, names: list[str], data_dir: str | Path | None):
-    """A TaskManager with afp's tasks, plus lm-eval's built-ins only when ``names`` need them."""
-    from lm_eval.tasks import TaskManager
+    """A TaskManager with afp's tasks, plus lm-eval's built-ins only when ``names`` need them; its ``hooks``
+    adjust each task as a run loads it (see run_tasks.py)."""
+    from afp_cli.evaluation.run_tasks import RunTaskManager
 
     metadata = {"data_dir": str(Path(data_dir).resolve())} if data_dir is not None else None
-    own = TaskManager(include_path=str(include_path), include_defaults=False, metadata=metadata)
+    own = RunTaskManager(include_path=str(include_path), include_defaults=False, metadata=metadata)
     if all(name in own.all_tasks for name in names):
         return own
-    return TaskManager(include_path=str(include_path), include_defaults=True, metadata=metadata)
+    return RunTaskManager(include_path=str(include_path), include_defaults=True, metadata=metadata)
 
 
 def check_task_names(manager, names: list[str]) -> None:

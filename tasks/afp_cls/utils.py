@@ -7,7 +7,7 @@ _TASKS_DIR = str(Path(__file__).resolve().parents[1])
 if _TASKS_DIR not in sys.path:  # lm-eval loads this file by path: make the shared module importable
     sys.path.insert(0, _TASKS_DIR)
 
-from afp_task_common import first_line, load_splits, rouge_scores  # noqa: E402,F401
+from afp_task_common import FixedDemonstrations, first_line, load_splits, rouge_scores  # noqa: E402,F401
 
 
 def process_results(doc, results):

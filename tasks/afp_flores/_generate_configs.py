@@ -49,7 +49,7 @@ def configs(languages: tuple[str, ...] = LANGUAGES) -> dict:
                 "extra_fields": {"bleu_tokenizer": bleu_tokenizer(target)},
             },
         }
-    metrics = ["bleu", "chrfpp"]
+    metrics = ["bleu_target_tok", "chrfpp"]
     paper = [task_name(s, t) for s, t in PAPER_DIRECTIONS if s in languages and t in languages]
     files["_afp_flores.yaml"] = group_config("afp_flores", paper, metrics)
     for code in languages:

@@ -1,4 +1,4 @@
-"""Generate the afp_pawsx per-language tasks, groups and cross-lingual demonstration variants.
+"""Generate the afp_pawsx per-language tasks, groups and demonstration-language variants.
 
 Run from the repository root: ``python tasks/afp_pawsx/_generate_configs.py``.
 """
@@ -17,7 +17,9 @@ def split(language: str, role: str) -> dict:
 
 
 def configs() -> dict:
-    return language_family("afp_pawsx", LANGUAGES, split)
+    """``afp_pawsx_{lang}``: English dev demonstrations for every test language, as the released official config
+    (``data/config/pawsx_en-zh_seed0.json``, ``prompt_languages: [en, en]``)."""
+    return language_family("afp_pawsx", LANGUAGES, split, data={"fields": ["sentence1", "sentence2", "label"]})
 
 
 if __name__ == "__main__":

@@ -16,8 +16,14 @@ def split(language: str, role: str) -> dict:
     return data_spec("facebook/xnli", language, hub_split, f"xnli/{language}_{file_split}.jsonl")
 
 
+DATA = {"label_names": ["entailment", "neutral", "contradiction"], "fields": ["premise", "hypothesis", "label"]}
+
+
 def configs() -> dict:
-    return language_family("afp_xnli", LANGUAGES, split, label_names=("entailment", "neutral", "contradiction"))
+    """``afp_xnli_{lang}`` (full-sentence prompt, English demonstrations) with its demonstration variants, and the
+    question-style variant ``afp_xnli_qa_{lang}`` (group ``afp_xnli_qa``)."""
+    return {**language_family("afp_xnli", LANGUAGES, split, data=DATA),
+            **language_family("afp_xnli_qa", LANGUAGES, split, demo_languages=(), native_variant=False, data=DATA)}
 
 
 if __name__ == "__main__":
