@@ -1,4 +1,5 @@
-"""`afp data`: build AFP training mixtures (bilingual, multilingual, translation) and describe them (stats)."""
+"""`afp data`: build AFP training mixtures (bilingual, multilingual, translation, mixes of them), describe them
+(stats), and copy hub inputs to a folder for machines without internet (fetch)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 
+from afp_cli.commands.options import OUTPUT_DIR_FLAGS
+from afp_cli.errors import AfpError
 from afp_cli.data.mixture_config import (
     DEFAULT_TEMPLATE,
     DEFAULT_TEMPLATE_NO_INPUT,
     DEFAULT_TRANSLATION_TEMPLATES,
+    MixSpec,
     MixtureConfig,
 )
 
@@ -24,11 +28,13 @@ app = typer.Typer(
 # have no other positional argument, and collect such words here as further languages.
 Languages = Annotated[list[str], typer.Option("--languages", "-l", help="Language codes, pivot first: --languages en zh (ISO 639-1 or FLORES-200).")]
 MoreLanguages = Annotated[Optional[list[str]], typer.Argument(hidden=True, metavar="LANGUAGES")]
-Instructions = Annotated[Path, typer.Option("--instructions", "-i", help="Folder with one {lang}.json (or .jsonl, .json.gz) per language, records id/instruction/input/output, aligned by id (Bactrian-X layout).")]
+# Inputs are strings, not Paths: a Path would fold the two slashes of hf://.
+Instructions = Annotated[str, typer.Option("--instructions", "-i", help="Folder with one {lang}.json (or .jsonl, .json.gz) per language, records id/instruction/input/output, aligned by id (Bactrian-X layout); or a hub dataset: hf://MBZUAI/Bactrian-X.")]
+Parallel = Annotated[str, typer.Option("--parallel", "-p", help="Translation pairs: TSV with 2 columns (header of language codes optional) or JSON lines {\"en\": .., \"zh\": ..}; or a hub dataset: hf://Helsinki-NLP/opus-100@en-zh.")]
 CrossProb = Annotated[float, typer.Option("--cross-prob", "-x", help="Share of CIT examples answered in another language than the question's (0: the paper's MIT ablation).")]
 ChangeProb = Annotated[float, typer.Option("--change-prob", "-c", help="multilingual: other->pivot instead of pivot->other; translation: swap the direction.")]
 Repeat = Annotated[float, typer.Option("--repeat", "-r", help="Examples = int(repeat x usable source records); fractions allowed.")]
-Seed = Annotated[int, typer.Option("--seed", "-s", help="Same seed, same inputs: byte-identical output.")]
+Seed = Annotated[int, typer.Option("--seed", help="Same seed, same inputs: byte-identical output.")]
 Output = Annotated[Path, typer.Option("--output", "-o", help="Output JSON lines file (a .meta.json goes beside it).")]
 Template = Annotated[str, typer.Option("--template", help="CIT template for records with an input.")]
 TemplateNoInput = Annotated[str, typer.Option("--template-no-input", help="CIT template for records without an input.")]
@@ -44,11 +50,15 @@ def _languages(first: list[str], more: list[str] | None) -> list[str]:
 
 def _build(mode: str, languages: list[str], more_languages: list[str] | None, output: Path, tokenizer: str | None,
            overwrite: bool, official_format: bool, **settings) -> None:
+    config = MixtureConfig(mode=mode, languages=_languages(languages, more_languages), audit_fields=not official_format, **settings)
+    _write(config, output, tokenizer, overwrite)
+
+
+def _write(mixture: MixtureConfig | MixSpec, output: Path, tokenizer: str | None, overwrite: bool) -> None:
     from afp_cli.data.build import build_mixture
     from afp_cli.data.stats import render
 
-    config = MixtureConfig(mode=mode, languages=_languages(languages, more_languages), audit_fields=not official_format, **settings)
-    report = build_mixture(config, output, tokenizer=_load_tokenizer(tokenizer), overwrite=overwrite)
+    report = build_mixture(mixture, output, tokenizer=_load_tokenizer(tokenizer), overwrite=overwrite)
     typer.echo(render(report))
     typer.echo(f"wrote {report['examples']} examples to {output}")
 
@@ -78,7 +88,7 @@ def bilingual(
 ) -> None:
     """Two languages aligned by id: MCL pairs are the aligned instructions, CIT answers cross with --cross-prob."""
     _build("bilingual", languages, more_languages, output, tokenizer, overwrite, official_format,
-           instructions=str(instructions), cross_prob=cross_prob, repeat=repeat, seed=seed, template=template,
+           instructions=instructions, cross_prob=cross_prob, repeat=repeat, seed=seed, template=template,
            template_no_input=template_no_input)
 
 
@@ -100,13 +110,13 @@ def multilingual(
 ) -> None:
     """Pivot (first language) and others: MCL pairs pivot<->other, CIT pivot->other, other->pivot or monolingual."""
     _build("multilingual", languages, more_languages, output, tokenizer, overwrite, official_format,
-           instructions=str(instructions), cross_prob=cross_prob, change_prob=change_prob, repeat=repeat, seed=seed,
+           instructions=instructions, cross_prob=cross_prob, change_prob=change_prob, repeat=repeat, seed=seed,
            template=template, template_no_input=template_no_input)
 
 
 @app.command(epilog="Example: afp data translation --parallel en-zh.tsv --languages en zh --change-prob 0.5 --repeat 1.5 -o en-zh-mt.jsonl")
 def translation(
-    parallel: Annotated[Path, typer.Option("--parallel", "-p", help="Translation pairs: TSV with 2 columns (header of language codes optional) or JSON lines {\"en\": .., \"zh\": ..}.")],
+    parallel: Parallel,
     output: Output,
     languages: Languages,
     more_languages: MoreLanguages = None,
@@ -120,8 +130,53 @@ def translation(
 ) -> None:
     """Parallel sentences: MCL pairs are the translations, CIT texts ask for the translation."""
     _build("translation", languages, more_languages, output, tokenizer, overwrite, official_format,
-           parallel=str(parallel), change_prob=change_prob, repeat=repeat, seed=seed,
+           parallel=parallel, change_prob=change_prob, repeat=repeat, seed=seed,
            translation_templates=list(translation_template or DEFAULT_TRANSLATION_TEMPLATES))
+
+
+@app.command(epilog="Example: afp data mix recipes/parts/bactrian-x_en-zh.yaml recipes/parts/opus-100_en-zh.yaml --seed 0 -o en-zh.train.jsonl")
+def mix(
+    parts: Annotated[list[Path], typer.Argument(help="Part files: YAML, each one part (or a list of parts) with the keys of a recipe's data.build (mode, languages, instructions or parallel, cross_prob, change_prob, repeat, seed, templates). Relative paths are relative to the file.", show_default=False)],
+    output: Output,
+    seed: Annotated[int, typer.Option("--seed", help="Mixes the parts; part i is built with seed + i unless it sets its own.")] = 0,
+    official_format: OfficialFormat = False,
+    tokenizer: Tokenizer = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Several parts in one file, interleaved at random: the official training file is a bilingual build of
+    Bactrian-X (cross 0.5, repeat 3) mixed with a translation build of parallel text (change 0.5, repeat 3)."""
+    from afp_cli.data.part_files import read_parts
+
+    labels, mappings = read_parts(parts)
+    if official_format:
+        mappings = [{**mapping, "audit_fields": False} for mapping in mappings]
+    _write(MixSpec.from_mappings(mappings, seed, labels=labels), output, tokenizer, overwrite)
+
+
+@app.command(epilog="Examples: afp data fetch --recipe recipes/xglm-564m_en-zh.yaml -o afp-inputs/ · "
+             "afp data fetch --instructions hf://MBZUAI/Bactrian-X --languages en zh -o afp-inputs/")
+def fetch(
+    output_dir: Annotated[Path, typer.Option(*OUTPUT_DIR_FLAGS, help="Folder for the copies: one subfolder per dataset, in the layout afp data reads.")],
+    recipe: Annotated[Optional[Path], typer.Option("--recipe", help="Fetch every hf:// input of this recipe's data.build.", show_default=False)] = None,
+    instructions: Annotated[Optional[str], typer.Option("--instructions", "-i", help="Instruction data on the hub: hf://MBZUAI/Bactrian-X (one config per language).")] = None,
+    parallel: Annotated[Optional[str], typer.Option("--parallel", "-p", help="Parallel text on the hub: hf://Helsinki-NLP/opus-100@en-zh.")] = None,
+    languages: Annotated[Optional[list[str]], typer.Option("--languages", "-l", help="Languages to fetch (instructions: one config each): --languages en zh.")] = None,
+    more_languages: MoreLanguages = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N rows of each config.")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Copy hub inputs to a folder, for a machine without internet: fetch here, copy the folder there, point the
+    recipe's instructions/parallel at it (the lines to use are printed)."""
+    from afp_cli.data.fetch import fetch_inputs, inputs_of_options, inputs_of_recipe
+
+    if recipe is not None and (instructions or parallel):
+        raise AfpError("fetch: give --recipe or --instructions/--parallel, not both")
+    if recipe is not None:
+        wanted = inputs_of_recipe(recipe)
+    else:
+        wanted = inputs_of_options(instructions, parallel, _languages(languages or [], more_languages))
+    for line in fetch_inputs(wanted, output_dir, limit, overwrite):
+        typer.echo(line)
 
 
 @app.command(epilog="Example: afp data stats en-zh.jsonl --tokenizer facebook/xglm-564M")
@@ -130,7 +185,8 @@ def stats(
     tokenizer: Tokenizer = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the statistics as JSON here.")] = None,
 ) -> None:
-    """Examples per direction, cross-lingual share, MCL pairs per language pair, length percentiles."""
+    """Examples per direction (and per part of a mix), cross-lingual share, MCL pairs per language pair, length
+    percentiles."""
     from afp_cli.data.build import mixture_stats
     from afp_cli.data.stats import render
     from afp_cli.report import write_json

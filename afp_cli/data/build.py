@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from afp_cli.data.files import streamed_atomically
-from afp_cli.data.hub import HubReference, cached_copy, resolve_revision
+from afp_cli.data.hub import HubReference, cached_copy, fetched_path, resolve_revision
 from afp_cli.data.mixture_config import MixSpec, MixtureConfig
 from afp_cli.data.sampling import build_examples, interleave
 from afp_cli.data.stats import MixtureStats, TokenLengths, read_mixture
@@ -41,8 +41,10 @@ def as_spec(mixture: MixSpec | MixtureConfig) -> MixSpec:
 
 
 def fetch_command(part: MixtureConfig, ref: HubReference) -> str:
-    """The command that copies one hub input to a folder, for the offline error line."""
-    return f"afp data fetch --{part.input_kind} {ref} --languages {' '.join(part.languages)} -o DIR"
+    """What to do when the hub cannot be reached: fetch on another machine, copy, read the copy (one line)."""
+    local = fetched_path(ref, part.input_kind, part.languages, Path("DIR"))
+    return (f"on a machine with internet run `afp data fetch --{part.input_kind} {ref} --languages "
+            f"{' '.join(part.languages)} -o DIR`, copy DIR here and use {local} as {part.input_kind}")
 
 
 def pin_hub_inputs(mixture: MixSpec | MixtureConfig) -> MixSpec:
@@ -52,7 +54,7 @@ def pin_hub_inputs(mixture: MixSpec | MixtureConfig) -> MixSpec:
     for part in spec.parts:
         ref = part.hub_reference
         if ref is not None:
-            pinned = resolve_revision(ref, f"--{part.input_kind}", fetch_command(part, ref), cache_root() / "hub" / "refs")
+            pinned = resolve_revision(ref, part.input_kind, fetch_command(part, ref), cache_root() / "hub" / "refs")
             part = dataclasses.replace(part, **{part.input_kind: str(pinned)})
         parts.append(part)
     return MixSpec(parts, spec.seed)
@@ -63,7 +65,7 @@ def localize(part: MixtureConfig) -> MixtureConfig:
     ref = part.hub_reference
     if ref is None:
         return part
-    local = cached_copy(ref, part.input_kind, part.languages, cache_root() / "hub", f"--{part.input_kind}",
+    local = cached_copy(ref, part.input_kind, part.languages, cache_root() / "hub", part.input_kind,
                         fetch_command(part, ref))
     return dataclasses.replace(part, **{part.input_kind: str(local)})
 

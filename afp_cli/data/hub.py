@@ -106,8 +106,13 @@ def _unreachable(error: BaseException) -> bool:
 
 
 def offline_message(ref: HubReference, option: str, fetch_hint: str) -> str:
-    return (f"{option}: {ref}: the Hugging Face hub cannot be reached and it is not in the local cache; on a "
-            f"machine with internet run `{fetch_hint}`, copy that folder here and point {option} at it")
+    return f"{option}: {ref}: the Hugging Face hub cannot be reached and it is not in the local cache; {fetch_hint}"
+
+
+def fetched_path(ref: HubReference, kind: str, languages: list[str], root: Path) -> Path:
+    """Where `afp data fetch -o ROOT` puts ``ref``: ``ROOT/<dataset name>/`` (instructions) or a file in it."""
+    folder = root / ref.repo.split("/")[-1]
+    return folder if kind == "instructions" else folder / local_name(ref.configs(kind, languages)[0][0])
 
 
 def _hub_call(ref: HubReference, option: str, fetch_hint: str, call: Callable[[], Any]) -> Any:

@@ -165,15 +165,17 @@ class MixSpec:
             raise AfpError("audit_fields: set it the same way in every part (--official-format applies to the whole file)")
 
     @classmethod
-    def from_mappings(cls, parts: dict[str, Any] | list[Any], seed: int, where: str = "data.build") -> MixSpec:
-        """Parts from YAML (a recipe's ``data.build``, a part file): one mapping, or a list of mappings.
+    def from_mappings(cls, parts: dict[str, Any] | list[Any], seed: int, where: str = "data.build",
+                      labels: list[str] | None = None) -> MixSpec:
+        """Parts from YAML (a recipe's ``data.build``, part files): one mapping, or a list of mappings.
 
         Part ``i`` gets the seed ``seed + i`` unless it sets its own, so two parts never share a random stream.
+        Errors name ``labels[i]`` (e.g. the part's file), else ``where[i]``.
         """
         mappings = parts if isinstance(parts, list) else [parts]
         built = []
         for index, mapping in enumerate(mappings):
-            label = f"{where}[{index}]" if isinstance(parts, list) else where
+            label = labels[index] if labels else f"{where}[{index}]" if isinstance(parts, list) else where
             if not isinstance(mapping, dict):
                 raise AfpError(f"{label}: each part must be a mapping (mode, languages, instructions or parallel, ...), "
                                f"got {mapping!r}")
