@@ -39,12 +39,15 @@ def open_text(path: Path) -> TextIO:
 def decode_line(path: Path, number: int, raw: bytes) -> str:
     """``raw`` as text, or a one-line error naming file, line and what the bytes look like."""
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise not_utf8(path, number, raw, error) from None
+        raise not_utf8(path, number, raw, error.start) from None
+    if "\x00" in text:  # valid UTF-8, but no text file holds NUL bytes: a binary file (or UTF-16 without BOM)
+        raise not_utf8(path, number, raw, raw.index(b"\x00"))
+    return text
 
 
-def not_utf8(path: Path, number: int, raw: bytes, error: UnicodeDecodeError) -> AfpError:
+def not_utf8(path: Path, number: int, raw: bytes, position: int) -> AfpError:
     if number == 1 and raw.startswith(_UTF16_BOMS):
         looks = "it looks like UTF-16"
     elif number == 1 and raw.startswith(_GZIP_MAGIC):
@@ -53,7 +56,7 @@ def not_utf8(path: Path, number: int, raw: bytes, error: UnicodeDecodeError) -> 
         looks = "it looks binary or UTF-16"
     else:
         looks = "Latin-1 or another legacy encoding?"
-    byte = raw[error.start: error.start + 1].hex()
+    byte = raw[position: position + 1].hex()
     return located(path, number, None, f"not UTF-8 text (byte 0x{byte}; {looks}); save it as UTF-8")
 
 
@@ -78,12 +81,14 @@ def read_text(path: Path) -> str:
         raise AfpError(f"{path}: not a readable gzip file ({error})") from None
     data = data[len(_BOM):] if data.startswith(_BOM) else data
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
+        if "\x00" not in text:
+            return text
+        position = data.index(b"\x00")  # no text file holds NUL bytes (see decode_line)
     except UnicodeDecodeError as error:
-        number = data.count(b"\n", 0, error.start) + 1
-        start = data.rfind(b"\n", 0, error.start) + 1
-        raise not_utf8(path, number, data[start:], UnicodeDecodeError(
-            "utf-8", data, error.start - start, error.end - start, error.reason)) from None
+        position = error.start
+    start = data.rfind(b"\n", 0, position) + 1
+    raise not_utf8(path, data.count(b"\n", 0, position) + 1, data[start:], position - start)
 
 
 def first_text(path: Path, size: int = 4096) -> str:

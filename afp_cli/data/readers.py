@@ -72,12 +72,12 @@ def iter_json_objects(path: Path) -> Iterator[tuple[int, Any]]:
         try:
             yield number, json.loads(line)
         except json.JSONDecodeError as error:
-            raise located(path, number, None, f"not valid JSON ({error.msg}){_truncated_hint(line, error)}") from None
+            raise located(path, number, None, f"not valid JSON ({error.msg}){_truncated_hint(line)}") from None
 
 
-def _truncated_hint(line: str, error: json.JSONDecodeError) -> str:
-    # A line cut off mid-record (an interrupted download or copy) fails at its very end.
-    return "; the line looks truncated" if error.pos >= len(line.rstrip()) else ""
+def _truncated_hint(line: str) -> str:
+    # A record cut off mid-way (an interrupted download or copy) no longer ends with its closing bracket.
+    return "" if line.rstrip().endswith(("}", "]")) else "; the line looks truncated"
 
 
 def _iter_json_list(path: Path, text: str, position: int) -> Iterator[tuple[int, Any]]:
