@@ -37,14 +37,15 @@ def base_and_adapter(tmp_path_factory, tiny_tokenizer):
 def test_base_and_adapter_give_one_comparison_row_each(run_cli, base_and_adapter, shared_data, tmp_path):
     base, adapter = base_and_adapter
     out = tmp_path / "eval"
-    arguments = ["evaluate", "--model", str(base), "--adapter", str(adapter), "--tasks", "afp_xcopa_zh",
+    arguments = ["evaluate", "-m", str(base), "-a", str(adapter), "--tasks", "afp_xcopa_zh_demo_native",
                  "--num-fewshot", "0", "--data-dir", str(shared_data), "--limit", "20", "--device", "cpu",
-                 "--output-dir", str(out)]
+                 "-o", str(out)]
     code, stdout, _ = run_cli(*arguments)
     assert code == 0
     rows = json.loads((out / "comparison.json").read_text(encoding="utf-8"))["rows"]
+    task = "afp_xcopa_zh_demo_native"  # the shared data has no English COPA for the default demonstrations
     assert [(row["task"], row["shots"], row["metric"], row["model"]) for row in rows] == [
-        ("afp_xcopa_zh", 0, "acc", "base"), ("afp_xcopa_zh", 0, "acc", "adapter")]
+        (task, 0, "acc", "base"), (task, 0, "acc", "adapter")]
     base_row, adapter_row = rows
     assert base_row["delta_vs_base"] is None
     assert adapter_row["delta_vs_base"] == pytest.approx(adapter_row["value"] - base_row["value"])
@@ -52,14 +53,14 @@ def test_base_and_adapter_give_one_comparison_row_each(run_cli, base_and_adapter
         assert 0.0 <= row["value"] <= 1.0 and row["value"] * 20 == pytest.approx(round(row["value"] * 20))
         assert row["stderr"] > 0
     markdown = (out / "comparison.md").read_text(encoding="utf-8")
-    assert "| afp_xcopa_zh | 0 | acc | base |" in markdown and "| afp_xcopa_zh | 0 | acc | adapter |" in markdown
-    assert "| afp_xcopa_zh | 0 | acc | adapter |" in stdout
+    assert f"| {task} | 0 | acc | base |" in markdown and f"| {task} | 0 | acc | adapter |" in markdown
+    assert f"| {task} | 0 | acc | adapter |" in stdout
 
     samples = {}
     for model in ("base", "adapter"):
         raw = out / "raw" / model / "0shot"
-        assert json.loads((raw / "results.json").read_text(encoding="utf-8"))["results"]["afp_xcopa_zh"]
-        samples[model] = [json.loads(line) for line in (raw / "samples_afp_xcopa_zh.jsonl").read_text().splitlines()]
+        assert json.loads((raw / "results.json").read_text(encoding="utf-8"))["results"][task]
+        samples[model] = [json.loads(line) for line in (raw / f"samples_{task}.jsonl").read_text().splitlines()]
         assert len(samples[model]) == 20
     # Same prompts, different scores: the adapter really was switched on for its run, and off for the base.
     assert [s["doc_hash"] for s in samples["base"]] == [s["doc_hash"] for s in samples["adapter"]]
@@ -85,7 +86,7 @@ def evaluate_error(run_cli):
 
 def test_adapter_folder_that_is_not_a_peft_adapter(evaluate_error, base_and_adapter, shared_data, tmp_path):
     base, _ = base_and_adapter
-    message = evaluate_error("--model", str(base), "--adapter", str(tmp_path), "--tasks", "afp_xcopa_zh",
+    message = evaluate_error("--model", str(base), "--adapter", str(tmp_path), "--tasks", "afp_xcopa_zh_demo_native",
                      "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out"))
     assert f"{tmp_path}: not a PEFT adapter (no adapter_config.json)" in message
 
@@ -94,7 +95,7 @@ def test_adapter_trained_on_another_base_names_both(evaluate_error, base_and_ada
     _, adapter = base_and_adapter
     other = tmp_path / "other-base"
     other.mkdir()
-    message = evaluate_error("--model", str(other), "--adapter", str(adapter), "--tasks", "afp_xcopa_zh",
+    message = evaluate_error("--model", str(other), "--adapter", str(adapter), "--tasks", "afp_xcopa_zh_demo_native",
                      "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out"))
     assert "trained on base model" in message and str(other) in message
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] in message
