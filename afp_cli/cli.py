@@ -5,13 +5,14 @@ No torch import here or in the command modules at import time, so `afp --help` i
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
 import typer
 
 from afp_cli import __version__
-from afp_cli.errors import AfpError
+from afp_cli.errors import EXIT_USER_ERROR, AfpError
 
 app = typer.Typer(
     name="afp",
@@ -55,28 +56,65 @@ def _root(
 _register_commands()
 
 
+def _usage_error_types() -> tuple[type, ...]:
+    """Click's usage-error class from the `click` package and from the copy typer >= 0.29 bundles as
+    ``typer._click``: which one raises depends on the installed typer, so both are recognised."""
+    found: list[type] = []
+    for module_name in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            found.append(__import__(module_name, fromlist=["ClickException"]).ClickException)
+        except ImportError:
+            continue
+    return tuple(found)
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter off the user's terminal: afp's own progress line is the one progress display.
+
+    transformers' and datasets' progress bars ("Loading weights: 0%|…") and their deprecation notices about their
+    own internals say nothing a user of afp can act on; errors still surface as exceptions.
+    """
+    import logging
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|peft|torch|datasets)\.")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # its fork warning is noise in a CLI
+    for name in ("transformers", "datasets", "huggingface_hub", "peft", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2; bugs keep their traceback."""
-    # transformers' deprecation notices about its own internals (raised inside save/load calls) say nothing a
-    # user of afp can act on
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    quiet_libraries()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except AfpError as error:
-        typer.echo(f"error: {error}", err=True)
-        sys.exit(error.exit_code)
+        _fail(str(error), error.exit_code)
     except typer.Exit as stop:
         sys.exit(stop.exit_code)
-    except typer.Abort:
+    except _usage_error_types() as error:  # an unknown option, a value of the wrong type: click's usage line, exit 2
+        error.show()
+        sys.exit(error.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
-        sys.exit(1)
-    except Exception as error:  # click's usage errors: print them like click does, exit 2
-        import click
+        sys.exit(130)
+    except Exception as error:
+        from afp_cli.known_failures import explain
 
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
+        line = explain(error)
+        if line is None:
+            raise  # a bug in afp or a library: keep the traceback
+        _fail(line, EXIT_USER_ERROR)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _fail(message: str, exit_code: int) -> None:
+    typer.echo(f"error: {' '.join(message.split())}", err=True)  # one line, whatever the message held
+    sys.exit(exit_code)
 
 
 if __name__ == "__main__":

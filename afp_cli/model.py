@@ -105,28 +105,14 @@ def read_adapter_config(adapter_dir: str | Path) -> dict[str, Any]:
         raise AfpError(f"{config_path}:{error.lineno}: invalid JSON: {error.msg}") from None
 
 
-def check_adapter_base(adapter_dir: str | Path, base_model: str) -> None:
-    """Refuse an adapter trained on another base model, naming both (paths compared after resolving)."""
-    trained_on = read_adapter_config(adapter_dir).get("base_model_name_or_path")
-    if trained_on is None:
-        return
-    if _same_model(trained_on, base_model):
-        return
-    raise AfpError(
-        f"{adapter_dir}: adapter was trained on base model '{trained_on}', not on '{base_model}'"
-    )
+def check_adapter_base(adapter_dir: str | Path, base_model: str, allow_other_base: bool = False) -> None:
+    """Refuse an adapter trained on another model; warn when only the recorded name differs (adapter_base.py)."""
+    from afp_cli.adapter_base import check_adapter_base as check
+
+    check(adapter_dir, base_model, allow_other_base)
 
 
-def _same_model(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    path_a, path_b = Path(a), Path(b)
-    if path_a.exists() and path_b.exists():
-        return path_a.resolve() == path_b.resolve()
-    return a.rstrip("/") == b.rstrip("/")
-
-
-def load_adapters(base_model, adapter_dirs: list[str | Path], base_name: str):
+def load_adapters(base_model, adapter_dirs: list[str | Path], base_name: str, allow_other_base: bool = False):
     """Wrap one base model with several adapters, loaded once; switch with ``model.set_adapter(name)``.
 
     The base weights stay in memory once for all adapters. Adapter names are ``adapter_0``, ``adapter_1``, ...
@@ -135,7 +121,7 @@ def load_adapters(base_model, adapter_dirs: list[str | Path], base_name: str):
     from peft import PeftModel
 
     for adapter_dir in adapter_dirs:
-        check_adapter_base(adapter_dir, base_name)
+        check_adapter_base(adapter_dir, base_name, allow_other_base)
     names = [f"adapter_{index}" for index in range(len(adapter_dirs))]
     model = PeftModel.from_pretrained(base_model, str(adapter_dirs[0]), adapter_name=names[0])
     for name, adapter_dir in zip(names[1:], adapter_dirs[1:]):

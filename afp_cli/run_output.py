@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +22,56 @@ METRICS_FILE = "metrics.jsonl"
 BASE_MODEL_DIR = "base_model"
 
 
-def prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path | None:
-    """Refuse to mix runs: a non-empty folder needs ``--resume`` (returns its last checkpoint) or ``--overwrite``."""
+@contextmanager
+def claim_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Iterator[Path | None]:
+    """Claim ``output_dir`` for one run; yields the checkpoint to resume from (None for a fresh run).
+
+    A non-empty folder needs ``--resume`` or ``--overwrite``. Until the run's first checkpoint the claim can be
+    undone: a fresh run that fails before it removes everything it wrote, and a folder it was to overwrite is put
+    back as it was (it waits beside the new one, hidden, until the run succeeds or writes a checkpoint). A failure
+    after a checkpoint keeps the run folder, and a user error then names the checkpoint ``--resume`` continues from.
+    """
     if resume and overwrite:
         raise AfpError("--resume and --overwrite contradict each other: choose one")
-    exists = output_dir.exists() and any(output_dir.iterdir())
     if resume:
         checkpoints = list_checkpoints(output_dir)
         if not checkpoints:
             raise AfpError(f"{output_dir}: nothing to resume (no checkpoint in {output_dir / 'checkpoints'})")
-        return checkpoints[-1]
-    if exists and not overwrite:
+        yield checkpoints[-1]
+        return
+    existed = output_dir.is_dir()
+    created = output_dir  # the outermost folder this run creates (output_dir or a missing parent of it)
+    while not created.parent.exists():
+        created = created.parent
+    if existed and any(output_dir.iterdir()) and not overwrite:
         raise AfpError(f"{output_dir}: output folder is not empty: pass --overwrite to replace it or --resume to "
                        "continue its run")
-    if exists:
-        shutil.rmtree(output_dir)
-    return None
+    replaced = output_dir.with_name(f".{output_dir.name}.replaced")
+    shutil.rmtree(replaced, ignore_errors=True)  # left by a run that was killed, not failed
+    if existed and any(output_dir.iterdir()):
+        os.replace(output_dir, replaced)
+        output_dir.mkdir()
+    try:
+        yield None
+    except BaseException as error:
+        checkpoints = list_checkpoints(output_dir)
+        if checkpoints:
+            shutil.rmtree(replaced, ignore_errors=True)
+            if isinstance(error, AfpError) and "checkpoint" not in str(error):
+                raise AfpError(f"{error} (last complete checkpoint: {checkpoints[-1]}; continue with --resume)") \
+                    from None
+            raise
+        _undo_claim(output_dir, created, existed, replaced)
+        raise
+    shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _undo_claim(output_dir: Path, created: Path, existed: bool, replaced: Path) -> None:
+    shutil.rmtree(output_dir if existed else created, ignore_errors=True)
+    if replaced.exists():
+        os.replace(replaced, output_dir)
+    elif existed:
+        output_dir.mkdir()  # it was there, empty, before the run
 
 
 def append_metrics(path: Path, record: dict[str, Any], writer) -> None:

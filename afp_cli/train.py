@@ -29,7 +29,7 @@ from afp_cli.layer_encoder import sentence_vectors
 from afp_cli.losses import LossParts, causal_lm_loss, info_nce
 from afp_cli.model import add_lora, count_parameters, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
 from afp_cli.report import write_atomically
-from afp_cli.run_output import (BASE_MODEL_DIR, METRICS_FILE, append_metrics, open_tensorboard, prepare_output_dir,
+from afp_cli.run_output import (BASE_MODEL_DIR, METRICS_FILE, append_metrics, claim_output_dir, open_tensorboard,
                                 save_built_base_model, save_outputs, truncate_metrics)
 
 
@@ -168,12 +168,19 @@ def align(config: AlignConfig, resume: bool = False, overwrite: bool = False, dr
     # data first: a bad line should fail before any model is loaded
     train_file = resolve_train_file(config, console)
     examples = read_training_file(train_file, config.mcl.enabled, config.cit.enabled,
-                                  warn=lambda message: console.print(f"warning: {message}", markup=False, highlight=False))
+                                  warn=lambda message: console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True))
     if len(examples) - config.data.held_out < train.batch_size:
         raise AfpError(f"{train_file}: {len(examples)} examples leave fewer than train.batch_size="
                        f"{train.batch_size} for training after data.held_out={config.data.held_out}")
-    last_checkpoint = None if dry_run else prepare_output_dir(output_dir, resume, overwrite)
+    with nullcontext() if dry_run else claim_output_dir(output_dir, resume, overwrite) as last_checkpoint:
+        return _setup_and_train(config, examples, last_checkpoint, dry_run, stop_after, console)
 
+
+def _setup_and_train(config: AlignConfig, examples, last_checkpoint: Path | None, dry_run: bool,
+                     stop_after: int | None, console: Console) -> AlignResult:
+    """Tokenizer → model + LoRA → optimizer → loop → adapter, inside the output folder claimed by ``align``."""
+    train = config.train
+    output_dir = Path(config.output_dir)
     torch.manual_seed(train.seed)
     device = resolve_device(train.device)
     if train.cpu_threads is not None and device == "cpu":
