@@ -242,3 +242,15 @@ def test_pin_keeps_a_pinned_reference_without_asking_the_hub(hub):
     hub.offline = True
     spec = pin_hub_inputs(MixtureConfig(mode="bilingual", languages=["en", "zh"], instructions=f"hf://{BACTRIAN}?revision={COMMIT_B}"))
     assert spec.parts[0].instructions == f"hf://{BACTRIAN}?revision={COMMIT_B}"
+
+
+@pytest.mark.parametrize("recipe", ["xglm-564m_en-zh", "bloom-560m_en-zh", "llama-2-7b_en-zh"])
+def test_paper_recipes_train_on_the_official_mix_from_the_hub(recipe):
+    from afp_cli.config import load_config
+
+    spec = load_config(Path(__file__).resolve().parents[1] / "recipes" / f"{recipe}.yaml").data.mixture()
+    bilingual, translation = spec.parts
+    assert (bilingual.mode, bilingual.instructions, bilingual.cross_prob, bilingual.repeat) == (
+        "bilingual", f"hf://{BACTRIAN}", 0.5, 3)
+    assert (translation.mode, translation.hub_reference.repo, translation.hub_reference.config, translation.change_prob,
+            translation.repeat) == ("translation", OPUS, "en-zh", 0.5, 3)

@@ -131,3 +131,23 @@ OFFICIAL_NAMES = {
 def test_answer_in_language_names_match_the_official_table():
     assert {code: language_name(code) for code in OFFICIAL_NAMES} == OFFICIAL_NAMES
     assert set(BACTRIAN_X_CODES) == set(OFFICIAL_NAMES)
+
+
+def test_align_prints_one_warning_line_for_skipped_empty_answers(tmp_path, run_cli):
+    import yaml
+
+    from afp_cli.tiny import tiny_architecture
+
+    empty = {**GOOD, "clm_text": "Hello Answer in Chinese: ", "clm_prompt_len": 25}
+    data = tmp_path / "official.jsonl"
+    data.write_bytes(jsonl([{**GOOD, "sent0": f"Hello {i}"} for i in range(6)] + [empty, empty]))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"model": {"architecture": tiny_architecture("llama"), "tokenizer_vocab_size": 400},
+                                      "data": {"train_file": str(data), "held_out": 2, "max_length": 32},
+                                      "train": {"batch_size": 2, "max_steps": 1}, "output_dir": str(tmp_path / "run")}))
+    code, stdout, stderr = run_cli("align", recipe, "--dry-run")
+    assert code == 0, stderr
+    warnings = [line for line in stdout.splitlines() if line.startswith("warning: skipped")]
+    assert warnings == [f"warning: skipped 2 of 8 lines with an empty answer (clm_prompt_len = len(clm_text), no CIT "
+                        f"target); first: {data}:7"]
+    assert "examples: 4 train, 2 held out" in stdout
