@@ -45,11 +45,14 @@ def task_name(source: str, target: str) -> str:
 
 
 def write_task_data(data_dir: Path, inputs: Sequence[DirectionInputs]) -> None:
-    """``test.jsonl`` (the questions asked) and ``demos.jsonl`` (the fixed demonstrations, in drawn order)."""
+    """``test.jsonl`` (the questions asked) and ``demos.jsonl`` (the demonstration pool in file order: the task
+    draws its fixed set from it with the run's seed, the same draw as ``DirectionInputs.demonstrations``)."""
     for direction in inputs:
         folder = data_dir / DATA_FOLDER / f"{direction.source}-{direction.target}"
         tests = [{"id": question.id, "question": question.question, "answer": ""} for question in direction.questions]
-        demos = [{"question": item.question, "answer": item.answer} for item in direction.demonstrations]
+        # A task's demonstration split must have a row; a 0-shot run without a pool never reads this one.
+        demos = ([{"question": item.question, "answer": item.answer} for item in direction.pool]
+                 or [{"question": "", "answer": ""}])
         for name, rows in (("test", tests), ("demos", demos)):
             write_atomically(folder / f"{name}.jsonl",
                              "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

@@ -81,7 +81,8 @@ class DirectionInputs:
     target: str
     questions: list[Question]
     available: int  # source-language questions to sample from (demonstrations held out)
-    demonstrations: list[Demonstration]
+    pool: list[Demonstration]  # the direction's demonstration pool, in file order (the task draws from it)
+    demonstrations: list[Demonstration]  # the fixed draw from ``pool`` for the largest shot count
     demonstrations_from: str  # where the demonstration pool came from, for the report
 
 
@@ -234,7 +235,7 @@ def direction_inputs(
     if not candidates:
         raise AfpError(f"no questions in '{source}' ({language_name(source)}) to ask: add --questions {source}=FILE")
     asked = sample_questions(candidates, sample, seed)[:limit]
-    return DirectionInputs(source=source, target=target, questions=asked, available=len(candidates),
+    return DirectionInputs(source=source, target=target, questions=asked, available=len(candidates), pool=pool,
                            demonstrations=demonstrations, demonstrations_from=origin)
 
 

@@ -11,7 +11,7 @@ _TASKS_DIR = str(Path(__file__).resolve().parents[1])
 if _TASKS_DIR not in sys.path:  # lm-eval loads this file by path: make the shared module importable
     sys.path.insert(0, _TASKS_DIR)
 
-from afp_task_common import load_splits  # noqa: E402,F401
+from afp_task_common import FixedDemonstrations, load_splits  # noqa: E402,F401
 
 
 def process_results(doc, results):
