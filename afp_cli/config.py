@@ -274,6 +274,10 @@ def _read_recipe(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise AfpError(f"{path}: recipe not found") from None
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise AfpError(f"{path}:{line}: not UTF-8 text (byte {error.object[error.start]:#04x}); save the recipe as "
+                       "UTF-8") from None
     except OSError as error:
         raise AfpError(f"{path}: cannot read recipe: {error.strerror}") from None
     try:

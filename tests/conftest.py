@@ -30,6 +30,7 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
 
     Load it with ``AutoModelForCausalLM.from_pretrained(path)`` exactly like a hub model.
     """
+    from afp_cli.model import quiet_saving
     from afp_cli.tiny import build_model, tiny_architecture
 
     cache: dict[str, Path] = {}
@@ -37,8 +38,9 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     def make(model_type: str = "llama") -> Path:
         if model_type not in cache:
             folder = tmp_path_factory.mktemp(f"tiny-{model_type}")
-            build_model(tiny_architecture(model_type), tiny_tokenizer, seed=0).save_pretrained(folder)
-            tiny_tokenizer.save_pretrained(folder)
+            with quiet_saving():  # no "Writing model shards" bar in the stderr a test is about to read
+                build_model(tiny_architecture(model_type), tiny_tokenizer, seed=0).save_pretrained(folder)
+                tiny_tokenizer.save_pretrained(folder)
             cache[model_type] = folder
         return cache[model_type]
 

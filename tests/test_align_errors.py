@@ -126,3 +126,39 @@ def test_dry_run_validates_and_reports_but_trains_and_writes_nothing(tmp_path, r
     assert "temperature: 0.05" in out  # the resolved config
     assert "nothing was trained" in out
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_failing_before_its_first_checkpoint_leaves_no_folder(tmp_path, run_cli):
+    recipe = write_recipe(tmp_path, data_with(tmp_path, GOOD_LINES), output_dir=str(tmp_path / "runs" / "new"))
+    code, _, err = run_cli("align", recipe, "lora.target_modules=[no_such_module]")
+    assert_one_line_error(code, err, r"lora.target_modules \['no_such_module'\] do not match")
+    assert not (tmp_path / "runs").exists()  # not even base_model/, nor the parent folder the run created
+
+
+def test_a_failed_overwrite_puts_the_previous_run_back(tmp_path, run_cli):
+    recipe = write_recipe(tmp_path, data_with(tmp_path, GOOD_LINES), train={"max_steps": 1})
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "adapter_config.json").write_text("the previous run")
+    code, _, err = run_cli("align", recipe, "--overwrite", "lora.target_modules=[no_such_module]")
+    assert_one_line_error(code, err, r"do not match")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data.jsonl", "recipe.yaml", "run"]
+    assert [path.name for path in (tmp_path / "run").iterdir()] == ["adapter_config.json"]
+    assert (tmp_path / "run" / "adapter_config.json").read_text() == "the previous run"
+
+
+def test_a_failure_after_a_checkpoint_keeps_it_and_names_it(tmp_path, run_cli, monkeypatch):
+    import afp_cli.train
+    from afp_cli.errors import AfpError
+
+    recipe = write_recipe(tmp_path, data_with(tmp_path, GOOD_LINES), train={"max_steps": 4, "save_every": 2})
+    real_loop = afp_cli.train._loop
+
+    def loop_then_fail(*args, **kwargs):
+        real_loop(*args, **kwargs)
+        raise AfpError("disk full while writing the adapter")
+
+    monkeypatch.setattr(afp_cli.train, "_loop", loop_then_fail)
+    code, _, err = run_cli("align", recipe)
+    assert_one_line_error(code, err, r"disk full while writing the adapter \(last complete checkpoint: .*"
+                                     r"step-0*4; continue with --resume\)")
+    assert (tmp_path / "run" / "checkpoints").is_dir()
