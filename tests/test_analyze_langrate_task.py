@@ -67,3 +67,20 @@ def test_zero_shot_whole_answers_on_a_tiny_model(run_cli, tiny_model_dir, tmp_pa
     assert len((data / "test.jsonl").read_text().splitlines()) == 2
     assert len((data / "demos.jsonl").read_text().splitlines()) == 30  # the pool the task draws its fixed set from
     assert not list(output.glob(".language_rate_run.*"))  # the temporary folder was renamed
+
+
+def test_a_failed_generation_leaves_no_output_folder(run_cli, tiny_model_dir, tmp_path, monkeypatch):
+    from afp_cli.analyze import rate_run
+    from afp_cli.errors import AfpError
+
+    def fail_half_way(config, inputs, run_dir):
+        (run_dir / "raw").mkdir()
+        raise AfpError("out of GPU memory")
+
+    monkeypatch.setattr(rate_run, "generate", fail_half_way)
+    output = tmp_path / "new" / "rate"
+    code, _, err = run_cli("analyze", "language-rate", "-m", tiny_model_dir("llama"), "--limit", 1, "-o", output)
+    assert code == 2 and "out of GPU memory" in err
+    assert not (tmp_path / "new").exists()  # nor the parent folder it created
+    code, _, err = run_cli("analyze", "language-rate", "-m", tiny_model_dir("llama"), "--backend", "bogus", "-o", output)
+    assert code == 2 and "--backend: lm-eval has no model type 'bogus'" in err and not output.exists()

@@ -1,5 +1,7 @@
 """Analysis of aligned models: language rate of generated answers and cross-lingual representation alignment.
 
-`language_rate` + `generation` + `language_id` answer "does the model reply in the language it was asked for?";
-`alignment` answers "how close are translations inside the model, layer by layer?"; `plots` draws both.
+Language rate: `questions` (what is asked) -> `generation` (lm-eval's afp_langrate family) -> `language_rate`
+(cut, detect with `language_id`, summarise) -> `rate_report`; `rate_run` runs it end to end. `alignment` answers
+"how close are translations inside the model, layer by layer?"; `plots` draws both; `text_files` refuses input
+that is not UTF-8.
 """

@@ -40,6 +40,16 @@ class GenerationConfig:
             raise AfpError(f"--batch-size must be at least 1, got {self.batch_size}")
 
 
+def check_backend(name: str) -> None:
+    """An lm-eval model type that does not exist is a user error, said before anything is written or loaded."""
+    from lm_eval.api.registry import get_model
+
+    try:
+        get_model(name)
+    except ValueError:
+        raise AfpError(f"--backend: lm-eval has no model type '{name}' (hf, vllm, ...: see lm-eval's model list)") from None
+
+
 def task_name(source: str, target: str) -> str:
     return f"{TASK_FAMILY}_{source}-{target}"
 

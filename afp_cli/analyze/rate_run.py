@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from afp_cli.analyze.generation import GenerationConfig, generate
+from afp_cli.analyze.generation import GenerationConfig, check_backend, generate
 from afp_cli.analyze.language_id import LanguageIdConfig, LanguageIdentifier
 from afp_cli.analyze.language_rate import (
     DEFAULT_STOPS, Generation, RateRow, add_deltas, generation_record, model_averages, read_generations,
@@ -87,6 +87,7 @@ def run_language_rate(config: LanguageRateConfig) -> list[RateRow]:
         # Built before generating: a language the detector lacks must fail before the model runs.
         identifier = LanguageIdentifier({code for pair in config.directions for code in pair}, config.language_id)
         inputs = plan_directions(config)
+        check_backend(config.generation.backend)
         generations = _generate_into_run_folder(config.generation, inputs, paths["run"])
     scored = score(generations, identifier, config.stops)
     rows = add_deltas(summarize(scored, examples_per_row=config.examples))
@@ -115,16 +116,16 @@ def _generate_into_run_folder(generation: GenerationConfig, inputs: list[Directi
     """Generate in a temporary folder beside ``final`` and rename it when complete; on failure remove it (and the
     output folder, when this run created it and left it empty)."""
     output_dir = final.parent
-    created = not output_dir.exists()
+    created = [folder for folder in (output_dir, *output_dir.parents) if not folder.exists()]  # innermost first
     output_dir.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(dir=output_dir, prefix=f".{final.name}."))
     try:
         generations = generate(generation, inputs, temporary)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
-        if created:
-            with contextlib.suppress(OSError):
-                output_dir.rmdir()
+        for folder in created:
+            with contextlib.suppress(OSError):  # only if still empty
+                folder.rmdir()
         raise
     if final.exists():  # --overwrite (checked before anything ran)
         shutil.rmtree(final)
