@@ -90,7 +90,7 @@ def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2; bugs keep their traceback."""
     quiet_libraries()
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="afp")
     except AfpError as error:
         _fail(str(error), error.exit_code)
     except typer.Exit as stop:

@@ -112,7 +112,7 @@ def check_adapter_base(adapter_dir: str | Path, base_model: str, allow_other_bas
     check(adapter_dir, base_model, allow_other_base)
 
 
-def load_adapters(base_model, adapter_dirs: list[str | Path], base_name: str, allow_other_base: bool = False):
+def load_adapters(base_model, adapter_dirs: list[str | Path]):
     """Wrap one base model with several adapters, loaded once; switch with ``model.set_adapter(name)``.
 
     The base weights stay in memory once for all adapters. Adapter names are ``adapter_0``, ``adapter_1``, ...
@@ -120,8 +120,6 @@ def load_adapters(base_model, adapter_dirs: list[str | Path], base_name: str, al
     """
     from peft import PeftModel
 
-    for adapter_dir in adapter_dirs:
-        check_adapter_base(adapter_dir, base_name, allow_other_base)
     names = [f"adapter_{index}" for index in range(len(adapter_dirs))]
     model = PeftModel.from_pretrained(base_model, str(adapter_dirs[0]), adapter_name=names[0])
     for name, adapter_dir in zip(names[1:], adapter_dirs[1:]):

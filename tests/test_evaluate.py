@@ -91,13 +91,14 @@ def test_adapter_folder_that_is_not_a_peft_adapter(evaluate_error, base_and_adap
     assert f"{tmp_path}: not a PEFT adapter (no adapter_config.json)" in message
 
 
-def test_adapter_trained_on_another_base_names_both(evaluate_error, base_and_adapter, shared_data, tmp_path):
+def test_adapter_trained_on_another_base_names_both(evaluate_error, base_and_adapter, shared_data, tmp_path,
+                                                   tiny_model_dir):
     _, adapter = base_and_adapter
-    other = tmp_path / "other-base"
-    other.mkdir()
+    other = tiny_model_dir("gpt2")  # another architecture: a real mismatch, refused
     message = evaluate_error("--model", str(other), "--adapter", str(adapter), "--tasks", "afp_xcopa_zh_demo_native",
                      "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out"))
-    assert "trained on base model" in message and str(other) in message
+    assert "whose architecture differs from" in message and str(other) in message
+    assert "--allow-other-base" in message
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] in message
 
 

@@ -30,3 +30,13 @@ def test_every_task_file_is_shipped_as_package_data():
 def test_package_data_files_exist():
     for pattern in SETUPTOOLS["package-data"]["afp_cli"]:
         assert list((ROOT / "afp_cli").glob(pattern)), pattern
+
+
+def test_every_data_file_of_the_package_is_shipped():
+    patterns = SETUPTOOLS["package-data"]["afp_cli"]
+    root = ROOT / "afp_cli"
+    data_files = [path.relative_to(root).as_posix() for path in root.rglob("*")
+                  if path.is_file() and path.suffix not in {".py", ".pyc"} and "__pycache__" not in path.parts]
+    missing = [name for name in data_files if not any(fnmatch.fnmatch(name, pattern) and
+                                                      name.count("/") == pattern.count("/") for pattern in patterns)]
+    assert missing == []

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tests.test_tasks import TASKS_DIR, ScriptedLM, _evaluate, _load_module
+from test_tasks import TASKS_DIR, ScriptedLM, _evaluate, _load_module
 
 
 def _pawsx_file(path, rows):

@@ -47,6 +47,7 @@ class AlignmentConfig:
     device: str = "auto"
     dtype: str = "auto"
     overwrite: bool = False
+    allow_other_base: bool = False  # load adapters on a base other than the one they were trained on
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -70,7 +71,7 @@ def run_alignment(config: AlignmentConfig) -> list[dict[str, Any]]:
     num_layers = model_config(config.model).num_hidden_layers
     layers = parse_layers(config.layers, num_layers)
     parse_layers(str(config.plot_layer), num_layers)  # the map's layer must exist too
-    loaded = load_variants(config.model, config.adapters, config.device, config.dtype)
+    loaded = load_variants(config.model, config.adapters, config.device, config.dtype, config.allow_other_base)
     collected_layers = sorted(set(layers) | {config.plot_layer})
     rows, panels = [], []
     count = len(pairs.sources)

@@ -38,17 +38,18 @@ class ModelVariants:
 
 
 def load_variants(
-    model_name: str, adapter_dirs: Sequence[str | Path], device: str = "auto", dtype: str = "auto"
+    model_name: str, adapter_dirs: Sequence[str | Path], device: str = "auto", dtype: str = "auto",
+    allow_other_base: bool = False,
 ) -> ModelVariants:
     """Check every adapter's base first (a user error must not wait for a model to load), then load once."""
     for adapter_dir in adapter_dirs:
-        check_adapter_base(adapter_dir, model_name)
+        check_adapter_base(adapter_dir, model_name, allow_other_base)
     device = resolve_device(device)
     tokenizer = load_tokenizer(model_name)
     model = load_causal_lm(model_name, dtype=resolve_dtype(dtype, device), device=device)
     names: list[str] = []
     if adapter_dirs:
-        model, names = load_adapters(model, list(adapter_dirs), model_name)
+        model, names = load_adapters(model, list(adapter_dirs))
     model.eval()
     return ModelVariants(model=model, tokenizer=tokenizer, labels=[BASE_LABEL, *adapter_labels(adapter_dirs)],
                          _adapter_names=names)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from afp_cli.commands.options import (
-    Adapters, BatchSize, Device, Dtype, Model, OptionalModel, OutputDir, Overwrite, Seed,
+    Adapters, AllowOtherBase, BatchSize, Device, Dtype, Model, OptionalModel, OutputDir, Overwrite, Seed,
 )
 
 app = typer.Typer(
@@ -48,6 +48,7 @@ def language_rate(
     device: Device = "auto",
     dtype: Dtype = "auto",
     overwrite: Overwrite = False,
+    allow_other_base: AllowOtherBase = False,
 ) -> None:
     """Share of answers in the target language (95 % Wilson interval, target/source/other/undetermined)."""
     from afp_cli.analyze.generation import GenerationConfig
@@ -61,7 +62,8 @@ def language_rate(
         raise AfpError("--adapter needs --model: adapters are loaded on top of their base model")
     generation = None if model is None else GenerationConfig(
         model=model, adapters=tuple(adapter or ()), shots=tuple(parse_shots(shots)), batch_size=batch_size,
-        device=device, dtype=dtype, backend=backend, model_args=model_args, seed=seed)
+        device=device, dtype=dtype, backend=backend, model_args=model_args, seed=seed,
+        allow_other_base=allow_other_base)
     config = LanguageRateConfig(
         output_dir=output_dir, generation=generation,
         questions=tuple(QuestionFile.parse(value) for value in questions or ()), sample=sample,
@@ -103,6 +105,7 @@ def alignment(
     device: Device = "auto",
     dtype: Dtype = "auto",
     overwrite: Overwrite = False,
+    allow_other_base: AllowOtherBase = False,
 ) -> None:
     """Per layer: cosine of translation vs random pairs, alignment, uniformity, top-1 retrieval both ways."""
     from afp_cli.analyze.alignment_run import AlignmentConfig, run_alignment
@@ -112,7 +115,7 @@ def alignment(
         languages=None if languages is None else tuple(code.strip() for code in languages.split(",")), layers=layers,
         pooling=pooling, max_pairs=max_pairs, batch_size=batch_size, max_length=max_length, plot_layer=plot_layer,
         projection=projection, plot_pairs=plot_pairs, joined_pairs=joined_pairs, seed=seed, device=device,
-        dtype=dtype, overwrite=overwrite,
+        dtype=dtype, overwrite=overwrite, allow_other_base=allow_other_base,
     )
     run_alignment(config)
     typer.echo(f"report: {output_dir / 'alignment.md'}")

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from afp_cli.commands.options import ADAPTER_FLAGS, MODEL_FLAGS, OUTPUT_DIR_FLAGS, Device, Dtype, Overwrite
+from afp_cli.commands.options import (ADAPTER_FLAGS, MODEL_FLAGS, OUTPUT_DIR_FLAGS, AllowOtherBase, Device, Dtype,
+                                      Overwrite)
 from afp_cli.errors import AfpError
 
 HELP = """Evaluate a base model and each adapter on lm-eval tasks (afp's tasks/ and lm-eval's built-ins).
@@ -71,6 +72,7 @@ def evaluate(
                                       "every model; 0 is the released official config's. Several (0,1,2): mean "
                                       "and spread per task.")] = "0",
     overwrite: Overwrite = False,
+    allow_other_base: AllowOtherBase = False,
 ) -> None:
     from afp_cli.evaluation.runner import EvaluateConfig, run_evaluation
 
@@ -80,7 +82,7 @@ def evaluate(
         output_dir=str(output_dir), data_dir=None if data_dir is None else str(data_dir),
         include_path=None if include_path is None else str(include_path), demo_lang=demo_lang, limit=limit,
         batch_size=batch_size, device=device, dtype=dtype, backend=backend, model_args=model_args,
-        seed=_integers(seed, "--seed"), overwrite=overwrite, demonstrations=demonstrations,
+        seed=_integers(seed, "--seed"), overwrite=overwrite, demonstrations=demonstrations, allow_other_base=allow_other_base,
     )
     markdown, _ = run_evaluation(config)
     typer.echo(markdown.read_text(encoding="utf-8"))

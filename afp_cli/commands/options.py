@@ -28,4 +28,7 @@ Seed = Annotated[int, typer.Option("--seed", help="Seed for every random choice 
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")]
 Dtype = Annotated[str, typer.Option("--dtype", help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, "
                                                     "float16.")]
+AllowOtherBase = Annotated[bool, typer.Option(
+    "--allow-other-base", help="Load adapters even on a base model whose architecture or weights differ from the "
+    "one they were trained on (by default refused; a base that differs only in its path is accepted with a warning).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per forward pass.")]

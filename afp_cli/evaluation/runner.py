@@ -40,6 +40,7 @@ class EvaluateConfig:
     seed: int | list[int] = 0  # 0 = the released official config's seed; several: mean and spread per task
     overwrite: bool = False
     demonstrations: str = "fixed"  # fixed: one k-shot set per seed (official); per-item: lm-eval's sampling
+    allow_other_base: bool = False  # load adapters on a base other than the one they were trained on
 
     def __post_init__(self) -> None:
         from afp_cli.evaluation.run_tasks import DEMONSTRATION_MODES
@@ -77,7 +78,7 @@ def _check_adapters(config: EvaluateConfig) -> None:
     for adapter in config.adapters:
         if not Path(adapter).is_dir():
             raise AfpError(f"{adapter}: adapter folder not found")
-        check_adapter_base(adapter, config.model)
+        check_adapter_base(adapter, config.model, config.allow_other_base)
 
 
 def _hf_models(config: EvaluateConfig) -> Iterator[tuple[str, Any]]:
@@ -95,7 +96,7 @@ def _hf_models(config: EvaluateConfig) -> Iterator[tuple[str, Any]]:
     if not config.adapters:
         yield labels[0], HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
         return
-    peft_model, names = load_adapters(model, config.adapters, config.model)
+    peft_model, names = load_adapters(model, config.adapters)  # checked by _check_adapters
     peft_model.eval()
     lm = HFLM(pretrained=peft_model, tokenizer=tokenizer, batch_size=batch_size)
     with peft_model.disable_adapter():
