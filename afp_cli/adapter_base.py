@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from afp_cli.errors import AfpError
+from afp_cli.errors import AfpError, warn
 
 # config.json keys that name or describe a saved copy rather than the model itself
 _NOT_ARCHITECTURE = {"_name_or_path", "name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache",
@@ -33,7 +32,7 @@ def check_adapter_base(adapter_dir: str | Path, base_model: str, allow_other_bas
     override = "pass --allow-other-base to load it anyway"
     recorded, given = _architecture(trained_on), _architecture(base_model)
     if recorded is None or given is None:
-        _warn(f"{adapter_dir}: adapter was trained on '{trained_on}', which cannot be compared here; loading it on "
+        warn(f"{adapter_dir}: adapter was trained on '{trained_on}', which cannot be compared here; loading it on "
               f"'{base_model}' as given")
         return
     differences = sorted(key for key in recorded.keys() | given.keys() if recorded.get(key) != given.get(key))
@@ -43,7 +42,7 @@ def check_adapter_base(adapter_dir: str | Path, base_model: str, allow_other_bas
                    f"'{base_model}' ({shown})")
         if not allow_other_base:
             raise AfpError(f"{message}; {override}")
-        _warn(message)
+        warn(message)
         return
     recorded_weights, given_weights = weights_fingerprint(trained_on), weights_fingerprint(base_model)
     if recorded_weights is not None and given_weights is not None and recorded_weights != given_weights:
@@ -51,10 +50,10 @@ def check_adapter_base(adapter_dir: str | Path, base_model: str, allow_other_bas
                    "but other weights")
         if not allow_other_base:
             raise AfpError(f"{message}; {override}")
-        _warn(message)
+        warn(message)
         return
     same = "same architecture and weights" if recorded_weights is not None else "same architecture"
-    _warn(f"{adapter_dir}: adapter records base '{trained_on}'; loading it on '{base_model}' ({same})")
+    warn(f"{adapter_dir}: adapter records base '{trained_on}'; loading it on '{base_model}' ({same})")
 
 
 def weights_fingerprint(model: str) -> str | None:
@@ -103,7 +102,3 @@ def _same_name(a: str, b: str) -> bool:
     if path_a.exists() and path_b.exists():
         return path_a.resolve() == path_b.resolve()
     return a.rstrip("/") == b.rstrip("/")
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)

@@ -80,9 +80,10 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|peft|torch|datasets)\.")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's request bars, datasets' map bars: plain tqdm
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # its fork warning is noise in a CLI
-    for name in ("transformers", "datasets", "huggingface_hub", "peft", "accelerate"):
+    for name in ("transformers", "datasets", "huggingface_hub", "peft", "accelerate", "lm_eval"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 EXIT_USER_ERROR = 2
@@ -22,3 +23,8 @@ def located(path: str | Path, line: int | None, field: str | None, message: str)
     where = str(path) if line is None else f"{path}:{line}"
     what = f"field '{field}': " if field else ""
     return AfpError(f"{where}: {what}{message}")
+
+
+def warn(message: str) -> None:
+    """A warning the user should read (a fallback taken, a value capped): one line on stderr, never on stdout."""
+    print(f"warning: {' '.join(message.split())}", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 CANONICAL = {"model": {"--model", "-m"}, "adapter": {"--adapter", "-a"}, "output_dir": {"--output-dir", "-o"},
@@ -60,3 +62,27 @@ def test_align_shared_options_are_recipe_overrides(tmp_path, run_cli, monkeypatc
     assert code == 0, err
     lines = {line.strip() for line in out.splitlines()}
     assert {"output_dir: '123'", "seed: 7", "batch_size: 4", "device: cpu"} <= lines  # '123' stays a folder name
+
+
+def test_a_run_prints_no_library_bars_or_notices(tmp_path, tiny_tokenizer):
+    """Through a real process (library settings are read at import): stderr stays empty, stdout has the table."""
+    import os
+    import subprocess
+    import sys
+
+    from afp_cli.model import quiet_saving
+    from afp_cli.tiny import build_model, tiny_architecture
+
+    model_dir = tmp_path / "model"
+    with quiet_saving():
+        build_model(tiny_architecture("llama", max_position_embeddings=1024), tiny_tokenizer).save_pretrained(model_dir)
+        tiny_tokenizer.save_pretrained(model_dir)
+    demo_eval = Path(__file__).resolve().parents[1] / "afp_cli" / "demo" / "eval"
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("TQDM", "TRANSFORMERS_V"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "afp_cli", "evaluate", "-m", str(model_dir), "--tasks", "afp_flores_eng_Latn-zho_Hans",
+         "--data-dir", str(demo_eval), "--limit", "1", "-o", str(tmp_path / "eval")],
+        capture_output=True, text=True, env={**environment, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert "| afp_flores_eng_Latn-zho_Hans | 0 | chrfpp | base |" in done.stdout

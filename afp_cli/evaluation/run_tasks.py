@@ -7,7 +7,6 @@ and a fix (a capped generation length) applies to exactly the task that needs it
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from lm_eval.api.samplers import ContextSampler
 from lm_eval.tasks import TaskManager
 
-from afp_cli.errors import AfpError
+from afp_cli.errors import AfpError, warn
 
 DEMONSTRATION_MODES = ("fixed", "per-item")
 
@@ -55,10 +54,6 @@ def per_item_demonstrations(task: Any) -> None:
     """lm-eval's own sampling: new demonstrations for every test item (``--demonstrations per-item``)."""
     if hasattr(task, "sampler") and type(task.sampler).__name__ == "FixedDemonstrations":
         task.sampler = ContextSampler(list(task.fewshot_docs()), rnd=None)
-
-
-def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
 
 
 @dataclass

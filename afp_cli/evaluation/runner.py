@@ -9,6 +9,7 @@ Several seeds (``seed=[0, 1, 2]``) run every task once per seed; the comparison 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -111,7 +112,7 @@ def served_adapters(config: EvaluateConfig, notify=None) -> list[tuple[str, str,
     input embeddings for most architectures (see merged_adapters.py): such an adapter is merged into a copy of the
     base under OUTPUT_DIR/merged/<label> and served as a plain model."""
     from afp_cli.evaluation.merged_adapters import merge_into_base, targets_embeddings
-    from afp_cli.evaluation.run_tasks import warn
+    from afp_cli.errors import warn
 
     notify = notify or warn
     served = []
@@ -154,11 +155,32 @@ def _save_raw(folder: Path, results: dict[str, Any]) -> None:
         write_atomically(folder / f"samples_{task}.jsonl", "\n".join(lines) + "\n")
 
 
+@contextlib.contextmanager
+def _without_lm_eval_bars() -> Iterator[None]:
+    """Switch off the tqdm bar lm-eval's HF model draws for every request type (its ``disable`` is hard-wired to
+    False, so TQDM_DISABLE cannot): afp's own progress line is the one progress display."""
+    import lm_eval.models.huggingface as huggingface
+
+    original = huggingface.tqdm
+
+    def silent(*args, **kwargs):
+        kwargs["disable"] = True
+        return original(*args, **kwargs)
+
+    huggingface.tqdm = silent
+    try:
+        yield
+    finally:
+        huggingface.tqdm = original
+
+
 def _progress():
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = Console()  # a log or a pipe gets the results, not progress frames
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), transient=False)
+                    TimeElapsedColumn(), console=console, transient=False, disable=not console.is_terminal)
 
 
 def _shots_folder(requested: int | None, results: dict[str, Any]) -> str:
@@ -191,7 +213,7 @@ def run_evaluation(config: EvaluateConfig) -> tuple[Path, Path]:
     shot_counts: list[int | None] = list(config.num_fewshot) if config.num_fewshot is not None else [None]
     seeds = config.seeds
     rows: list[dict[str, Any]] = []
-    with _progress() as progress:
+    with _progress() as progress, _without_lm_eval_bars():
         job = progress.add_task("evaluating", total=(1 + len(config.adapters)) * len(shot_counts) * len(seeds))
         for label, lm in models:
             manager.hooks = [ContextLimits(lm, config.limit)]
