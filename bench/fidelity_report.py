@@ -42,6 +42,11 @@ def with_layer_means(row: dict) -> dict:
     return row
 
 
+def measured(rows: list[dict]) -> list[str]:
+    """The metrics these rows carry (the LoRA study measures no generation)."""
+    return [key for key, _, _ in METRICS if key in with_layer_means(rows[0])]
+
+
 def summarise(rows: list[dict], study: str) -> list[dict]:
     """One entry per (variant, targets, pooling): mean, spread and per-seed values of every metric."""
     groups: dict[tuple, list[dict]] = {}
@@ -51,7 +56,7 @@ def summarise(rows: list[dict], study: str) -> list[dict]:
     for key, members in groups.items():
         entry = {"variant": key[0], "targets": key[1], "pooling": key[2], "label": group_label(key, study),
                  "seeds": [member["seed"] for member in members]}
-        for metric, _, _ in METRICS:
+        for metric in measured(rows):
             values = [member[metric] for member in members]
             entry[metric] = {"mean": statistics.fmean(values),
                              "spread": statistics.stdev(values) if len(values) > 1 else None, "values": values}
@@ -103,11 +108,12 @@ def _cell(stat: dict) -> str:
 
 def render_markdown(summary: list[dict], claims: list[dict], rows: list[dict], commands: list[str],
                     context: dict) -> str:
-    columns = ["model"] + [title for _, title, _ in METRICS]
-    table = [{"model": entry["label"], **{title: _cell(entry[key]) for key, title, _ in METRICS}} for entry in summary]
+    shown = [(key, title) for key, title, _ in METRICS if key in summary[0]]
+    columns = ["model"] + [title for _, title in shown]
+    table = [{"model": entry["label"], **{title: _cell(entry[key]) for key, title in shown}} for entry in summary]
     per_seed_columns = ["variant", "targets", "pooling", "seed", "retrieval_layer1_en_zh", "retrieval_layer1_zh_en",
-                        "retrieval_last_en_zh", "retrieval_last_zh_en", "chrf", "bleu", "language_rate",
-                        "held_out_cit_loss"]
+                        "retrieval_last_en_zh", "retrieval_last_zh_en",
+                        *[key for key in ("chrf", "bleu", "language_rate") if key in rows[0]], "held_out_cit_loss"]
     lines = [
         f"# Method fidelity ({context['study']} study{', quick' if context['quick'] else ''})",
         "",
@@ -142,9 +148,12 @@ def plot(summary: list[dict]):
     import matplotlib.pyplot as plt
 
     titles = {key: title for key, title, _ in METRICS}
-    figure, axes = plt.subplots(1, len(PLOTTED), figsize=(4.2 * len(PLOTTED), 3.2 + 0.18 * len(summary)))
+    plotted = [key for key in PLOTTED if key in summary[0]] or ["retrieval_top1"]
+    if "chrf" not in summary[0]:  # the LoRA study: retrieval at both layers says where the alignment landed
+        plotted = ["retrieval_layer1", "retrieval_last", "held_out_cit_loss"]
+    figure, axes = plt.subplots(1, len(plotted), figsize=(4.2 * len(plotted), 3.2 + 0.18 * len(summary)))
     labels = [entry["label"] for entry in summary]
-    for axis, metric in zip(axes, PLOTTED):
+    for axis, metric in zip(axes, plotted):
         means = [entry[metric]["mean"] for entry in summary]
         spreads = [entry[metric]["spread"] or 0.0 for entry in summary]
         positions = range(len(summary))

@@ -64,7 +64,7 @@ class Scale:
 
 
 FULL = Scale(PartSizes(pretrain_en=6000, pretrain_zh=6000, align=3000, dev=100, held_out=500),
-             PretrainSettings(steps=2000), align_steps=400, eval_limit=50, retrieval_pairs=500)
+             PretrainSettings(steps=2000), align_steps=300, eval_limit=40, retrieval_pairs=500)
 QUICK = Scale(PartSizes(pretrain_en=4000, pretrain_zh=4000, align=2000, dev=50, held_out=200),
               PretrainSettings(steps=700, vocab_size=2000), align_steps=200, eval_limit=40, retrieval_pairs=200)
 
@@ -84,12 +84,11 @@ class RunSpec:
 
 
 def runs_for(study: str) -> list[RunSpec]:
-    """main: the paper's ablation. lora: MCL only under every target preset × pooling (cheap: MCL runs one block
-    for `last-1`), and MCL + CIT for the old default (attention) against the new one, at the official pooling."""
+    """main: the paper's ablation. lora: MCL only under every target preset × pooling (MCL + CIT under the default
+    targets is the main study's run: same data, steps and seeds)."""
     if study == "main":
         return [RunSpec(variant) for variant in ("mcl", "cit", "mcl+cit")]
-    return ([RunSpec("mcl", targets, pooling) for targets in STUDY_TARGETS for pooling in ("last-1", "last")]
-            + [RunSpec("mcl+cit", targets) for targets in ("attention", "embeddings+all-linear")])
+    return [RunSpec("mcl", targets, pooling) for targets in STUDY_TARGETS for pooling in ("last-1", "last")]
 
 
 class Recorder:
@@ -170,8 +169,13 @@ def prepare(args, scale: Scale, recorder: Recorder) -> dict:
             "held_out_file": held_out_file, "layers": scale.pretrain.num_hidden_layers}
 
 
-def run_seed(seed: int, specs: list[RunSpec], shared: dict, scale: Scale, recorder: Recorder, out: Path) -> list[dict]:
-    """Align every spec with this seed, then measure base and all adapters; one result row per model."""
+def run_seed(seed: int, specs: list[RunSpec], shared: dict, scale: Scale, recorder: Recorder, out: Path,
+             generation: bool) -> list[dict]:
+    """Align every spec with this seed, then measure base and all adapters; one result row per model.
+
+    ``generation``: also translate the held-out sentences (chrF++, BLEU, language rate); the LoRA study of MCL-only
+    runs skips it, since MCL alone is not trained to generate.
+    """
     folder = out / f"seed-{seed}"
     adapters = []
     for spec in specs:
@@ -186,17 +190,17 @@ def run_seed(seed: int, specs: list[RunSpec], shared: dict, scale: Scale, record
     recorder.afp("analyze", "alignment", "--model", shared["base"], *adapter_args, "--pairs", shared["held_out_tsv"],
                  "--layers", f"1,{last}", "--pooling", "last", "--max-pairs", scale.retrieval_pairs,
                  "--seed", seed, "--device", "cpu", "--output-dir", folder / "alignment", "--overwrite")
-    recorder.afp("evaluate", "--model", shared["base"], *adapter_args, "--tasks", "afp_flores",
-                 "--num-fewshot", "0,1", "--data-dir", shared["data_dir"], "--limit", scale.eval_limit,
-                 "--seed", seed, "--device", "cpu", "--output-dir", folder / "eval", "--overwrite")
     labels = ["base"] + [run_dir.name for run_dir in adapters]
-    for label in labels:
-        for shots in (0, 1):
-            samples = sorted((folder / "eval" / "raw" / label / f"{shots}shot").glob("samples_*.jsonl"))
-            recorder.afp("analyze", "language-rate", *[item for path in samples for item in ("--generations", path)],
-                         "--output-dir", folder / "rate" / f"{label}-{shots}shot", "--overwrite")
+    if generation:
+        recorder.afp("evaluate", "--model", shared["base"], *adapter_args, "--tasks", "afp_flores",
+                     "--num-fewshot", "0,1", "--data-dir", shared["data_dir"], "--limit", scale.eval_limit,
+                     "--seed", seed, "--device", "cpu", "--output-dir", folder / "eval", "--overwrite")
+        # one call scores every model and shot count: it reads both from afp evaluate's raw/<model>/<k>shot/ folders
+        samples = sorted((folder / "eval" / "raw").glob("*/*shot/samples_*.jsonl"))
+        recorder.afp("analyze", "language-rate", *[item for path in samples for item in ("--generations", path)],
+                     "--output-dir", folder / "rate", "--overwrite")
     losses = held_out_losses(shared, adapters)
-    return collect_rows(seed, folder, [None, *specs], labels, last, losses)
+    return collect_rows(seed, folder, [None, *specs], labels, last, losses, generation)
 
 
 def held_out_losses(shared: dict, adapters: list[Path]) -> dict[str, dict]:
@@ -234,9 +238,8 @@ def held_out_losses(shared: dict, adapters: list[Path]) -> dict[str, dict]:
 
 
 def collect_rows(seed: int, folder: Path, specs: list[RunSpec | None], labels: list[str], last: int,
-                 losses: dict[str, dict]) -> list[dict]:
+                 losses: dict[str, dict], generation: bool) -> list[dict]:
     alignment = json.loads((folder / "alignment" / "alignment.json").read_text())["rows"]
-    comparison = json.loads((folder / "eval" / "comparison.json").read_text())["rows"]
     rows = []
     for spec, label in zip(specs, labels):
         row = {"variant": spec.variant if spec else "base", "seed": seed, "model": label,
@@ -247,22 +250,31 @@ def collect_rows(seed: int, folder: Path, specs: list[RunSpec | None], labels: l
             row[f"retrieval_{layer_name}_zh_en"] = found["retrieval_y_to_x"]
         pooled_at = "last" if spec and spec.pooling == "last" else "layer1"
         row["retrieval_top1"] = (row[f"retrieval_{pooled_at}_en_zh"] + row[f"retrieval_{pooled_at}_zh_en"]) / 2
-        for metric, key in (("chrfpp", "chrf"), ("bleu", "bleu")):
-            for shots in (0, 1):
-                for task, direction in (("afp_flores_eng_Latn-zho_Hans", "en_zh"), ("afp_flores_zho_Hans-eng_Latn", "zh_en")):
-                    row[f"{key}_{shots}shot_{direction}"] = _metric(comparison, task, shots, metric, label)
-            row[key] = _mean([row[f"{key}_{shots}shot_{d}"] for shots in (0, 1) for d in ("en_zh", "zh_en")])
-        rates = []
-        for shots in (0, 1):
-            rate_rows = json.loads((folder / "rate" / f"{label}-{shots}shot" / "language_rate.json").read_text())["rows"]
-            for rate_row in rate_rows:
-                direction = rate_row["direction"].replace("-", "_")
-                row[f"language_rate_{shots}shot_{direction}"] = rate_row["rate"]
-                rates.append(rate_row["rate"])
-        row["language_rate"] = _mean(rates)
         row["held_out_cit_loss"] = losses[label]["cit_loss"]
+        if generation:
+            row.update(generation_metrics(folder, label))
         rows.append(row)
     return rows
+
+
+def generation_metrics(folder: Path, label: str) -> dict:
+    """chrF++ and BLEU (afp evaluate) and language rate (afp analyze language-rate) of one model: per direction and
+    shot count, and their mean."""
+    comparison = json.loads((folder / "eval" / "comparison.json").read_text())["rows"]
+    rate_rows = json.loads((folder / "rate" / "language_rate.json").read_text())["rows"]
+    row = {}
+    for metric, key in (("chrfpp", "chrf"), ("bleu", "bleu")):
+        for shots in (0, 1):
+            for task, direction in (("afp_flores_eng_Latn-zho_Hans", "en_zh"), ("afp_flores_zho_Hans-eng_Latn", "zh_en")):
+                row[f"{key}_{shots}shot_{direction}"] = _metric(comparison, task, shots, metric, label)
+        row[key] = _mean([row[f"{key}_{shots}shot_{d}"] for shots in (0, 1) for d in ("en_zh", "zh_en")])
+    rates = []
+    for rate_row in rate_rows:
+        if rate_row["model"] == label:
+            row[f"language_rate_{rate_row['shots']}shot_{rate_row['direction'].replace('-', '_')}"] = rate_row["rate"]
+            rates.append(rate_row["rate"])
+    row["language_rate"] = _mean(rates)
+    return row
 
 
 def _metric(comparison: list[dict], task: str, shots: int, metric: str, model: str) -> float:
@@ -301,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     specs = runs_for(args.study)
     rows = []
     for seed in seeds:
-        rows.extend(run_seed(seed, specs, shared, scale, recorder, args.out))
+        rows.extend(run_seed(seed, specs, shared, scale, recorder, args.out, generation=args.study == "main"))
     context = {"study": args.study, "quick": args.quick, "seeds": seeds, "scale": dataclasses.asdict(scale),
                "base_model": str(shared["base"]), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                "load_average_at_start": load_at_start, "date": datetime.date.today().isoformat(),
