@@ -18,6 +18,7 @@ import yaml
 
 from afp_cli.errors import AfpError
 from afp_cli.lora_targets import TARGET_PRESETS
+from afp_cli.text_files import read_text
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
@@ -271,13 +272,9 @@ def _node_to_python(node: yaml.Node, prefix: str, lines: dict[str, int]) -> Any:
 
 def _read_recipe(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)  # not UTF-8: one line naming the line
     except FileNotFoundError:
         raise AfpError(f"{path}: recipe not found") from None
-    except UnicodeDecodeError as error:
-        line = path.read_bytes()[: error.start].count(b"\n") + 1
-        raise AfpError(f"{path}:{line}: not UTF-8 text (byte {error.object[error.start]:#04x}); save the recipe as "
-                       "UTF-8") from None
     except OSError as error:
         raise AfpError(f"{path}: cannot read recipe: {error.strerror}") from None
     try:

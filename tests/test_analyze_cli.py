@@ -147,9 +147,9 @@ def test_bad_input_is_one_line_and_exit_2(run_cli, tiny_llama, tmp_path):
     ]
     # Files that are not UTF-8, given as questions, demonstrations, generations or pairs.
     encodings = {
-        "latin1": ("en\tfr\nCafé crème.\tCafé crème.\n".encode("latin-1"), ":2: not UTF-8 text (byte 0xe9)"),
-        "utf16": ('{"text": "你好"}\n'.encode("utf-16"), ": the {what} file is UTF-16 text, not UTF-8"),
-        "binary": (b"PK\x03\x04\x00\x00binary", ":1: NUL byte"),
+        "latin1": ("en\tfr\nCafé crème.\tCafé crème.\n".encode("latin-1"), ":2: not UTF-8 text (byte 0xe9; Latin-1"),
+        "utf16": ('{"text": "你好"}\n'.encode("utf-16"), ":1: not UTF-8 text (byte 0xff; it looks like UTF-16)"),
+        "binary": (b"PK\x03\x04\x00\x00binary", ":1: not UTF-8 text (byte 0x00; it looks binary or UTF-16)"),
     }
     for name, (content, message) in encodings.items():
         bad = tmp_path / f"{name}.jsonl"

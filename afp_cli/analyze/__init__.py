@@ -2,6 +2,6 @@
 
 Language rate: `questions` (what is asked) -> `generation` (lm-eval's afp_langrate family) -> `language_rate`
 (cut, detect with `language_id`, summarise) -> `rate_report`; `rate_run` runs it end to end. `alignment` answers
-"how close are translations inside the model, layer by layer?"; `plots` draws both; `text_files` refuses input
-that is not UTF-8.
+"how close are translations inside the model, layer by layer?"; `plots` draws both. Input files are checked
+by `afp_cli.text_files` (UTF-8 or one error line).
 """

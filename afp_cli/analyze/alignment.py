@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from afp_cli.analyze.text_files import require_utf8
-from afp_cli.data.readers import open_text, read_parallel
+from afp_cli.text_files import open_text, require_utf8
+from afp_cli.data.readers import read_parallel
 from afp_cli.errors import AfpError, located
 from afp_cli.languages import get_language
 

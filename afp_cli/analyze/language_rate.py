@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from afp_cli.analyze.language_id import UNDETERMINED, LanguageIdentifier
-from afp_cli.analyze.text_files import require_utf8
+from afp_cli.text_files import require_utf8
 from afp_cli.data.readers import iter_json_objects
 from afp_cli.errors import AfpError, located
 from afp_cli.languages import get_language

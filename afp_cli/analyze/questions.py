@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from afp_cli.analyze.text_files import require_utf8
+from afp_cli.text_files import require_utf8
 from afp_cli.data.readers import iter_json_objects, text_field
 from afp_cli.errors import AfpError, located
 from afp_cli.languages import get_language, language_name

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from afp_cli.data.files import streamed_atomically
+from afp_cli.text_files import streamed_atomically
 from afp_cli.data.hub import HubReference, cached_copy, fetched_path, resolve_revision
 from afp_cli.data.mixture_config import MixSpec, MixtureConfig
 from afp_cli.data.sampling import build_examples, interleave

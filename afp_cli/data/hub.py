@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from afp_cli.data.files import streamed_atomically
+from afp_cli.text_files import streamed_atomically
 from afp_cli.errors import AfpError
 from afp_cli.languages import Language, get_language
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from afp_cli.data.files import read_text
+from afp_cli.text_files import read_text
 from afp_cli.data.hub import is_hub_reference
 from afp_cli.errors import AfpError
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from afp_cli.data.files import first_text, iter_lines, open_text, read_text  # noqa: F401 (open_text: analyze uses it)
+from afp_cli.text_files import first_text, iter_lines, read_text
 from afp_cli.errors import AfpError, located
 from afp_cli.languages import get_language
 

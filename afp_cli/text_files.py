@@ -1,6 +1,7 @@
 """Text files in and out: UTF-8 lines with their numbers (plain or gzip), and atomic streamed writes.
 
-Every input afp reads (instructions, parallel text, training files) is UTF-8. A file that is not (Latin-1, UTF-16,
+Every input afp reads (recipes aside: instructions, parallel text, training files, questions, generations, pairs)
+is UTF-8. A file that is not (Latin-1, UTF-16,
 a binary file given by mistake, a gzip file without ``.gz``) is a user error that names the file and the line
 where decoding failed, never a ``UnicodeDecodeError`` traceback.
 """
@@ -89,6 +90,19 @@ def read_text(path: Path) -> str:
         position = error.start
     start = data.rfind(b"\n", 0, position) + 1
     raise not_utf8(path, data.count(b"\n", 0, position) + 1, data[start:], position - start)
+
+
+def require_utf8(path: str | Path, what: str = "input") -> Path:
+    """``path`` itself if it is a readable UTF-8 text file (plain or ``.gz``); else one line naming file and line.
+
+    For readers that hand the file to code of their own (``json`` on each line, ``csv``): checked before they start,
+    so a Latin-1 export or a UTF-16 file is a user error, never a ``UnicodeDecodeError`` halfway through.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AfpError(f"{path}: {what} file not found")
+    read_text(path)
+    return path
 
 
 def first_text(path: Path, size: int = 4096) -> str:
