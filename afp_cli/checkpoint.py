@@ -1,4 +1,4 @@
-"""Atomic training checkpoints: trainable weights, optimizer, schedule, RNG and step; find, load, prune."""
+"""Atomic training checkpoints: trainable weights, optimizer, schedule, RNG of every process and step; find, load, prune."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {name: param.detach().contiguous().cpu() for name, param in model.named_parameters() if param.requires_grad}
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """This process's random generators (torch, Python, CUDA), to be restored bit for bit."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -42,12 +43,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: TrainingState, keep: int) -> Path:
+def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: TrainingState, keep: int,
+                    rng_per_process: list[dict[str, Any]] | None = None) -> Path:
     """Write ``checkpoints/step-NNNNNNNN`` through a temporary folder renamed at the end, then prune old ones.
 
     A checkpoint folder either exists complete or not at all, so a run killed mid-write resumes from the
-    previous one.
+    previous one. One process writes it; ``rng_per_process`` holds the random state of every process (rank
+    order; default: this one's), and their number is the world size a resume must have.
     """
+    rng_per_process = rng_per_process or [rng_state()]
     root = output_dir / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{_PREFIX}{state.step:08d}"
@@ -55,9 +59,10 @@ def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: Traini
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
     save_file(trainable_state(model), temporary / "trainable.safetensors")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_per_process},
                temporary / "optimizer.pt")
-    (temporary / "state.json").write_text(json.dumps({"step": state.step, "extra": state.extra}, indent=2))
+    (temporary / "state.json").write_text(json.dumps({"step": state.step, "world_size": len(rng_per_process),
+                                                      "extra": state.extra}, indent=2))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(temporary, final)
     for old in list_checkpoints(output_dir)[:-keep]:
@@ -73,8 +78,13 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return sorted(path for path in root.iterdir() if path.is_dir() and path.name.startswith(_PREFIX))
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> TrainingState:
-    """Restore weights, optimizer, schedule and RNG in place; returns the step and bookkeeping."""
+def checkpoint_world_size(path: Path) -> int:
+    """How many processes wrote the checkpoint (1 for checkpoints from before afp ran on several)."""
+    return json.loads((path / "state.json").read_text()).get("world_size", 1)
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0) -> TrainingState:
+    """Restore weights, optimizer, schedule and process ``rank``'s RNG in place; returns the step and bookkeeping."""
     weights = load_file(path / "trainable.safetensors")
     parameters = dict(model.named_parameters())
     missing = [name for name in weights if name not in parameters]
@@ -86,6 +96,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> TrainingState:
     saved = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
-    _set_rng_state(saved["rng"])
+    rng = saved["rng"]
+    _set_rng_state((rng if isinstance(rng, list) else [rng])[rank])
     info = json.loads((path / "state.json").read_text())
     return TrainingState(step=info["step"], extra=info["extra"])

@@ -100,6 +100,10 @@ class MCLConfig:
                          "(0 = embeddings); last / avg / max = final layer. Official default last-1.", "last-1")
     symmetric: bool = _help("Average the loss of both directions (x→y and y→x); the official loss is x→y only.", False)
     hard_negative_weight: float = _help("Logit bonus added to each pair's own hard negative (SimCSE style).", 0.0)
+    gather_negatives: bool = _help(
+        "With several processes, contrast each pair with the pairs of every process (the global batch), through "
+        "a differentiable all-gather (the official code gathers too); false: only the pairs of the same process.",
+        True)
 
     def __post_init__(self) -> None:
         _require(self.weight >= 0, "weight", "must be >= 0")
@@ -171,7 +175,8 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     max_steps: int = _help("Optimizer steps.", 5000)
-    batch_size: int = _help("Examples per micro-batch (each gives one MCL pair and one CIT text).", 2)
+    batch_size: int = _help("Examples per micro-batch (each gives one MCL pair and one CIT text), over all processes: "
+                            "launched on N processes, each takes batch_size / N of them (docs/distributed.md).", 2)
     grad_accumulation: int = _help("Micro-batches per optimizer step.", 1)
     lr: float | None = _help("Peak learning rate; null: 1e-4 with LoRA, 1e-5 for full fine-tuning (the official "
                              "rate). The resolved value is printed and written to recipe.yaml.", None)

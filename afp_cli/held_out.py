@@ -12,8 +12,18 @@ from afp_cli.losses import causal_lm_loss
 
 
 @torch.no_grad()
-def evaluate_held_out(model, examples, config: AlignConfig, pad_token_id: int, device: str, autocast) -> dict[str, float]:
-    """CIT loss and MCL retrieval top-1 accuracy (sent0 → sent1 among the held-out pairs), dropout off."""
+def evaluate_held_out(model, examples, config: AlignConfig, pad_token_id: int, device: str, autocast,
+                      through=None) -> dict[str, float]:
+    """CIT loss and MCL retrieval top-1 accuracy (sent0 → sent1 among the held-out pairs), dropout off.
+
+    Args:
+        through: the engine's wrapped entry (``through(compute, *args)`` runs ``compute(model, *args)``), so that
+            FSDP or DeepSpeed gather the weights for the passes; every process must then call this alike.
+    """
+    if through is None:
+        def through(compute, *args):
+            return compute(model, *args)
+
     if not examples:
         return {}
     was_training = model.training
@@ -26,8 +36,8 @@ def evaluate_held_out(model, examples, config: AlignConfig, pad_token_id: int, d
             sources, targets = [], []
             for chunk in chunks:
                 batch = collate(chunk, pad_token_id).to(device)
-                vectors = sentence_vectors(model, batch.sentence_ids, batch.sentence_mask, config.mcl.pooling_layer,
-                                           config.mcl.pooling_method).float()
+                vectors = through(sentence_vectors, batch.sentence_ids, batch.sentence_mask,
+                                  config.mcl.pooling_layer, config.mcl.pooling_method).float()
                 columns = vectors.chunk(batch.sentences_per_example)
                 sources.append(columns[0])
                 targets.append(columns[1])
@@ -38,8 +48,8 @@ def evaluate_held_out(model, examples, config: AlignConfig, pad_token_id: int, d
                 batch = collate(chunk, pad_token_id).to(device)
                 targets_in_chunk = int((batch.instruction_labels[:, 1:] != IGNORE_INDEX).sum())
                 if targets_in_chunk:
-                    losses.append(float(causal_lm_loss(model, batch.instruction_ids, batch.instruction_mask,
-                                                       batch.instruction_labels)) * targets_in_chunk)
+                    losses.append(float(through(causal_lm_loss, batch.instruction_ids, batch.instruction_mask,
+                                                batch.instruction_labels)) * targets_in_chunk)
                     weights.append(targets_in_chunk)
             if weights:
                 metrics["cit_loss"] = sum(losses) / sum(weights)

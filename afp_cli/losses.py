@@ -71,12 +71,18 @@ def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float,
     return loss
 
 
-def causal_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def causal_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                   mean_over: float | None = None) -> torch.Tensor:
     """Mean next-token cross-entropy over the target (non-masked) tokens.
 
     The LM head runs only on positions that predict a target: with prompts masked out this skips most of the
     ``(tokens × vocabulary)`` logits a plain forward would build (256k-vocabulary models like XGLM spend much of
     their memory there).
+
+    Args:
+        mean_over: divide the summed cross-entropy by this instead of this batch's target count. With W processes
+            it is the global target count / W: the engine's average over processes then gives the mean over every
+            target token of the global batch, as one process would (a mean of per-process means would not).
     """
     from afp_cli.model import backbone
 
@@ -89,7 +95,9 @@ def causal_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     softcap = getattr(model.config, "final_logit_softcapping", None)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    return F.cross_entropy(logits.float(), shifted_labels[predicting])
+    if mean_over is None:
+        return F.cross_entropy(logits.float(), shifted_labels[predicting])
+    return F.cross_entropy(logits.float(), shifted_labels[predicting], reduction="sum") / mean_over
 
 
 @dataclass

@@ -4,14 +4,19 @@ Each optimizer step accumulates ``grad_accumulation`` micro-batches; each micro-
 forward of all its sentences, stopped at the pooling layer) and one CIT loss (prompt tokens masked). Checkpoints
 hold everything needed to continue bit-for-bit on CPU: weights, optimizer, schedule, RNG, and the step (the data
 order is a pure function of seed and step).
+
+On several processes (torchrun, accelerate launch; afp_cli/distributed.py) ``train.batch_size`` is the global
+micro-batch: every process takes its slice of the same seeded example order, MCL contrasts against the pairs of
+every process, metrics are averaged over processes, and only the main process prints and writes files.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import signal
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +24,13 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from afp_cli.checkpoint import TrainingState, list_checkpoints, load_checkpoint, save_checkpoint
+from afp_cli.checkpoint import (TrainingState, checkpoint_world_size, list_checkpoints, load_checkpoint, rng_state,
+                                 save_checkpoint)
 from afp_cli.config import AlignConfig, config_to_yaml
 from afp_cli.data.batches import TokenCounts, collate, micro_batch_indices, split_held_out, tokenize_examples
+from afp_cli.data.tokenize import IGNORE_INDEX
 from afp_cli.data.training_records import read_training_file
+from afp_cli.distributed import all_gather_with_grad, process_count, start_processes, sum_over_processes
 from afp_cli.errors import AfpError
 from afp_cli.held_out import evaluate_held_out
 from afp_cli.layer_encoder import sentence_vectors
@@ -131,13 +139,42 @@ def build_optimizer(model, config: AlignConfig):
 # ------------------------------------------------------------------------------------------- losses
 
 
+class ModelEntry(torch.nn.Module):
+    """The one module the engine (DDP, FSDP, DeepSpeed) wraps: every pass afp runs goes through its ``forward``.
+
+    MCL stops its pass at the pooling layer and CIT runs the backbone without the LM head's full logits, so neither
+    is a plain ``model(...)`` call; routing both through this forward lets the engine see every pass (DDP prepares
+    its gradient all-reduce there, FSDP gathers the sharded weights there).
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, compute, *args):
+        """``compute(model, *args)``, inside the engine."""
+        return compute(self.model, *args)
+
+
 def loss_step(model, batch, config: AlignConfig) -> LossParts:
-    """Weighted MCL + CIT loss of one micro-batch."""
+    """Weighted MCL + CIT loss of one micro-batch (this process's share of it, with several processes).
+
+    With several processes and ``mcl.gather_negatives``, MCL scores the sentence vectors of every process (the
+    global batch, in rank order: the same matrix one process would build) and its value is the same on every
+    process; CIT is normalised by the global count of answer tokens. Either way the engine's average of the
+    processes' gradients is the gradient one process would get on the whole global batch.
+    """
+    world_size = process_count()
     total = None
     mcl_value = cit_value = None
     if config.mcl.enabled:
         vectors = sentence_vectors(model, batch.sentence_ids, batch.sentence_mask, config.mcl.pooling_layer,
                                    config.mcl.pooling_method)
+        if world_size > 1 and config.mcl.gather_negatives:
+            # (columns × pairs, hidden) → rows of (columns, hidden) per pair, gathered, and back: all anchors of
+            # the global batch, then all positives, [then all hard negatives]
+            per_pair = vectors.unflatten(0, (batch.sentences_per_example, -1)).transpose(0, 1)
+            vectors = all_gather_with_grad(per_pair).transpose(0, 1).flatten(0, 1)
         columns = vectors.chunk(batch.sentences_per_example)
         hard_negatives = columns[2] if len(columns) > 2 else None
         mcl = info_nce(columns[0], columns[1], config.mcl.temperature, hard_negatives,
@@ -145,7 +182,11 @@ def loss_step(model, batch, config: AlignConfig) -> LossParts:
         total = config.mcl.weight * mcl
         mcl_value = float(mcl.detach())
     if config.cit.enabled:
-        cit = causal_lm_loss(model, batch.instruction_ids, batch.instruction_mask, batch.instruction_labels)
+        mean_over = None
+        if world_size > 1:
+            targets = float((batch.instruction_labels[:, 1:] != IGNORE_INDEX).sum())
+            mean_over = max(sum_over_processes(targets), 1.0) / world_size
+        cit = causal_lm_loss(model, batch.instruction_ids, batch.instruction_mask, batch.instruction_labels, mean_over)
         total = config.cit.weight * cit if total is None else total + config.cit.weight * cit
         cit_value = float(cit.detach())
     return LossParts(total, mcl_value, cit_value)
@@ -161,81 +202,148 @@ def align(config: AlignConfig, resume: bool = False, overwrite: bool = False, dr
     Args:
         stop_after: stop after this many optimizer steps in this session, with a checkpoint, for ``--resume`` later.
     """
-    console = console or Console()
     train = config.train
     output_dir = Path(config.output_dir)
+    processes = start_processes(train.device, train.grad_accumulation, find_unused_parameters=not config.cit.enabled)
+    check_launch(config, processes)
+    console = console or Console()
+    if not processes.is_main:  # one progress line and one set of messages: the main process's
+        console = Console(file=io.StringIO())
 
     # data first: a bad line should fail before any model is loaded
-    train_file = resolve_train_file(config, console)
+    train_file = processes.on_main(lambda: resolve_train_file(config, console))  # a mixture is built once
     examples = read_training_file(train_file, config.mcl.enabled, config.cit.enabled,
                                   warn=lambda message: console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True))
     if len(examples) - config.data.held_out < train.batch_size:
         raise AfpError(f"{train_file}: {len(examples)} examples leave fewer than train.batch_size="
                        f"{train.batch_size} for training after data.held_out={config.data.held_out}")
-    with nullcontext() if dry_run else claim_output_dir(output_dir, resume, overwrite) as last_checkpoint:
-        return _setup_and_train(config, examples, last_checkpoint, dry_run, stop_after, console)
+    with ExitStack() as claim:
+        last_checkpoint = None
+        if not dry_run:  # the main process claims the folder; the others learn its checkpoint, or its refusal
+            last_checkpoint = processes.on_main(
+                lambda: claim.enter_context(claim_output_dir(output_dir, resume, overwrite)))
+            check_resume_world_size(last_checkpoint, processes)
+        return _setup_and_train(config, examples, last_checkpoint, dry_run, stop_after, console, processes)
 
 
-def _setup_and_train(config: AlignConfig, examples, last_checkpoint: Path | None, dry_run: bool,
-                     stop_after: int | None, console: Console) -> AlignResult:
-    """Tokenizer → model + LoRA → optimizer → loop → adapter, inside the output folder claimed by ``align``."""
+def check_launch(config: AlignConfig, processes) -> None:
+    """The global batch must split evenly over the processes launched (every process of a bad launch says so)."""
+    batch, world = config.train.batch_size, processes.world_size
+    if batch % world:
+        raise AfpError(f"train.batch_size={batch} is the global batch, split over the {world} processes launched: "
+                       f"it must be a multiple of {world} (e.g. train.batch_size={batch + world - batch % world})")
+    if config.mcl.enabled and not config.mcl.gather_negatives and batch // world < 2:
+        raise AfpError(f"mcl.gather_negatives is false, so each of the {world} processes needs at least two pairs: "
+                       f"train.batch_size={batch} gives {batch // world}; use train.batch_size={2 * world} or more")
+
+
+def check_resume_world_size(checkpoint: Path | None, processes) -> None:
+    """A checkpoint continues bit for bit only on as many processes as wrote it (one random stream per process)."""
+    if checkpoint is None:
+        return
+    written_by = checkpoint_world_size(checkpoint)
+    if written_by != processes.world_size:
+        raise AfpError(f"{checkpoint} was written by {written_by} process(es) but {processes.world_size} were "
+                       f"launched: resume with {written_by} (e.g. torchrun --nproc-per-node {written_by} -m afp_cli "
+                       "align ... --resume); nothing was changed")
+
+
+@dataclass
+class Run:
+    """What the loop works with, set up once: the model (and the engine's wrapper around it), data, optimizer."""
+
+    config: AlignConfig
+    processes: Any
+    model: Any  # the peft-wrapped (or full) model
+    entry: Any  # ModelEntry around it, wrapped by the engine: every training and evaluation pass goes through it
+    optimizer: Any
+    scheduler: Any
+    train_set: list
+    held_out_set: list
+    tokenizer: Any
+    device: str
+    autocast: Any
+    parameter_counts: tuple[int, int]  # trainable, total
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate_held_out(self.model, self.held_out_set, self.config, self.tokenizer.pad_token_id, self.device,
+                                 self.autocast, through=self.entry)
+
+
+def setup_run(config: AlignConfig, examples, processes, console: Console, write_files: bool = True) -> Run:
+    """Tokenizer → model + LoRA → optimizer and schedule → the engine's wrapper, identical on every process."""
     train = config.train
     output_dir = Path(config.output_dir)
     torch.manual_seed(train.seed)
-    device = resolve_device(train.device)
+    device = processes.device or resolve_device(train.device)
     if train.cpu_threads is not None and device == "cpu":
         torch.set_num_threads(train.cpu_threads)
     if device.startswith("cuda") and train.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    tokenizer = build_tokenizer(config, _tokenizer_texts(examples))
+    tokenizer = processes.on_main(lambda: build_tokenizer(config, _tokenizer_texts(examples)))
     tokenized, counts = tokenize_examples(examples, tokenizer, config.data.max_length, config.mcl.enabled,
                                           config.cit.enabled, config.cit.learn_prompt, config.cit.append_eos)
     train_indices, held_out_indices = split_held_out(len(tokenized), config.data.held_out, train.seed)
     train_set = [tokenized[index] for index in train_indices]
     held_out_set = [tokenized[index] for index in held_out_indices]
     model = load_base_model(config, tokenizer, device)
-    if config.model.architecture is not None and config.lora.enabled and not dry_run:
+    if config.model.architecture is not None and config.lora.enabled and write_files and processes.is_main:
         save_built_base_model(model, tokenizer, output_dir / BASE_MODEL_DIR)
     model = make_trainable(model, config)
     trainable, total = count_parameters(model)
-    _describe(console, config, len(train_set), len(held_out_set), counts, trainable, total, device, model)
+    _describe(console, config, len(train_set), len(held_out_set), counts, trainable, total, device, model, processes)
     check_mcl_reach(model, config, console)
+    optimizer, scheduler = build_optimizer(model, config)
+    entry, optimizer = processes.prepare(ModelEntry(model), optimizer, train.batch_size // processes.world_size)
+    return Run(config, processes, model, entry, optimizer, scheduler, train_set, held_out_set, tokenizer, device,
+               _autocast_factory(device, train.precision), (trainable, total))
+
+
+def _setup_and_train(config: AlignConfig, examples, last_checkpoint: Path | None, dry_run: bool,
+                     stop_after: int | None, console: Console, processes) -> AlignResult:
+    """Set up → held-out evaluation → loop → adapter, inside the output folder claimed by ``align``."""
+    train = config.train
+    output_dir = Path(config.output_dir)
+    run = setup_run(config, examples, processes, console, write_files=not dry_run)
     if dry_run:
         console.print(config_to_yaml(config), markup=False, highlight=False)
         console.print("[bold]dry run[/]: recipe, data and model are valid; nothing was trained or written.")
         return AlignResult(output_dir, 0)
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(output_dir / "recipe.yaml", config_to_yaml(config))
-    optimizer, scheduler = build_optimizer(model, config)
-    autocast = _autocast_factory(device, train.precision)
+    if processes.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(output_dir / "recipe.yaml", config_to_yaml(config))
     state = TrainingState(step=0, extra={})
     if last_checkpoint is not None:
-        state = load_checkpoint(last_checkpoint, model, optimizer, scheduler)
-        truncate_metrics(output_dir / METRICS_FILE, state.step)
+        state = load_checkpoint(last_checkpoint, run.model, run.optimizer, run.scheduler, processes.rank)
+        if processes.is_main:
+            truncate_metrics(output_dir / METRICS_FILE, state.step)
         console.print(f"resumed from {last_checkpoint} (step {state.step})")
     else:
-        state.extra["held_out_before"] = evaluate_held_out(model, held_out_set, config, tokenizer.pad_token_id,
-                                                           device, autocast)
-    model.train()
-    writer = open_tensorboard(output_dir, train.tensorboard)
+        state.extra["held_out_before"] = run.evaluate()
+    run.model.train()
+    writer = open_tensorboard(output_dir, train.tensorboard) if processes.is_main else None
     stopped_early = False
     interrupted = _InterruptFlag()
     with interrupted:
-        stopped_early = _loop(model, optimizer, scheduler, config, train_set, held_out_set, tokenizer, device,
-                              autocast, state, output_dir, stop_after, console, writer, interrupted)
+        stopped_early = _loop(run, state, output_dir, stop_after, console, writer, interrupted)
     if writer is not None:
         writer.close()
     result = AlignResult(output_dir, state.step, state.extra.get("held_out_before", {}), stopped_early=stopped_early,
-                         model=model)
+                         model=run.model)
     if stopped_early:
         console.print(f"stopped after step {state.step}; continue with --resume")
+        processes.barrier()
         return result
-    result.held_out_after = evaluate_held_out(model, held_out_set, config, tokenizer.pad_token_id, device, autocast)
-    save_outputs(model, tokenizer, config, output_dir,
-                 {"steps": result.steps, "trainable_parameters": trainable, "total_parameters": total,
-                  "held_out_before": result.held_out_before, "held_out_after": result.held_out_after})
+    result.held_out_after = run.evaluate()
+    trainable, total = run.parameter_counts
+    if processes.is_main:
+        save_outputs(run.model, run.tokenizer, config, output_dir,
+                     {"steps": result.steps, "trainable_parameters": trainable, "total_parameters": total,
+                      "held_out_before": result.held_out_before, "held_out_after": result.held_out_after,
+                      **({"processes": processes.world_size} if processes.world_size > 1 else {})})
+    processes.barrier()
     _print_summary(console, result)
     return result
 
@@ -254,13 +362,26 @@ def resolve_train_file(config: AlignConfig, console: Console) -> Path:
     return path
 
 
-def _loop(model, optimizer, scheduler, config, train_set, held_out_set, tokenizer, device, autocast, state,
-          output_dir, stop_after, console, writer, interrupted) -> bool:
+def backward_micro_batch(run: Run, global_indices: list[int]) -> list[float]:
+    """Forward and backward of this process's share of one micro-batch (given by the global batch's example
+    indices); returns [total, mcl, cit] averaged over processes (0.0 for an objective that is off)."""
+    share = len(global_indices) // run.processes.world_size
+    mine = global_indices[run.processes.rank * share:(run.processes.rank + 1) * share]
+    batch = collate([run.train_set[index] for index in mine], run.tokenizer.pad_token_id).to(run.device)
+    with run.autocast():
+        parts = run.entry(loss_step, batch, run.config)
+    run.processes.backward(parts.total, run.config.train.grad_accumulation)
+    values = [float(parts.total.detach()), parts.mcl or 0.0, parts.cit or 0.0]
+    return run.processes.mean(values) + [run.processes.sum(batch.token_count)]
+
+
+def _loop(run: Run, state, output_dir, stop_after, console, writer, interrupted) -> bool:
     """Optimizer steps from ``state.step`` to ``max_steps``; returns True when it stopped early (with a checkpoint)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    config, processes = run.config, run.processes
     train = config.train
-    parameters = [param for param in model.parameters() if param.requires_grad]
+    parameters = [param for param in run.model.parameters() if param.requires_grad]
     first_step = state.step
     window_tokens, window_start = 0, time.perf_counter()
     sums = {"loss": 0.0, "mcl": 0.0, "cit": 0.0, "count": 0}
@@ -269,55 +390,65 @@ def _loop(model, optimizer, scheduler, config, train_set, held_out_set, tokenize
     with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as progress:
         task = progress.add_task("align", total=train.max_steps, completed=state.step, stats="")
         while state.step < train.max_steps:
-            optimizer.zero_grad(set_to_none=True)
+            run.optimizer.zero_grad(set_to_none=True)
             for micro in range(train.grad_accumulation):
                 micro_index = state.step * train.grad_accumulation + micro
-                indices = micro_batch_indices(micro_index, train.batch_size, len(train_set), train.seed)
-                batch = collate([train_set[index] for index in indices], tokenizer.pad_token_id).to(device)
-                with autocast():
-                    parts = loss_step(model, batch, config)
-                loss_value = float(parts.total.detach())
+                indices = micro_batch_indices(micro_index, train.batch_size, len(run.train_set), train.seed)
+                # the gradient all-reduce waits for the step's last micro-batch
+                with processes.no_sync(run.entry) if micro < train.grad_accumulation - 1 else nullcontext():
+                    loss_value, mcl_value, cit_value, tokens = backward_micro_batch(run, indices)
                 if not math.isfinite(loss_value):
                     _diverged(output_dir, state.step + 1, f"loss became {loss_value}")
-                (parts.total / train.grad_accumulation).backward()
-                window_tokens += batch.token_count
+                window_tokens += tokens
                 sums["loss"] += loss_value
-                sums["mcl"] += parts.mcl or 0.0
-                sums["cit"] += parts.cit or 0.0
+                sums["mcl"] += mcl_value
+                sums["cit"] += cit_value
                 sums["count"] += 1
             if train.max_grad_norm > 0:
-                norm = torch.nn.utils.clip_grad_norm_(parameters, train.max_grad_norm)
-                if not torch.isfinite(norm):
+                norm = processes.clip_grad_norm(run.entry, parameters, train.max_grad_norm)
+                if norm is not None and not torch.isfinite(norm):
                     _diverged(output_dir, state.step + 1, f"gradient norm became {float(norm)}")
-            optimizer.step()
-            scheduler.step()
+            run.optimizer.step()
+            run.scheduler.step()
             state.step += 1
 
             evaluate_now = bool(train.eval_every) and state.step % train.eval_every == 0 and state.step != train.max_steps
             if state.step % train.log_every == 0 or state.step == train.max_steps or evaluate_now:
                 elapsed = time.perf_counter() - window_start
                 record = {"step": state.step, "loss": sums["loss"] / sums["count"],
-                          "lr": scheduler.get_last_lr()[0], "tokens_per_s": window_tokens / max(elapsed, 1e-9)}
+                          "lr": run.scheduler.get_last_lr()[0], "tokens_per_s": window_tokens / max(elapsed, 1e-9)}
                 if config.mcl.enabled:
                     record["mcl"] = sums["mcl"] / sums["count"]
                 if config.cit.enabled:
                     record["cit"] = sums["cit"] / sums["count"]
                 if evaluate_now:  # the final step is evaluated once, after the loop
-                    held_out = evaluate_held_out(model, held_out_set, config, tokenizer.pad_token_id, device, autocast)
+                    held_out = run.evaluate()
                     record.update({f"held_out_{key}": value for key, value in held_out.items()})
                     progress.console.print(f"step {state.step}: {_format_record(record)}", highlight=False)
-                append_metrics(output_dir / METRICS_FILE, record, writer)
+                if processes.is_main:
+                    append_metrics(output_dir / METRICS_FILE, record, writer)
                 progress.update(task, stats=_format_record(record))
                 window_tokens, window_start = 0, time.perf_counter()
                 sums = {"loss": 0.0, "mcl": 0.0, "cit": 0.0, "count": 0}
             progress.update(task, completed=state.step)
 
-            stop_now = (stop_after is not None and state.step - first_step >= stop_after) or interrupted.raised
+            # Ctrl-C reaches the processes at different moments: they stop together, at the same step
+            interrupted_anywhere = processes.sum(float(interrupted.raised)) > 0
+            stop_now = (stop_after is not None and state.step - first_step >= stop_after) or interrupted_anywhere
             if (train.save_every and state.step % train.save_every == 0) or stop_now or state.step == train.max_steps:
-                save_checkpoint(output_dir, model, optimizer, scheduler, state, train.keep_checkpoints)
+                _save_checkpoint(run, output_dir, state)
             if stop_now and state.step < train.max_steps:
                 return True
     return False
+
+
+def _save_checkpoint(run: Run, output_dir: Path, state: TrainingState) -> None:
+    """Every process hands its random state to the main process, which writes the one checkpoint."""
+    rng_per_process = run.processes.gather_objects(rng_state())
+    if run.processes.is_main:
+        save_checkpoint(output_dir, run.model, run.optimizer, run.scheduler, state, run.config.train.keep_checkpoints,
+                        rng_per_process)
+    run.processes.barrier()  # no process runs ahead of a checkpoint that is not complete yet
 
 
 def _diverged(output_dir: Path, step: int, what: str):
@@ -380,7 +511,7 @@ def _tokenizer_texts(examples) -> list[str]:
 
 
 def _describe(console, config, train_size, held_out_size, counts: TokenCounts, trainable, total, device,
-              model) -> None:
+              model, processes) -> None:
     if config.lora.enabled:
         targets = model.peft_config["default"].target_modules
         shown = targets if isinstance(targets, str) else ", ".join(sorted(targets))
@@ -392,7 +523,12 @@ def _describe(console, config, train_size, held_out_size, counts: TokenCounts, t
         objectives.append(f"{config.mcl.weight:g}·MCL ({config.mcl.pooling}, τ={config.mcl.temperature:g})")
     if config.cit.enabled:
         objectives.append(f"{config.cit.weight:g}·CIT")
-    console.print(f"[bold]afp align[/] · {mode} · {' + '.join(objectives)} · lr {config.train.lr:g} · device {device}",
+    where = f"device {device}"
+    if processes.world_size > 1:
+        where = (f"{processes.world_size} processes ({processes.engine}, {device} on the main one), global batch "
+                 f"{config.train.batch_size} = {processes.world_size} × {config.train.batch_size // processes.world_size}"
+                 + ("" if not config.mcl.enabled or config.mcl.gather_negatives else ", MCL negatives local"))
+    console.print(f"[bold]afp align[/] · {mode} · {' + '.join(objectives)} · lr {config.train.lr:g} · {where}",
                   highlight=False)
     console.print(f"examples: {train_size} train, {held_out_size} held out · tokens: "
                   f"{counts.sentence_tokens} in sentences, {counts.instruction_tokens} in instructions "
