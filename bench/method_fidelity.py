@@ -66,7 +66,7 @@ class Scale:
 FULL = Scale(PartSizes(pretrain_en=6000, pretrain_zh=6000, align=3000, dev=100, held_out=500),
              PretrainSettings(steps=2000), align_steps=300, eval_limit=40, retrieval_pairs=500)
 QUICK = Scale(PartSizes(pretrain_en=4000, pretrain_zh=4000, align=2000, dev=50, held_out=200),
-              PretrainSettings(steps=700, vocab_size=2000), align_steps=200, eval_limit=40, retrieval_pairs=200)
+              PretrainSettings(steps=700, vocab_size=2000), align_steps=200, eval_limit=30, retrieval_pairs=200)
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ train:
 def prepare(args, scale: Scale, recorder: Recorder) -> dict:
     """Parts, pre-trained base model, training file, held-out files: shared by every seed."""
     data_dir = args.out / "data"
-    parts = split_parts(read_pairs(PARALLEL), scale.sizes)
+    parts = split_parts(read_pairs(args.parallel), scale.sizes)
     base = pretrain(parts.pretraining_texts(), scale.pretrain, args.cache_dir, log=say)
     align_tsv = write_tsv(data_dir / "align.tsv", parts.align)
     held_out_tsv = write_tsv(data_dir / "held_out.tsv", parts.held_out)
@@ -295,6 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--study", choices=("main", "lora"), default="main",
                         help="main: base / MCL / CIT / MCL+CIT; lora: MCL and MCL+CIT × LoRA targets × pooling")
     parser.add_argument("--out", type=Path, required=True, help="output folder (results.json, results.md, PNG)")
+    parser.add_argument("--parallel", type=Path, default=PARALLEL, help="the en-zh TSV the parts are cut from")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where pre-trained base models are kept")
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
