@@ -43,13 +43,17 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+ENGINE_STATE = "engine"  # FSDP / DeepSpeed: the sharded weights and optimizer, as accelerate's save_state wrote them
+
+
 def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: TrainingState, keep: int,
-                    rng_per_process: list[dict[str, Any]] | None = None) -> Path:
+                    rng_per_process: list[dict[str, Any]] | None = None, engine_state: Path | None = None) -> Path:
     """Write ``checkpoints/step-NNNNNNNN`` through a temporary folder renamed at the end, then prune old ones.
 
     A checkpoint folder either exists complete or not at all, so a run killed mid-write resumes from the
     previous one. One process writes it; ``rng_per_process`` holds the random state of every process (rank
-    order; default: this one's), and their number is the world size a resume must have.
+    order; default: this one's), and their number is the world size a resume must have. ``engine_state``: a
+    folder every process already wrote its shard of weights and optimizer to, moved in instead.
     """
     rng_per_process = rng_per_process or [rng_state()]
     root = output_dir / CHECKPOINTS
@@ -58,9 +62,13 @@ def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: Traini
     temporary = root / f".tmp-{final.name}"
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
-    save_file(trainable_state(model), temporary / "trainable.safetensors")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_per_process},
-               temporary / "optimizer.pt")
+    if engine_state is None:
+        save_file(trainable_state(model), temporary / "trainable.safetensors")
+        saved = {"optimizer": optimizer.state_dict()}
+    else:
+        os.replace(engine_state, temporary / ENGINE_STATE)
+        saved = {}
+    torch.save({**saved, "scheduler": scheduler.state_dict(), "rng": rng_per_process}, temporary / "optimizer.pt")
     (temporary / "state.json").write_text(json.dumps({"step": state.step, "world_size": len(rng_per_process),
                                                       "extra": state.extra}, indent=2))
     shutil.rmtree(final, ignore_errors=True)
@@ -83,8 +91,26 @@ def checkpoint_world_size(path: Path) -> int:
     return json.loads((path / "state.json").read_text()).get("world_size", 1)
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0) -> TrainingState:
-    """Restore weights, optimizer, schedule and process ``rank``'s RNG in place; returns the step and bookkeeping."""
+def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0, load_engine_state=None) -> TrainingState:
+    """Restore weights, optimizer, schedule and process ``rank``'s RNG in place; returns the step and bookkeeping.
+
+    Args:
+        load_engine_state: reads the sharded weights and optimizer of an FSDP / DeepSpeed checkpoint (a folder).
+    """
+    saved = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
+    if (path / ENGINE_STATE).is_dir():
+        load_engine_state(path / ENGINE_STATE)
+    else:
+        _load_weights(path, model)
+        optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    rng = saved["rng"]
+    _set_rng_state((rng if isinstance(rng, list) else [rng])[rank])
+    info = json.loads((path / "state.json").read_text())
+    return TrainingState(step=info["step"], extra=info["extra"])
+
+
+def _load_weights(path: Path, model) -> None:
     weights = load_file(path / "trainable.safetensors")
     parameters = dict(model.named_parameters())
     missing = [name for name in weights if name not in parameters]
@@ -93,10 +119,3 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0) -> T
     with torch.no_grad():
         for name, value in weights.items():
             parameters[name].copy_(value.to(parameters[name].device, parameters[name].dtype))
-    saved = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    rng = saved["rng"]
-    _set_rng_state((rng if isinstance(rng, list) else [rng])[rank])
-    info = json.loads((path / "state.json").read_text())
-    return TrainingState(step=info["step"], extra=info["extra"])

@@ -102,7 +102,8 @@ class MCLConfig:
     hard_negative_weight: float = _help("Logit bonus added to each pair's own hard negative (SimCSE style).", 0.0)
     gather_negatives: bool = _help(
         "With several processes, contrast each pair with the pairs of every process (the global batch), through "
-        "a differentiable all-gather (the official code gathers too); false: only the pairs of the same process.",
+        "an all-gather that carries the gradient (the official one does not: docs/distributed.md); false: only the "
+        "pairs of the same process.",
         True)
 
     def __post_init__(self) -> None:

@@ -8,14 +8,16 @@ runs exactly as it always has, without accelerate (:class:`SingleProcess`), so s
 The contrastive negatives of MCL come from every process through :func:`all_gather_with_grad`, whose backward
 sums the gradients of every process, so a step on W processes × b examples has the gradient of one process on
 W·b examples. The official code gathers with a plain ``all_gather`` and puts its own slice back so that slice keeps
-its gradient (chongli17/CrossLingualAlignment, ``src/models.py``, ``cl_forward``): the vectors of the other
-processes then get no gradient from this process's loss, which drops part of the gradient (docs/distributed.md).
+its gradient (chongli17/CrossLingualAlignment, ``src/decoder_models.py``, ``cl_forward``): each process then
+back-propagates only into its own vectors, and DDP's average makes the MCL gradient 1/W of the full-batch one
+(docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from contextlib import nullcontext
 from typing import Any, TypeVar
 
@@ -96,6 +98,15 @@ class SingleProcess:
     def unwrap(self, entry):
         return entry
 
+    def save_engine_state(self, folder: Path) -> None:
+        raise NotImplementedError("one process shards nothing")
+
+    def load_engine_state(self, folder: Path) -> None:
+        raise NotImplementedError("one process shards nothing")
+
+    def full_state_dict(self, entry) -> dict | None:
+        return None
+
 
 class AcceleratedProcesses:
     """Several processes (or one under FSDP / DeepSpeed), through accelerate's ``Accelerator``."""
@@ -114,6 +125,9 @@ class AcceleratedProcesses:
         kind = self.accelerator.distributed_type
         self.shards_weights = kind in (DistributedType.FSDP, DistributedType.DEEPSPEED)
         self.engine = {DistributedType.FSDP: "FSDP", DistributedType.DEEPSPEED: "DeepSpeed"}.get(kind, "DDP")
+        if sharding_engine_requested() and not self.shards_weights:  # accelerate runs DDP on CPU processes
+            raise AfpError("the accelerate config asks for FSDP or DeepSpeed, but these processes run on the CPU, "
+                           "where accelerate runs DDP: launch on GPUs, or without that config for DDP")
 
     def prepare(self, entry: torch.nn.Module, optimizer, per_process_batch: int):
         deepspeed = self.accelerator.state.deepspeed_plugin
@@ -177,6 +191,23 @@ class AcceleratedProcesses:
 
     def unwrap(self, entry):
         return self.accelerator.unwrap_model(entry)
+
+    # FSDP and DeepSpeed shard weights and optimizer over the processes: each writes and reads its own shard
+    # through accelerate (written against accelerate's API; not run on afp's CPU test machines, docs/distributed.md)
+
+    def save_engine_state(self, folder: Path) -> None:
+        self.accelerator.save_state(str(folder))
+
+    def load_engine_state(self, folder: Path) -> None:
+        self.accelerator.load_state(str(folder))
+
+    def full_state_dict(self, entry) -> dict | None:
+        """The whole model's weights gathered on the main process (``model.`` prefix of the entry removed), or
+        None where every process already holds them (DDP)."""
+        if not self.shards_weights:
+            return None
+        gathered = self.accelerator.get_state_dict(entry)
+        return {name.removeprefix("model."): value for name, value in gathered.items()} if self.is_main else None
 
 
 def process_count() -> int:

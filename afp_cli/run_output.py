@@ -101,9 +101,14 @@ def open_tensorboard(output_dir: Path, enabled: bool):
     return SummaryWriter(str(output_dir / "tensorboard"))
 
 
-def save_outputs(model, tokenizer, config, output_dir: Path, summary: dict[str, Any]) -> None:
+def save_outputs(model, tokenizer, config, output_dir: Path, state_dict: dict | None, summary: dict[str, Any]) -> None:
     """Adapter (or full model), tokenizer, optional merged model and ``summary.json`` (``summary`` plus the base
-    model's name), each written to a temporary name then moved in place."""
+    model's name), each written to a temporary name then moved in place.
+
+    Args:
+        state_dict: the model's weights gathered from the processes of a sharded run (FSDP, DeepSpeed); None: the
+            model's own.
+    """
     staging = output_dir / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     if config.model.architecture is not None:
@@ -114,8 +119,11 @@ def save_outputs(model, tokenizer, config, output_dir: Path, summary: dict[str, 
         model.peft_config["default"].base_model_name_or_path = base_name
     # afp never resizes the vocabulary, so the base embeddings need not be copied into the adapter (peft would
     # when embed_tokens is a LoRA target)
+    options = {"save_embedding_layers": False} if config.lora.enabled else {}
+    if state_dict is not None:
+        options["state_dict"] = state_dict
     with quiet_saving():
-        model.save_pretrained(staging, **({"save_embedding_layers": False} if config.lora.enabled else {}))
+        model.save_pretrained(staging, **options)
         tokenizer.save_pretrained(staging)
     for item in staging.iterdir():
         _move_into(item, output_dir / item.name)

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from afp_cli.checkpoint import (TrainingState, checkpoint_world_size, list_checkpoints, load_checkpoint, rng_state,
+from afp_cli.checkpoint import (CHECKPOINTS, TrainingState, checkpoint_world_size, list_checkpoints, load_checkpoint, rng_state,
                                  save_checkpoint)
 from afp_cli.config import AlignConfig, config_to_yaml
 from afp_cli.data.batches import TokenCounts, collate, micro_batch_indices, split_held_out, tokenize_examples
@@ -150,6 +150,8 @@ class ModelEntry(torch.nn.Module):
     def __init__(self, model):
         super().__init__()
         self.model = model
+        # FSDP's auto-wrap looks for the blocks to shard by the wrapped module's _no_split_modules
+        self._no_split_modules = getattr(model, "_no_split_modules", None)
 
     def forward(self, compute, *args):
         """``compute(model, *args)``, inside the engine."""
@@ -232,6 +234,9 @@ def check_launch(config: AlignConfig, processes) -> None:
     if batch % world:
         raise AfpError(f"train.batch_size={batch} is the global batch, split over the {world} processes launched: "
                        f"it must be a multiple of {world} (e.g. train.batch_size={batch + world - batch % world})")
+    if config.merge and processes.shards_weights:
+        raise AfpError(f"merge: true needs the whole model in one process, but {processes.engine} shards it: drop "
+                       "merge and merge the saved adapter afterwards on one process")
     if config.mcl.enabled and not config.mcl.gather_negatives and batch // world < 2:
         raise AfpError(f"mcl.gather_negatives is false, so each of the {world} processes needs at least two pairs: "
                        f"train.batch_size={batch} gives {batch // world}; use train.batch_size={2 * world} or more")
@@ -316,7 +321,8 @@ def _setup_and_train(config: AlignConfig, examples, last_checkpoint: Path | None
         write_atomically(output_dir / "recipe.yaml", config_to_yaml(config))
     state = TrainingState(step=0, extra={})
     if last_checkpoint is not None:
-        state = load_checkpoint(last_checkpoint, run.model, run.optimizer, run.scheduler, processes.rank)
+        state = load_checkpoint(last_checkpoint, run.model, run.optimizer, run.scheduler, processes.rank,
+                                processes.load_engine_state)
         if processes.is_main:
             truncate_metrics(output_dir / METRICS_FILE, state.step)
         console.print(f"resumed from {last_checkpoint} (step {state.step})")
@@ -338,8 +344,9 @@ def _setup_and_train(config: AlignConfig, examples, last_checkpoint: Path | None
         return result
     result.held_out_after = run.evaluate()
     trainable, total = run.parameter_counts
+    state_dict = processes.full_state_dict(run.entry)  # FSDP / DeepSpeed: gathered from every process's shard
     if processes.is_main:
-        save_outputs(run.model, run.tokenizer, config, output_dir,
+        save_outputs(run.model, run.tokenizer, config, output_dir, state_dict,
                      {"steps": result.steps, "trainable_parameters": trainable, "total_parameters": total,
                       "held_out_before": result.held_out_before, "held_out_after": result.held_out_after,
                       **({"processes": processes.world_size} if processes.world_size > 1 else {})})
@@ -445,9 +452,14 @@ def _loop(run: Run, state, output_dir, stop_after, console, writer, interrupted)
 def _save_checkpoint(run: Run, output_dir: Path, state: TrainingState) -> None:
     """Every process hands its random state to the main process, which writes the one checkpoint."""
     rng_per_process = run.processes.gather_objects(rng_state())
+    engine_state = None
+    if run.processes.shards_weights:  # each process writes its shard; the main process moves them in
+        engine_state = output_dir / CHECKPOINTS / f".engine-{state.step:08d}"
+        run.processes.save_engine_state(engine_state)
+        run.processes.barrier()
     if run.processes.is_main:
         save_checkpoint(output_dir, run.model, run.optimizer, run.scheduler, state, run.config.train.keep_checkpoints,
-                        rng_per_process)
+                        rng_per_process, engine_state)
     run.processes.barrier()  # no process runs ahead of a checkpoint that is not complete yet
 
 

@@ -167,6 +167,18 @@ def test_a_global_batch_that_does_not_split_over_the_processes_ends_every_proces
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("name, engine", [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed-zero2", "DEEPSPEED")])
+def test_the_shipped_accelerate_configs_load(name, engine):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(Path(__file__).resolve().parents[1] / "recipes" / "accelerate" / f"{name}.yaml"))
+    assert config.distributed_type.value == engine and config.num_processes == 8
+    if engine == "FSDP":
+        assert config.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    if engine == "DEEPSPEED":
+        assert config.deepspeed_config["zero_stage"] == 2 and config.deepspeed_config["offload_optimizer_device"] == "cpu"
+
+
 if __name__ == "__main__":  # torchrun __file__ one-step RECIPE OUT: gradients with gathered and with local negatives
     _, _, recipe_path, out = sys.argv
     for gather, suffix in ((True, "gather"), (False, "local")):
