@@ -63,9 +63,9 @@ def synthetic_batch(args, vocab_size):
 def measure(args) -> dict:
     import torch
 
-    from afp_cli.config import build_config
+    from afp_cli.align.config import build_config
     from afp_cli.data.batches import Batch
-    from afp_cli.train import loss_step
+    from afp_cli.align.train import loss_step
 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)

@@ -215,10 +215,10 @@ def held_out_losses(shared: dict, adapters: list[Path]) -> dict[str, dict]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from afp_cli.config import load_config
+    from afp_cli.align.config import load_config
     from afp_cli.data.batches import tokenize_examples
     from afp_cli.data.training_records import read_training_file
-    from afp_cli.held_out import evaluate_held_out
+    from afp_cli.align.held_out import evaluate_held_out
 
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(shared["base"])

@@ -12,10 +12,10 @@ import torch
 import yaml
 from rich.console import Console
 
-from afp_cli.config import load_config
+from afp_cli.align.config import load_config
 from afp_cli.data.batches import micro_batch_indices
 from afp_cli.tiny import tiny_architecture
-from afp_cli.train import align
+from afp_cli.align.train import align
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "afp_cli" / "demo" / "tatoeba_en-zh.afp.jsonl"
 

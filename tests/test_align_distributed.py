@@ -65,11 +65,11 @@ def logged_losses(run: Path) -> list[dict]:
 def one_step(recipe: Path, gather_negatives: bool, indices: list[int] | None = None) -> dict:
     """Losses and LoRA gradients of the first micro-batch (``indices``: these training examples instead), on
     however many processes run this; the main process's view."""
-    from afp_cli.config import load_config
+    from afp_cli.align.config import load_config
     from afp_cli.data.batches import micro_batch_indices
     from afp_cli.data.training_records import read_training_file
-    from afp_cli.distributed import start_processes
-    from afp_cli.train import backward_micro_batch, setup_run
+    from afp_cli.align.distributed import start_processes
+    from afp_cli.align.train import backward_micro_batch, setup_run
 
     config = load_config(recipe, [f"mcl.gather_negatives={str(gather_negatives).lower()}"])
     processes = start_processes("cpu", 1, find_unused_parameters=False)
@@ -111,8 +111,8 @@ def test_one_step_on_two_processes_equals_one_process_with_the_doubled_batch(rec
 
 @pytest.mark.slow
 def test_a_two_process_run_ends_with_the_adapter_of_one_process_with_the_doubled_batch(recipe, tmp_path):
-    from afp_cli.config import load_config
-    from afp_cli.train import align
+    from afp_cli.align.config import load_config
+    from afp_cli.align.train import align
 
     launched = afp_on_two_processes(recipe, "output_dir=two", cwd=tmp_path)
     assert launched.returncode == 0, launched.stderr[-3000:]

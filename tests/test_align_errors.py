@@ -87,7 +87,7 @@ def test_pooling_layer_beyond_the_model(tmp_path, run_cli):
 
 
 def test_a_loss_that_becomes_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, run_cli, monkeypatch):
-    import afp_cli.train as train_module
+    import afp_cli.align.train as train_module
 
     real_loss_step = train_module.loss_step
     calls = []
@@ -147,17 +147,17 @@ def test_a_failed_overwrite_puts_the_previous_run_back(tmp_path, run_cli):
 
 
 def test_a_failure_after_a_checkpoint_keeps_it_and_names_it(tmp_path, run_cli, monkeypatch):
-    import afp_cli.train
+    import afp_cli.align.train
     from afp_cli.errors import AfpError
 
     recipe = write_recipe(tmp_path, data_with(tmp_path, GOOD_LINES), train={"max_steps": 4, "save_every": 2})
-    real_loop = afp_cli.train._loop
+    real_loop = afp_cli.align.train._loop
 
     def loop_then_fail(*args, **kwargs):
         real_loop(*args, **kwargs)
         raise AfpError("disk full while writing the adapter")
 
-    monkeypatch.setattr(afp_cli.train, "_loop", loop_then_fail)
+    monkeypatch.setattr(afp_cli.align.train, "_loop", loop_then_fail)
     code, _, err = run_cli("align", recipe)
     assert_one_line_error(code, err, r"disk full while writing the adapter \(last complete checkpoint: .*"
                                      r"step-0*4; continue with --resume\)")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from afp_cli.config import AlignConfig, config_to_yaml, load_config, parse_override
+from afp_cli.align.config import AlignConfig, config_to_yaml, load_config, parse_override
 from afp_cli.errors import AfpError
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))

@@ -160,8 +160,8 @@ def test_the_cache_key_follows_the_revision_and_a_cached_mixture_needs_no_downlo
 
 
 def test_align_records_the_pinned_revision_in_the_recipe(tmp_path, hub):
-    from afp_cli.config import load_config
-    from afp_cli.train import resolve_train_file
+    from afp_cli.align.config import load_config
+    from afp_cli.align.train import resolve_train_file
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({
@@ -246,7 +246,7 @@ def test_pin_keeps_a_pinned_reference_without_asking_the_hub(hub):
 
 @pytest.mark.parametrize("recipe", ["xglm-564m_en-zh", "bloom-560m_en-zh", "llama-2-7b_en-zh"])
 def test_paper_recipes_train_on_the_official_mix_from_the_hub(recipe):
-    from afp_cli.config import load_config
+    from afp_cli.align.config import load_config
 
     spec = load_config(Path(__file__).resolve().parents[1] / "recipes" / f"{recipe}.yaml").data.mixture()
     bilingual, translation = spec.parts

@@ -73,7 +73,7 @@ def test_a_bad_part_is_named_and_nothing_is_written(tmp_path, inputs):
 
 
 def test_recipe_build_list_resolves_each_parts_path_and_seeds_parts_apart(tmp_path, inputs):
-    from afp_cli.config import load_config
+    from afp_cli.align.config import load_config
 
     (tmp_path / "recipes").mkdir()
     folder, tsv = inputs

@@ -55,7 +55,7 @@ def test_bugs_are_not_explained_away(error):
 def test_the_cli_turns_a_known_failure_into_exit_2_and_keeps_bugs_loud(tmp_path, run_cli, monkeypatch):
     import torch
 
-    import afp_cli.train
+    import afp_cli.align.train
     from test_align import write_recipe
     from test_align_errors import GOOD_LINES, data_with
 
@@ -64,7 +64,7 @@ def test_the_cli_turns_a_known_failure_into_exit_2_and_keeps_bugs_loud(tmp_path,
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
 
-    monkeypatch.setattr(afp_cli.train, "load_base_model", out_of_memory)
+    monkeypatch.setattr(afp_cli.align.train, "load_base_model", out_of_memory)
     code, _, err = run_cli("align", recipe)
     assert code == 2 and err.startswith("error: out of GPU memory") and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
@@ -72,6 +72,6 @@ def test_the_cli_turns_a_known_failure_into_exit_2_and_keeps_bugs_loud(tmp_path,
     def bug(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(afp_cli.train, "load_base_model", bug)
+    monkeypatch.setattr(afp_cli.align.train, "load_base_model", bug)
     with pytest.raises(ZeroDivisionError):
         run_cli("align", recipe)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from afp_cli.layer_encoder import hidden_states_at
+from afp_cli.representations import hidden_states_at
 from afp_cli.model import decoder_layers
 from afp_cli.tiny import TINY_ARCHITECTURES, build_model, tiny_architecture
 

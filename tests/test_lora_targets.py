@@ -59,8 +59,8 @@ def test_presets_resolve_to_the_named_module_sets(models):
 
 
 def _mcl_gradients(model, pooling_layer: int) -> dict[str, float]:
-    from afp_cli.layer_encoder import sentence_vectors
-    from afp_cli.losses import info_nce
+    from afp_cli.representations import sentence_vectors
+    from afp_cli.align.losses import info_nce
 
     ids = torch.randint(5, 300, (8, 10), generator=torch.Generator().manual_seed(0))
     vectors = sentence_vectors(model, ids, torch.ones_like(ids), pooling_layer, "last")

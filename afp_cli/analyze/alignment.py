@@ -105,7 +105,7 @@ def pooled_states(
     """
     import torch
 
-    from afp_cli.losses import pool
+    from afp_cli.representations import pool
     from afp_cli.model import backbone
 
     collected: dict[int, list] = {layer: [] for layer in layers}

@@ -41,8 +41,8 @@ def align(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Same as train.batch_size=...",
                                                       show_default=False)] = None,
 ) -> None:
-    from afp_cli.config import load_config
-    from afp_cli.train import align as run_alignment
+    from afp_cli.align.config import load_config
+    from afp_cli.align.train import align as run_alignment
 
     # the options every afp command shares are recipe keys here: they become overrides, after the key=value ones
     shared = {"model.name_or_path": model, "output_dir": output_dir, "train.seed": seed, "train.device": device,

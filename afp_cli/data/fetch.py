@@ -45,7 +45,7 @@ def inputs_of_options(instructions: str | None, parallel: str | None, languages:
 
 def inputs_of_recipe(recipe: Path) -> list[HubInput]:
     """Every hf:// input of a recipe's ``data.build``; instruction parts of one dataset share one fetch."""
-    from afp_cli.config import load_config
+    from afp_cli.align.config import load_config
 
     data = load_config(recipe).data
     if data.build is None:

@@ -1,4 +1,6 @@
-"""Run a causal LM only up to the layer a sentence vector is pooled from.
+"""Sentence vectors of a causal LM: pooling, and a forward pass that stops at the pooling layer.
+
+Used by alignment training (afp_cli/align) and by analysis (afp_cli/analyze) alike.
 
 The official AFP code runs the whole model with every hidden state kept although MCL pools layer 1 only; here the
 forward pass stops right after the pooling layer, so with `last-1` the MCL pass costs one transformer block instead
@@ -11,6 +13,32 @@ from __future__ import annotations
 import torch
 
 from afp_cli.model import backbone, decoder_layers
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last non-padding position of each row, correct for left AND right padding.
+
+    ``attention_mask.sum(-1) - 1`` (the official code) is only right for right padding; the position of the
+    largest ``index × mask`` is right for both.
+    """
+    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    return (positions * attention_mask).argmax(dim=-1)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, method: str) -> torch.Tensor:
+    """Sentence vectors ``(batch, hidden)`` from hidden states ``(batch, seq, hidden)``, ignoring padding.
+
+    Args:
+        method: ``last`` (last non-padding token), ``avg`` (mean over tokens) or ``max`` (max over tokens).
+    """
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    if method == "last":
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
+    if method == "avg":
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    if method == "max":
+        return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
+    raise ValueError(f"unknown pooling method {method!r}")
 
 
 class _StopForward(Exception):
@@ -64,6 +92,4 @@ def hidden_states_at(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
 def sentence_vectors(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int | None,
                      method: str) -> torch.Tensor:
     """Sentence vectors ``(batch, hidden)``: hidden states of ``layer`` (None: final) pooled by ``method``."""
-    from afp_cli.losses import pool
-
     return pool(hidden_states_at(model, input_ids, attention_mask, layer), attention_mask, method)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from afp_cli.checkpoint import list_checkpoints
+from afp_cli.align.checkpoint import list_checkpoints
 from afp_cli.errors import AfpError
 from afp_cli.model import merge_adapter, quiet_saving
 from afp_cli.report import write_atomically, write_json

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from afp_cli.config import AlignConfig
+from afp_cli.align.config import AlignConfig
 from afp_cli.data.batches import collate
 from afp_cli.data.tokenize import IGNORE_INDEX
-from afp_cli.layer_encoder import sentence_vectors
-from afp_cli.losses import causal_lm_loss
+from afp_cli.representations import sentence_vectors
+from afp_cli.align.losses import causal_lm_loss
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ forward of all its sentences, stopped at the pooling layer) and one CIT loss (pr
 hold everything needed to continue bit-for-bit on CPU: weights, optimizer, schedule, RNG, and the step (the data
 order is a pure function of seed and step).
 
-On several processes (torchrun, accelerate launch; afp_cli/distributed.py) ``train.batch_size`` is the global
+On several processes (torchrun, accelerate launch; afp_cli/align/distributed.py) ``train.batch_size`` is the global
 micro-batch: every process takes its slice of the same seeded example order, MCL contrasts against the pairs of
 every process, metrics are averaged over processes, and only the main process prints and writes files.
 """
@@ -24,20 +24,20 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from afp_cli.checkpoint import (CHECKPOINTS, TrainingState, checkpoint_world_size, list_checkpoints, load_checkpoint, rng_state,
+from afp_cli.align.checkpoint import (CHECKPOINTS, TrainingState, checkpoint_world_size, list_checkpoints, load_checkpoint, rng_state,
                                  save_checkpoint)
-from afp_cli.config import AlignConfig, config_to_yaml
+from afp_cli.align.config import AlignConfig, config_to_yaml
 from afp_cli.data.batches import TokenCounts, collate, micro_batch_indices, split_held_out, tokenize_examples
 from afp_cli.data.tokenize import IGNORE_INDEX
 from afp_cli.data.training_records import read_training_file
-from afp_cli.distributed import all_gather_with_grad, process_count, start_processes, sum_over_processes
+from afp_cli.align.distributed import all_gather_with_grad, process_count, start_processes, sum_over_processes
 from afp_cli.errors import AfpError
-from afp_cli.held_out import evaluate_held_out
-from afp_cli.layer_encoder import sentence_vectors
-from afp_cli.losses import LossParts, causal_lm_loss, info_nce
+from afp_cli.align.held_out import evaluate_held_out
+from afp_cli.representations import sentence_vectors
+from afp_cli.align.losses import LossParts, causal_lm_loss, info_nce
 from afp_cli.model import add_lora, count_parameters, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
 from afp_cli.report import write_atomically
-from afp_cli.run_output import (BASE_MODEL_DIR, METRICS_FILE, append_metrics, claim_output_dir, open_tensorboard,
+from afp_cli.align.run_output import (BASE_MODEL_DIR, METRICS_FILE, append_metrics, claim_output_dir, open_tensorboard,
                                 save_built_base_model, save_outputs, truncate_metrics)
 
 

@@ -1,4 +1,4 @@
-"""The two AFP objectives: pooling + InfoNCE (MCL) and masked causal-LM loss (CIT), and their weighted sum.
+"""The two AFP objectives: InfoNCE over sentence vectors (MCL) and masked causal-LM loss (CIT), and their weighted sum.
 
 Li et al., "Improving In-context Learning of Multilingual Generative Language Models with Cross-lingual
 Alignment" (NAACL 2024). MCL pulls the sentence vectors of a translation pair together against in-batch
@@ -13,32 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from afp_cli.data.tokenize import IGNORE_INDEX
-
-
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last non-padding position of each row, correct for left AND right padding.
-
-    ``attention_mask.sum(-1) - 1`` (the official code) is only right for right padding; the position of the
-    largest ``index × mask`` is right for both.
-    """
-    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
-    return (positions * attention_mask).argmax(dim=-1)
-
-
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, method: str) -> torch.Tensor:
-    """Sentence vectors ``(batch, hidden)`` from hidden states ``(batch, seq, hidden)``, ignoring padding.
-
-    Args:
-        method: ``last`` (last non-padding token), ``avg`` (mean over tokens) or ``max`` (max over tokens).
-    """
-    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    if method == "last":
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
-    if method == "avg":
-        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-    if method == "max":
-        return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
-    raise ValueError(f"unknown pooling method {method!r}")
 
 
 def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float,
