@@ -41,6 +41,8 @@ class Parts:
 
 def read_pairs(path: Path) -> list[tuple[str, str]]:
     """The TSV's (en, zh) rows in file order, without its header."""
+    if not path.is_file():
+        raise SystemExit(f"{path}: parallel file not found (pass --parallel PATH to an en<TAB>zh TSV)")
     pairs = []
     with open(path, encoding="utf-8") as handle:
         header = handle.readline().rstrip("\n").split("\t")

@@ -49,6 +49,7 @@ DEFAULT_CACHE = Path(os.environ.get("AFP_CACHE_DIR", "~/.cache/afp")).expanduser
 MAIN_TARGETS = "auto"
 STUDY_TARGETS = ("attention", "all-linear", "embeddings+attention", "embeddings+all-linear")
 
+FLORES_TASKS = (("afp_flores_eng_Latn-zho_Hans", "en_zh"), ("afp_flores_zho_Hans-eng_Latn", "zh_en"))
 OBJECTIVES = {"mcl": (1.0, 0.0), "cit": (0.0, 1.5), "mcl+cit": (1.0, 1.5)}  # variant -> (mcl.weight, cit.weight)
 
 
@@ -83,11 +84,11 @@ class RunSpec:
         return "-".join([self.variant.replace("+", "-"), self.targets.replace("+", "-"), self.pooling])
 
 
-def runs_for(study: str) -> list[RunSpec]:
+def runs_for(study: str, targets: str = MAIN_TARGETS) -> list[RunSpec]:
     """main: the paper's ablation. lora: MCL only under every target preset × pooling (MCL + CIT under the default
     targets is the main study's run: same data, steps and seeds)."""
     if study == "main":
-        return [RunSpec(variant) for variant in ("mcl", "cit", "mcl+cit")]
+        return [RunSpec(variant, targets) for variant in ("mcl", "cit", "mcl+cit")]
     return [RunSpec("mcl", targets, pooling) for targets in STUDY_TARGETS for pooling in ("last-1", "last")]
 
 
@@ -265,7 +266,7 @@ def generation_metrics(folder: Path, label: str) -> dict:
     row = {}
     for metric, key in (("chrfpp", "chrf"), ("bleu", "bleu")):
         for shots in (0, 1):
-            for task, direction in (("afp_flores_eng_Latn-zho_Hans", "en_zh"), ("afp_flores_zho_Hans-eng_Latn", "zh_en")):
+            for task, direction in FLORES_TASKS:
                 row[f"{key}_{shots}shot_{direction}"] = _metric(comparison, task, shots, metric, label)
         row[key] = _mean([row[f"{key}_{shots}shot_{d}"] for shots in (0, 1) for d in ("en_zh", "zh_en")])
     rates = []
@@ -291,10 +292,13 @@ def _mean(values: list[float]) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller model, data and runs (< 10 min on 2 cores)")
-    parser.add_argument("--seed", type=int, nargs="+", default=None, help="alignment seeds (default: 0 1 2; --quick: 0)")
+    parser.add_argument("--seed", type=int, nargs="+", default=None,
+                        help="alignment seeds (default: 0 1 2; --quick: 0)")
     parser.add_argument("--study", choices=("main", "lora"), default="main",
                         help="main: base / MCL / CIT / MCL+CIT; lora: MCL and MCL+CIT × LoRA targets × pooling")
     parser.add_argument("--out", type=Path, required=True, help="output folder (results.json, results.md, PNG)")
+    parser.add_argument("--targets", default=MAIN_TARGETS, choices=(MAIN_TARGETS, *STUDY_TARGETS),
+                        help="lora.targets of the main study's runs (default: afp's default, auto)")
     parser.add_argument("--parallel", type=Path, default=PARALLEL, help="the en-zh TSV the parts are cut from")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where pre-trained base models are kept")
     args = parser.parse_args(argv)
@@ -311,11 +315,12 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     recorder = Recorder(args.out / "commands.log")
     shared = prepare(args, scale, recorder)
-    specs = runs_for(args.study)
+    specs = runs_for(args.study, args.targets)
     rows = []
     for seed in seeds:
         rows.extend(run_seed(seed, specs, shared, scale, recorder, args.out, generation=args.study == "main"))
-    context = {"study": args.study, "quick": args.quick, "seeds": seeds, "scale": dataclasses.asdict(scale),
+    context = {"study": args.study, "targets": args.targets, "quick": args.quick, "seeds": seeds,
+               "scale": dataclasses.asdict(scale),
                "base_model": str(shared["base"]), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                "load_average_at_start": load_at_start, "date": datetime.date.today().isoformat(),
                "command": shlex.join(["python", "bench/method_fidelity.py", *(argv or sys.argv[1:])]),
