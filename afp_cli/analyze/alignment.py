@@ -22,7 +22,7 @@ from afp_cli.languages import get_language
 UNIFORMITY_T = 2.0  # Wang & Isola's t; alignment uses their alpha = 2 (squared distance)
 
 
-# Pooling methods of afp_cli.losses.pool, the training recipe's names (padding-side safe).
+# Pooling methods of afp_cli.representations.pool, the training recipe's names (padding-side safe).
 POOLINGS: tuple[str, ...] = ("last", "avg", "max")
 
 
