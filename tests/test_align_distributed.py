@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -162,7 +163,10 @@ def test_a_global_batch_that_does_not_split_over_the_processes_ends_every_proces
     errors = [line for line in launched.stderr.splitlines() if line.startswith("error: ")]
     assert errors == ["error: train.batch_size=5 is the global batch, split over the 2 processes launched: it must "
                       "be a multiple of 2 (e.g. train.batch_size=6)"] * 2, launched.stderr
-    assert launched.stderr.count("exitcode  : 2") == 2  # torchrun's report: both processes exited 2
+    # torchrun's report: the first process to exit 2 makes torchrun stop the other, which may be killed (SIGTERM)
+    # after printing its line but before its own exit 2 registers; so at least one, and no other exit code
+    assert launched.stderr.count("exitcode  : 2") >= 1, launched.stderr
+    assert all(code in ("2", "-15") for code in re.findall(r"exitcode\s+: (-?\d+)", launched.stderr)), launched.stderr
     assert "afp_cli/" not in launched.stderr  # no traceback from afp (torchrun prints its own report)
     assert not (tmp_path / "run").exists()
 
