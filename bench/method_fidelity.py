@@ -6,7 +6,7 @@ CIT only, MCL + CIT — with the same data, steps and seed, and measured on held
   retrieval  `afp analyze alignment`: top-1 retrieval en→zh / zh→en at layer 1 (MCL's pooling layer) and the last
   chrF++/BLEU `afp evaluate --tasks afp_flores` on a FLORES-layout folder built from the held-out pairs, 0/1-shot
   language    `afp analyze language-rate --generations` on lm-eval's samples of that evaluation
-  CIT loss   held-out translation loss (afp's own held-out evaluation, `afp_cli.held_out`, on held-out pairs)
+  CIT loss   held-out translation loss (afp's own held-out evaluation, `afp_cli.align.held_out`, on held-out pairs)
 Every seed repeats the alignment runs; a difference smaller than the spread over seeds is called noise.
 
 `--study lora` (issue #16) runs MCL only and MCL + CIT under each LoRA target preset × pooling layer instead.
@@ -208,7 +208,7 @@ def held_out_losses(shared: dict, adapters: list[Path]) -> dict[str, dict]:
     """Held-out CIT loss and sent0→sent1 retrieval at each run's pooling, with afp's own held-out evaluation.
 
     No afp command reports a loss on a file other than the run's training file, so this calls the function
-    `afp align` uses for its held-out slice (afp_cli.held_out.evaluate_held_out), on the held-out pairs.
+    `afp align` uses for its held-out slice (afp_cli.align.held_out.evaluate_held_out), on the held-out pairs.
     """
     import contextlib
 
