@@ -64,6 +64,19 @@ def write_family(folder: Path, configs: Mapping[str, Mapping[str, Any]]) -> None
         (folder / name).write_text(render(config), encoding="utf-8")
 
 
+def write_family_for_languages(script: str, description: str, default_languages, configs) -> None:
+    """The command line of a family's ``_generate_configs.py``: ``--languages`` (default: the family's table), then
+    ``configs(codes)`` written next to the script."""
+    import argparse
+
+    from afp_cli.languages import get_language
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--languages", nargs="+", default=list(default_languages), help="ISO 639-1 or FLORES-200 codes")
+    arguments = parser.parse_args()
+    write_family(Path(script).parent, configs(tuple(get_language(code).code for code in arguments.languages)))
+
+
 def data_spec(hub_path: str | None, hub_name: str | None, hub_split: str, local: str) -> dict[str, Any]:
     """Where one split comes from: a hub dataset config and split, or ``local`` (relative to ``data_dir``)."""
     spec: dict[str, Any] = {"hub_path": hub_path, "hub_name": hub_name, "hub_split": hub_split, "local": local}

@@ -5,11 +5,9 @@ the directions between other languages; the committed files are the default set,
 Groups: ``afp_flores`` (the paper's English<->Chinese pair), ``afp_flores_from_{code}`` and ``afp_flores_into_{code}``.
 """
 
-import argparse
 from itertools import permutations
-from pathlib import Path
 
-from afp_cli.evaluation.taskgen import data_spec, group_config, write_family
+from afp_cli.evaluation.taskgen import data_spec, group_config, write_family_for_languages
 from afp_cli.languages import get_language
 
 LANGUAGES = ("en", "zh", "ar", "de", "es", "fr", "hi", "id", "ja", "ko", "ru", "sw", "th", "tr", "vi")
@@ -63,7 +61,4 @@ def configs(languages: tuple[str, ...] = LANGUAGES) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--languages", nargs="+", default=list(LANGUAGES), help="ISO 639-1 or FLORES-200 codes")
-    arguments = parser.parse_args()
-    write_family(Path(__file__).parent, configs(tuple(get_language(c).code for c in arguments.languages)))
+    write_family_for_languages(__file__, __doc__.splitlines()[0], LANGUAGES, configs)

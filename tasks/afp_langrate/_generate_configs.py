@@ -5,11 +5,9 @@ other directions; the committed files are the default set, which a test checks).
 paper's two directions (en->zh, zh->en).
 """
 
-import argparse
 from itertools import permutations
-from pathlib import Path
 
-from afp_cli.evaluation.taskgen import group_config, write_family
+from afp_cli.evaluation.taskgen import group_config, write_family_for_languages
 from afp_cli.languages import get_language
 
 # The FLORES family's languages; directions pair each with English or Chinese (the paper's two languages).
@@ -46,7 +44,4 @@ def configs(languages: tuple[str, ...] = LANGUAGES) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--languages", nargs="+", default=list(LANGUAGES), help="ISO 639-1 or FLORES-200 codes")
-    arguments = parser.parse_args()
-    write_family(Path(__file__).parent, configs(tuple(get_language(c).code for c in arguments.languages)))
+    write_family_for_languages(__file__, __doc__.splitlines()[0], LANGUAGES, configs)
