@@ -8,7 +8,6 @@ command or input gets its rows here.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path

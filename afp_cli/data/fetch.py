@@ -78,7 +78,7 @@ def fetch_inputs(inputs: list[HubInput], output_dir: Path, limit: int | None, ov
         plans.append((item, ref, folder, files))
     refuse_existing([path for *_, files in plans for path in files], overwrite)  # before any download
     lines = []
-    for item, ref, folder, files in plans:
+    for item, ref, folder, _ in plans:
         hint = "afp data fetch needs the hub: run it on a machine with internet (or check HF_HUB_OFFLINE)"
         pinned = resolve_revision(ref, item.option, hint)
         target = write_local(pinned, item.kind, item.languages, folder, item.option, hint, progress=progress)

@@ -30,7 +30,7 @@ def encode_instruction(tokenizer, text: str, prompt_chars: int, max_length: int,
     special = tokenizer.get_special_tokens_mask(encoding["input_ids"], already_has_special_tokens=True)
     input_ids = list(encoding["input_ids"])
     labels = []
-    for token_id, (start, end), is_special in zip(input_ids, encoding["offset_mapping"], special):
+    for token_id, (_, end), is_special in zip(input_ids, encoding["offset_mapping"], special):
         is_target = not is_special and (learn_prompt or end > prompt_chars)
         labels.append(token_id if is_target else IGNORE_INDEX)
     if append_eos and tokenizer.eos_token_id is not None and (not input_ids or input_ids[-1] != tokenizer.eos_token_id):
