@@ -35,7 +35,7 @@ def test_language_id_recognises_each_language(identifier, code):
     assert identifier.detect(SENTENCES[code]) == code
 
 
-@pytest.mark.parametrize("text", ["", "  ", "ok", "好的", "42!", "...?"])
+@pytest.mark.parametrize("text", ["", "  ", "ok", "42!", "...?"])
 def test_empty_and_two_letter_answers_are_undetermined(identifier, text):
     assert identifier.detect(text) == UNDETERMINED
 
@@ -78,7 +78,7 @@ ANSWERS = [  # target zh, source en: 6 target, 2 source, 1 other, 1 undetermined
     "The weather is nice today, let us go for a walk in the park.",
     "I drink a glass of milk every morning.",
     "Ich trinke jeden Morgen ein Glas Milch.",
-    "好的",
+    "OK",
 ]
 
 
@@ -100,6 +100,15 @@ def test_rate_and_breakdown_of_a_fixed_generations_file(tmp_path):
     assert row.line_rate == pytest.approx(6 / 11)
     assert [example["id"] for example in row.examples] == ["a6", "a7"]
     assert row.examples[0]["detected"] == "en"
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    ("你去。", "zh"), ("好的", "zh"), ("好", "zh"),      # a Chinese word is one or two characters
+    ("OK", UNDETERMINED), ("Go.", UNDETERMINED),         # two Latin letters say too little
+    ("123 !", UNDETERMINED), ("", UNDETERMINED),
+])
+def test_short_answers_one_chinese_character_is_enough_two_latin_letters_are_not(answer, expected):
+    assert LanguageIdentifier(["zh", "en"]).detect(answer) == expected
 
 
 def test_lm_eval_samples_count_a_fallback_to_the_source_language(tmp_path):

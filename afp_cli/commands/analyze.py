@@ -40,7 +40,7 @@ def language_rate(
     backend: Annotated[str, typer.Option("--backend", help="lm-eval model type: hf (base weights shared across adapters), vllm, ...")] = "hf",
     model_args: Annotated[str, typer.Option("--model-args", help="Extra lm-eval model arguments for non-hf backends, key=value,key=value.")] = "",
     batch_size: BatchSize = 8,
-    min_letters: Annotated[int, typer.Option("--min-letters", help="Answers with fewer letters are undetermined.")] = 3,
+    min_letters: Annotated[int, typer.Option("--min-letters", help="Answers with fewer letters and no Chinese/Japanese character are undetermined.")] = 3,
     min_confidence: Annotated[float, typer.Option("--min-confidence", help="Below this detector confidence an answer is undetermined.")] = 0.5,
     min_script_share: Annotated[float, typer.Option("--min-script-share", help="Mixed answers: below this share of the main script, undetermined.")] = 0.75,
     examples: Annotated[int, typer.Option("--examples", help="Failing answers shown per row.")] = 3,
