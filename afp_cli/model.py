@@ -1,4 +1,4 @@
-"""Load base models and tokenizers, attach LoRA per architecture, and load or check saved adapters.
+"""Load base models and tokenizers, attach LoRA, merge it, and load saved adapters (checked by adapter_base.py).
 
 Shared by `afp align` (training), `afp evaluate` and `afp analyze` (loading a base model and its adapters).
 No torch import at module level: the CLI imports this lazily.
@@ -103,13 +103,6 @@ def read_adapter_config(adapter_dir: str | Path) -> dict[str, Any]:
         return json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise AfpError(f"{config_path}:{error.lineno}: invalid JSON: {error.msg}") from None
-
-
-def check_adapter_base(adapter_dir: str | Path, base_model: str, allow_other_base: bool = False) -> None:
-    """Refuse an adapter trained on another model; warn when only the recorded name differs (adapter_base.py)."""
-    from afp_cli.adapter_base import check_adapter_base as check
-
-    check(adapter_dir, base_model, allow_other_base)
 
 
 def load_adapters(base_model, adapter_dirs: list[str | Path]):

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from afp_cli.errors import AfpError
-from afp_cli.model import check_adapter_base, quiet_saving
+from afp_cli.adapter_base import check_adapter_base
+from afp_cli.model import quiet_saving
 from afp_cli.tiny import build_model, tiny_architecture
 
 

@@ -200,7 +200,7 @@ def test_gradient_checkpointing_gives_the_same_training_as_without(tmp_path, dat
 
 
 def test_a_local_pretrained_model_trains_and_its_adapter_points_back_to_it(tmp_path, data_file, tiny_model_dir):
-    from afp_cli.model import check_adapter_base
+    from afp_cli.adapter_base import check_adapter_base
 
     model_dir = tiny_model_dir("gpt2")
     recipe = write_recipe(tmp_path, data_file, model={"name_or_path": str(model_dir), "architecture": None},

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from afp_cli.model import check_adapter_base, load_adapters, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
+from afp_cli.adapter_base import check_adapter_base
+from afp_cli.model import load_adapters, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
 
 BASE_LABEL = "base"
 

@@ -74,7 +74,7 @@ def model_labels(adapters: list[str]) -> list[str]:
 
 
 def _check_adapters(config: EvaluateConfig) -> None:
-    from afp_cli.model import check_adapter_base
+    from afp_cli.adapter_base import check_adapter_base
 
     for adapter in config.adapters:
         if not Path(adapter).is_dir():
