@@ -6,36 +6,19 @@ Shared by `afp evaluate` and `afp analyze` so every report looks alike and none 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from afp_cli.errors import AfpError
+from afp_cli.text_files import streamed_atomically
 
 
 def write_atomically(path: str | Path, data: str | bytes) -> Path:
     """Write to a temporary file beside ``path``, then rename: readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "wb" if isinstance(data, bytes) else "w"
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as file:
-            file.write(data)
-        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600; a report should get the usual permissions
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+    with streamed_atomically(path, binary=isinstance(data, bytes)) as file:
+        file.write(data)
+    return Path(path)
 
 
 def write_json(path: str | Path, payload: Any) -> Path:

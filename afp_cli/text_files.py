@@ -119,14 +119,26 @@ def first_text(path: Path, size: int = 4096) -> str:
 
 
 @contextlib.contextmanager
-def streamed_atomically(path: Path) -> Iterator[TextIO]:
-    """Like report.write_atomically, for output too large to hold: write a temp file beside ``path``, then rename."""
+def streamed_atomically(path: str | Path, binary: bool = False) -> Iterator[TextIO | BinaryIO]:
+    """Write to a temporary file beside ``path``, then rename: readers see the old file or the whole new one.
+
+    The one atomic writer of afp (report.write_atomically is this with the data in hand); a failure removes the
+    temporary file and leaves ``path`` as it was.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
+        with os.fdopen(handle, "wb") if binary else os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
             yield file
+        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600; an output gets the usual permissions
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
