@@ -131,6 +131,26 @@ def test_a_two_process_run_ends_with_the_adapter_of_one_process_with_the_doubled
 
 
 @pytest.mark.slow
+def test_gradient_accumulation_on_two_processes_equals_one_process(recipe, tmp_path):
+    # 2 micro-batches of 4 per step (2 pairs per process): no all-reduce and no optimizer step until the second
+    # (afp tells accelerate which micro-batch ends the step; DeepSpeed steps on that flag)
+    from afp_cli.align.config import load_config
+    from afp_cli.align.train import align
+
+    settings = ["train.grad_accumulation=2", "train.max_steps=2"]
+    launched = afp_on_two_processes(recipe, "output_dir=two", *settings, cwd=tmp_path)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    align(load_config(recipe, [f"output_dir={tmp_path / 'one'}", *settings]), console=Console(file=io.StringIO()))
+    align(load_config(recipe, [f"output_dir={tmp_path / 'no-accumulation'}", "train.max_steps=2"]),
+          console=Console(file=io.StringIO()))
+
+    assert_same_adapter(adapter(tmp_path / "two"), adapter(tmp_path / "one"), atol=1e-5)
+    assert [record["step"] for record in metrics(tmp_path / "two")] == [1, 2]
+    other = adapter(tmp_path / "no-accumulation")  # accumulation changed the training: the match above means something
+    assert max(float((other[name] - value).abs().max()) for name, value in adapter(tmp_path / "one").items()) > 1e-4
+
+
+@pytest.mark.slow
 def test_stop_and_resume_on_two_processes_ends_like_an_uninterrupted_run(recipe, tmp_path, run_cli):
     whole = afp_on_two_processes(recipe, "output_dir=whole", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr[-3000:]

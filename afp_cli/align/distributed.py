@@ -64,6 +64,7 @@ class SingleProcess:
     is_main = True
     engine = "one process"
     shards_weights = False
+    weights_dtype = None  # the recipe's dtype decides
 
     def __init__(self):
         self.device: str | None = None  # None: the recipe's train.device decides
@@ -71,7 +72,9 @@ class SingleProcess:
     def prepare(self, entry: torch.nn.Module, optimizer, per_process_batch: int):
         return entry, optimizer
 
-    def backward(self, loss: torch.Tensor, grad_accumulation: int) -> None:
+    offloads_optimizer = False
+
+    def backward(self, loss: torch.Tensor, grad_accumulation: int, last_micro_batch: bool) -> None:
         (loss / grad_accumulation).backward()
 
     def clip_grad_norm(self, entry, parameters, max_norm: float) -> torch.Tensor:
@@ -125,6 +128,7 @@ class AcceleratedProcesses:
         kind = self.accelerator.distributed_type
         self.shards_weights = kind in (DistributedType.FSDP, DistributedType.DEEPSPEED)
         self.engine = {DistributedType.FSDP: "FSDP", DistributedType.DEEPSPEED: "DeepSpeed"}.get(kind, "DDP")
+        self.weights_dtype = self._deepspeed_weights_dtype()
         if sharding_engine_requested() and not self.shards_weights:  # accelerate runs DDP on CPU processes
             raise AfpError("the accelerate config asks for FSDP or DeepSpeed, but these processes run on the CPU, "
                            "where accelerate runs DDP: launch on GPUs, or without that config for DDP")
@@ -135,13 +139,43 @@ class AcceleratedProcesses:
             deepspeed.deepspeed_config["train_micro_batch_size_per_gpu"] = per_process_batch
         return self.accelerator.prepare(entry, optimizer)
 
-    def backward(self, loss: torch.Tensor, grad_accumulation: int) -> None:
+    def _deepspeed_weights_dtype(self) -> torch.dtype | None:
+        """The dtype DeepSpeed's bf16/fp16 mode gives the model's weights (it keeps fp32 masters in the optimizer).
+
+        DeepSpeed casts the parameters but (since 0.18) not the buffers, and disables torch autocast inside its
+        engine: an fp32 buffer that enters the activations (XGLM's sinusoidal positions) then meets bf16 weights
+        and the forward fails. Loading the model in that dtype casts buffers too, as DeepSpeed's
+        ``module.bfloat16()`` did when the official runs were made, and as afp's LoRA runs on CUDA always load.
+        """
+        plugin = self.accelerator.state.deepspeed_plugin
+        if plugin is None:
+            return None
+        for section, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+            if str(plugin.deepspeed_config.get(section, {}).get("enabled", False)).lower() == "true":
+                return dtype
+        return None
+
+    @property
+    def offloads_optimizer(self) -> bool:
+        """DeepSpeed keeps the optimizer state in CPU memory (ZeRO-Offload): the optimizer must be one that steps
+        there (DeepSpeed's CPU Adam), as DeepSpeed itself builds from an ``AdamW`` section of its config."""
+        plugin = self.accelerator.state.deepspeed_plugin
+        if plugin is None:
+            return False
+        offload = plugin.deepspeed_config.get("zero_optimization", {}).get("offload_optimizer", {})
+        return offload.get("device", "none") in ("cpu", "nvme")
+
+    def backward(self, loss: torch.Tensor, grad_accumulation: int, last_micro_batch: bool) -> None:
+        # DeepSpeed steps its optimizer inside backward when gradients are to be synchronised: only on a step's
+        # last micro-batch (accelerate's optimizer wrapper also steps only then)
+        self.accelerator.sync_gradients = last_micro_batch
         self.accelerator.backward(loss)  # divides by gradient_accumulation_steps (DeepSpeed: in its engine)
 
     def clip_grad_norm(self, entry, parameters, max_norm: float) -> torch.Tensor | None:
         if self.engine == "FSDP":  # FSDP clips its own flat shards: accelerate wants the wrapped module's list
             parameters = list(entry.parameters())
-        return self.accelerator.clip_grad_norm_(parameters, max_norm)  # DeepSpeed: clips in its engine
+        norm = self.accelerator.clip_grad_norm_(parameters, max_norm)  # DeepSpeed: clipped in its engine's step
+        return None if norm is None else torch.as_tensor(norm)  # DeepSpeed reports a float
 
     def no_sync(self, entry):
         """Skip the gradient all-reduce of all micro-batches but a step's last (DDP); others accumulate alike."""

@@ -63,14 +63,20 @@ def build_tokenizer(config: AlignConfig, texts: list[str]):
     return train_tokenizer(texts, vocab_size=model.tokenizer_vocab_size)
 
 
-def load_base_model(config: AlignConfig, tokenizer, device: str):
-    """The base model (hub/path, or built at random from an architecture with the run's seed) on ``device``."""
+def load_base_model(config: AlignConfig, tokenizer, device: str, engine_dtype: torch.dtype | None = None):
+    """The base model (hub/path, or built at random from an architecture with the run's seed) on ``device``.
+
+    Args:
+        engine_dtype: the dtype the engine casts the weights to (DeepSpeed bf16), which then wins over the recipe's.
+    """
     model_config = config.model
     # bf16 weights for LoRA on CUDA (the frozen base dominates memory); full fine-tuning keeps fp32 master
     # weights and gets bf16 from autocast, as the official bf16 Trainer run does.
     dtype = resolve_dtype(model_config.dtype, device)
     if not config.lora.enabled and model_config.dtype == "auto":
         dtype = torch.float32
+    if engine_dtype is not None:
+        dtype = engine_dtype
     if model_config.architecture is not None:
         from afp_cli.tiny import build_model as build_random_model
 
@@ -117,10 +123,22 @@ def check_mcl_reach(model, config: AlignConfig, console: Console) -> None:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
-def build_optimizer(model, config: AlignConfig):
+def build_optimizer(model, config: AlignConfig, offload_to_cpu: bool = False):
+    """AdamW and the recipe's schedule (per optimizer step).
+
+    Args:
+        offload_to_cpu: DeepSpeed keeps the optimizer state in CPU memory (ZeRO-Offload). The same AdamW then
+            steps there, as DeepSpeed's CPU Adam: what DeepSpeed builds itself from the ``"AdamW"`` optimizer of
+            the official offload config (chongli17/CrossLingualAlignment, ``data/config/ds_zero2.offload.json``).
+    """
     train = config.train
     parameters = [param for param in model.parameters() if param.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay)
+    if offload_to_cpu:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        optimizer = DeepSpeedCPUAdam(parameters, lr=train.lr, weight_decay=train.weight_decay, adamw_mode=True)
+    else:
+        optimizer = torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay)
     warmup = int(round(train.warmup_ratio * train.max_steps))
 
     def factor(step: int) -> float:
@@ -292,14 +310,14 @@ def setup_run(config: AlignConfig, examples, processes, console: Console, write_
     train_indices, held_out_indices = split_held_out(len(tokenized), config.data.held_out, train.seed)
     train_set = [tokenized[index] for index in train_indices]
     held_out_set = [tokenized[index] for index in held_out_indices]
-    model = load_base_model(config, tokenizer, device)
+    model = load_base_model(config, tokenizer, device, processes.weights_dtype)
     if config.model.architecture is not None and config.lora.enabled and write_files and processes.is_main:
         save_built_base_model(model, tokenizer, output_dir / BASE_MODEL_DIR)
     model = make_trainable(model, config)
     trainable, total = count_parameters(model)
     _describe(console, config, len(train_set), len(held_out_set), counts, trainable, total, device, model, processes)
     check_mcl_reach(model, config, console)
-    optimizer, scheduler = build_optimizer(model, config)
+    optimizer, scheduler = build_optimizer(model, config, processes.offloads_optimizer)
     entry, optimizer = processes.prepare(ModelEntry(model), optimizer, train.batch_size // processes.world_size)
     return Run(config, processes, model, entry, optimizer, scheduler, train_set, held_out_set, tokenizer, device,
                _autocast_factory(device, train.precision), (trainable, total))
@@ -369,7 +387,7 @@ def resolve_train_file(config: AlignConfig, console: Console) -> Path:
     return path
 
 
-def backward_micro_batch(run: Run, global_indices: list[int]) -> list[float]:
+def backward_micro_batch(run: Run, global_indices: list[int], last_of_step: bool = True) -> list[float]:
     """Forward and backward of this process's share of one micro-batch (given by the global batch's example
     indices); returns [total, mcl, cit] averaged over processes (0.0 for an objective that is off)."""
     share = len(global_indices) // run.processes.world_size
@@ -377,7 +395,7 @@ def backward_micro_batch(run: Run, global_indices: list[int]) -> list[float]:
     batch = collate([run.train_set[index] for index in mine], run.tokenizer.pad_token_id).to(run.device)
     with run.autocast():
         parts = run.entry(loss_step, batch, run.config)
-    run.processes.backward(parts.total, run.config.train.grad_accumulation)
+    run.processes.backward(parts.total, run.config.train.grad_accumulation, last_of_step)
     values = [float(parts.total.detach()), parts.mcl or 0.0, parts.cit or 0.0]
     return run.processes.mean(values) + [run.processes.sum(batch.token_count)]
 
@@ -403,7 +421,8 @@ def _loop(run: Run, state, output_dir, stop_after, console, writer, interrupted)
                 indices = micro_batch_indices(micro_index, train.batch_size, len(run.train_set), train.seed)
                 # the gradient all-reduce waits for the step's last micro-batch
                 with processes.no_sync(run.entry) if micro < train.grad_accumulation - 1 else nullcontext():
-                    loss_value, mcl_value, cit_value, tokens = backward_micro_batch(run, indices)
+                    loss_value, mcl_value, cit_value, tokens = backward_micro_batch(
+                        run, indices, last_of_step=micro == train.grad_accumulation - 1)
                 if not math.isfinite(loss_value):
                     _diverged(output_dir, state.step + 1, f"loss became {loss_value}")
                 window_tokens += tokens
@@ -428,6 +447,8 @@ def _loop(run: Run, state, output_dir, stop_after, console, writer, interrupted)
                     record["mcl"] = sums["mcl"] / sums["count"]
                 if config.cit.enabled:
                     record["cit"] = sums["cit"] / sums["count"]
+                if run.device.startswith("cuda"):  # this process's peak so far (the main one's, when several)
+                    record["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
                 if evaluate_now:  # the final step is evaluated once, after the loop
                     held_out = run.evaluate()
                     record.update({f"held_out_{key}": value for key, value in held_out.items()})
