@@ -10,6 +10,7 @@ Prints a table and the ratio afp / baseline (time per step). Not a test: it asse
 
   python bench/align_throughput.py                                   # small random XGLM on the CPU
   python bench/align_throughput.py --preset xglm-564m --batch 4 --seq 512 --device cuda --steps 50
+  python bench/align_throughput.py --preset xglm-564m --batch 4 --seq 512 --device cuda --steps 50 --full
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ def build(args):
     fields = dict(PRESETS[args.preset])
     config = AutoConfig.for_model(fields.pop("model_type"), **fields)
     torch.manual_seed(0)
-    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+    # as afp align: bf16 base weights under LoRA on CUDA; fp32 master weights (bf16 autocast) for full fine-tuning
+    dtype = torch.bfloat16 if args.device.startswith("cuda") and not args.full else torch.float32
     model = AutoModelForCausalLM.from_config(config).to(args.device, dtype)
     model.config.use_cache = False
+    if args.full:
+        return model, config.vocab_size
     return add_lora(model, r=16, alpha=32, dropout=0.05, targets=args.targets, seed=0), config.vocab_size
 
 
@@ -139,6 +143,16 @@ def timed(step, args, cuda, tokens_per_step) -> dict:
 
     for _ in range(args.warmup):
         step()
+    if args.profile:  # where the time goes: the operators that take most GPU (or CPU) time, on stderr
+        activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+        with torch.profiler.profile(activities=activities) as profiler:
+            for _ in range(3):
+                step()
+            if cuda:
+                torch.cuda.synchronize()
+        sort_by = "cuda_time_total" if cuda else "cpu_time_total"
+        print(f"--- profile of 3 {args.mode} steps", file=sys.stderr)
+        print(profiler.key_averages().table(sort_by=sort_by, row_limit=args.profile), file=sys.stderr)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -174,6 +188,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
     parser.add_argument("--targets", default="attention", help="LoRA targets preset (lora.targets); the results "
                         "recorded before afp 0.2 adapted the attention projections")
+    parser.add_argument("--full", action="store_true", help="full fine-tuning (every weight, fp32 master "
+                        "weights under bf16 autocast on CUDA) instead of LoRA")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES),
+                        help="which steps to measure (afp and plain at least, for the ratio)")
+    parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                        help="also profile 3 steps of each mode and print the top ROWS operators (stderr)")
     parser.add_argument("--mode", choices=list(MODES), help="measure one mode (internal)")
     args = parser.parse_args()
     if args.mode:
@@ -181,23 +201,30 @@ def main() -> None:
         return
 
     results = {}
-    for mode in MODES:
-        command = [sys.executable, __file__, "--mode", mode] + [
-            f"--{key}={value}" for key, value in vars(args).items() if key != "mode" and value is not None]
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    passed_on = [f"--{key}={value}" for key, value in vars(args).items()
+                 if key not in {"mode", "modes", "full"} and value is not None and value is not False] + (["--full"] if args.full else [])
+    for mode in args.modes:
+        command = [sys.executable, __file__, "--mode", mode] + passed_on
+        finished = subprocess.run(command, check=True, capture_output=True, text=True)
+        output = finished.stdout
+        if args.profile:
+            print(finished.stderr[finished.stderr.find("--- profile"):])
         results[mode] = json.loads(output.strip().splitlines()[-1])
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {args.device}; "
           f"preset {args.preset}, batch {args.batch}, seq {args.seq} (MCL sentences {args.seq // 4} tokens), "
-          f"{args.steps} timed steps after {args.warmup} warm-up; LoRA targets {args.targets}")
+          f"{args.steps} timed steps after {args.warmup} warm-up; "
+          f"{'full fine-tuning' if args.full else f'LoRA targets {args.targets}'}")
     print(f"{'step':<10}{'steps/s':>10}{'tokens/s':>12}{'peak GiB':>10}  peak measured as")
     for mode, result in results.items():
         print(f"{mode:<10}{result['steps_per_s']:>10.3f}{result['tokens_per_s']:>12.0f}{result['peak_gib']:>10.2f}"
               f"  {result['peak_kind']}")
     for baseline in ("trainer", "plain"):
-        ratio = results["afp"]["seconds_per_step"] / results[baseline]["seconds_per_step"]
-        print(f"afp step time / {baseline} step time: {ratio:.2f}x (target <= 1.15x)")
-    mcl_share = 1 - results["afp-cit"]["seconds_per_step"] / results["afp"]["seconds_per_step"]
-    print(f"MCL share of the afp step: {100 * mcl_share:.0f} %")
+        if "afp" in results and baseline in results:
+            ratio = results["afp"]["seconds_per_step"] / results[baseline]["seconds_per_step"]
+            print(f"afp step time / {baseline} step time: {ratio:.2f}x (target <= 1.15x)")
+    if "afp" in results and "afp-cit" in results:
+        mcl_share = 1 - results["afp-cit"]["seconds_per_step"] / results["afp"]["seconds_per_step"]
+        print(f"MCL share of the afp step: {100 * mcl_share:.0f} %")
 
 
 if __name__ == "__main__":
