@@ -227,7 +227,7 @@ class AcceleratedProcesses:
         return self.accelerator.unwrap_model(entry)
 
     # FSDP and DeepSpeed shard weights and optimizer over the processes: each writes and reads its own shard
-    # through accelerate (written against accelerate's API; not run on afp's CPU test machines, docs/distributed.md)
+    # through accelerate (run on a GPU by bench/align_engines.py; the CPU tests cannot: docs/distributed.md)
 
     def save_engine_state(self, folder: Path) -> None:
         self.accelerator.save_state(str(folder))
