@@ -79,7 +79,16 @@ def check_fields(rows: list[dict[str, Any]], fields: list[str], where: str) -> N
 def _hub_rows(hub_path: str, hub_name: str | None, hub_split: str) -> list[dict[str, Any]]:
     import datasets
 
-    return list(datasets.load_dataset(hub_path, hub_name, split=hub_split))
+    try:
+        return list(datasets.load_dataset(hub_path, hub_name, split=hub_split))
+    except RuntimeError as error:
+        if "scripts are no longer supported" not in str(error):
+            raise
+        # datasets >= 4 refuses loading scripts: a hub copy that moved to one (or still has one) cannot be read
+        raise LocalDataError(
+            f"{hub_path} ({hub_name or 'default'}, {hub_split}): the dataset is read by a loading script, which "
+            f"datasets {datasets.__version__} no longer runs; evaluate from local files: afp evaluate --data-dir D, "
+            "or lm_eval --metadata '{\"data_dir\": D}' (docs/evaluate.md, Local data)") from None
 
 
 def _split_rows(spec: dict[str, Any], hub_path: str | None, data_dir: str | None,

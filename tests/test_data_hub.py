@@ -44,11 +44,14 @@ class FakeHub:
         self.data[(OPUS, "en-zh")] = opus_rows()
         self.commits = {BACTRIAN: COMMIT_A, OPUS: COMMIT_A, "someone/pairs": COMMIT_A}
         self.offline = False
+        self.scripts: set[str] = set()  # repositories only a loading script reads
         self.loads: list[tuple] = []
 
     def load_dataset(self, path, name=None, split=None, revision=None, **kwargs):
         if self.offline:
             raise ConnectionError(f"Couldn't reach '{path}' on the Hub (OfflineModeIsEnabled)")
+        if path in self.scripts:  # datasets >= 4, as load.py words it
+            raise RuntimeError(f"Dataset scripts are no longer supported, but found {path.split('/')[-1]}.py")
         if (path, name) not in self.data:
             raise ValueError(f"BuilderConfig '{name}' not found. Available: {sorted(c for p, c in self.data if p == path)}")
         assert split == "train" and revision == self.commits[path], (split, revision)
@@ -127,6 +130,64 @@ def test_opus_translation_column_and_two_text_columns_give_the_pairs(tmp_path, h
         build_mixture(MixtureConfig(mode="translation", languages=["en", "zh"], parallel=f"hf://someone/pairs@{config}",
                                     change_prob=0.0), out)
         assert sorted((e["sent0"], e["sent1"]) for e in examples(out)) == [(f"sentence {i}", f"句子 {i}") for i in range(4)]
+
+
+def script_repo(hub, monkeypatch, tmp_path, files: dict[str, list[dict]]) -> str:
+    """A repository only a loading script reads (what datasets >= 4 refuses), holding ``files`` (gzipped JSON lists)."""
+    import gzip
+
+    repo = "someone/script-only"
+    hub.commits[repo] = COMMIT_A
+    hub.scripts.add(repo)
+    stored = tmp_path / "hub-files"
+    for name, rows in files.items():
+        (stored / name).parent.mkdir(parents=True, exist_ok=True)
+        (stored / name).write_bytes(gzip.compress(json.dumps(rows, ensure_ascii=False).encode("utf-8")))
+    listing = [*files, "README.md", "script-only.py"]
+
+    def list_repo_files(self, repo_id, repo_type=None, revision=None, **kwargs):
+        assert (repo_id, repo_type, revision) == (repo, "dataset", COMMIT_A)
+        return listing
+
+    def hf_hub_download(repo_id, filename, repo_type=None, revision=None, **kwargs):
+        assert (repo_id, repo_type, revision) == (repo, "dataset", COMMIT_A)
+        return str(stored / filename)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", list_repo_files)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    return repo
+
+
+def test_instructions_only_a_loading_script_reads_come_from_their_files_at_the_same_commit(tmp_path, hub, monkeypatch,
+                                                                                           capsys):
+    # datasets >= 4 refuses loading scripts; Bactrian-X-style files ({lang}.json.gz) are read directly instead
+    repo = script_repo(hub, monkeypatch, tmp_path, {f"data/{lang}.json.gz": hub.data[(BACTRIAN, lang)]
+                                                    for lang in ("en", "zh")})
+    settings = dict(mode="bilingual", languages=["en", "zh"], cross_prob=0.5, repeat=2, seed=3)
+    build_mixture(MixtureConfig(instructions=f"hf://{repo}", **settings), tmp_path / "script.jsonl")
+    build_mixture(MixtureConfig(instructions=f"hf://{BACTRIAN}", **settings), tmp_path / "loaded.jsonl")
+    assert (tmp_path / "script.jsonl").read_bytes() == (tmp_path / "loaded.jsonl").read_bytes()
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: hf://{repo}?revision={COMMIT_A}: read by a loading script, which datasets "
+                        f"{datasets.__version__} no longer runs; reading its file data/{lang}.json.gz at the same "
+                        "commit instead" for lang in ("en", "zh")]
+
+
+def test_a_loading_script_without_files_afp_can_read_is_one_line(tmp_path, hub, monkeypatch, run_cli):
+    repo = script_repo(hub, monkeypatch, tmp_path, {"data/english.json.gz": hub.data[(BACTRIAN, "en")]})
+    out = tmp_path / "out" / "mix.jsonl"
+    code, _, stderr = run_cli("data", "bilingual", "--instructions", f"hf://{repo}", "-l", "en", "zh", "-o", out)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith(f"error: instructions: hf://{repo}?revision={COMMIT_A}: the dataset is read by a "
+                             f"loading script, which datasets {datasets.__version__} no longer runs; download its data "
+                             f"files (hf download {repo} --repo-type dataset --revision {COMMIT_A} --local-dir DIR)")
+    assert stderr.rstrip().endswith("(afp reads the repository's one en.json[l][.gz] file in its place, but it has "
+                                    "none)")
+    assert not out.parent.exists()
+    # parallel text has no file layout to fall back on: the refusal alone
+    code, _, stderr = run_cli("data", "translation", "--parallel", f"hf://{repo}@en-zh", "-l", "en", "zh", "-o", out)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.rstrip().endswith("name the downloaded files instead (docs/data.md, Input formats)")
 
 
 def test_rows_in_the_wrong_schema_name_dataset_config_row_and_field(tmp_path, hub):

@@ -239,6 +239,25 @@ def test_rouge_splits_cjk_into_characters(common):
     assert english["rouge1"] == pytest.approx(2 / 3) and not math.isnan(english["rougeL"])
 
 
+def test_a_hub_dataset_only_a_loading_script_reads_is_one_line_naming_the_local_data_option(common, monkeypatch):
+    import datasets
+
+    def refuse(path, name=None, split=None, **kwargs):  # datasets >= 4, as its load.py words it
+        raise RuntimeError(f"Dataset scripts are no longer supported, but found {path.split('/')[-1]}.py")
+
+    monkeypatch.setattr(datasets, "load_dataset", refuse)
+    with pytest.raises(common.LocalDataError) as refusal:
+        common.load_splits(hub_path="Muennighoff/xwinograd",
+                           splits={"test": {"hub_name": "zh", "hub_split": "test", "local": "xwinograd/zh_test.jsonl"}})
+    assert str(refusal.value) == (
+        f"Muennighoff/xwinograd (zh, test): the dataset is read by a loading script, which datasets "
+        f"{datasets.__version__} no longer runs; evaluate from local files: afp evaluate --data-dir D, or lm_eval "
+        "--metadata '{\"data_dir\": D}' (docs/evaluate.md, Local data)")
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("bug")))
+    with pytest.raises(RuntimeError, match="^bug$"):  # any other error keeps its traceback
+        common.load_splits(hub_path="x", splits={"test": {"hub_name": "zh", "hub_split": "test", "local": "x"}})
+
+
 def test_missing_local_file_names_the_file(common, tmp_path):
     with pytest.raises(common.LocalDataError, match=r"xcopa/zh_test.jsonl: missing local data file"):
         common.load_splits(splits={"test": {"hub_path": "x", "hub_split": "test", "local": "xcopa/zh_test.jsonl"}},

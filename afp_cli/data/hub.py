@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from afp_cli.text_files import streamed_atomically
-from afp_cli.errors import AfpError
+from afp_cli.errors import AfpError, warn
 from afp_cli.languages import Language, get_language
 
 PREFIX = "hf://"
@@ -97,6 +97,10 @@ class HubUnavailable(AfpError):
     """The hub cannot be reached (offline, no network) and the input is not in a local cache."""
 
 
+class LoadingScriptOnly(AfpError):
+    """The hub dataset is read by a loading script, which ``datasets`` 4 and later no longer run."""
+
+
 def _unreachable(error: BaseException) -> bool:
     # datasets raises ConnectionError; huggingface_hub raises OfflineModeIsEnabled (a ConnectionError) or the HTTP
     # client's transport errors (ConnectError, timeouts), which are not OSErrors.
@@ -133,6 +137,14 @@ def _hub_call(ref: HubReference, option: str, fetch_hint: str, call: Callable[[]
                            "revision, or set HF_TOKEN for a private dataset") from None
         if isinstance(error, ValueError) and ("config" in str(error).lower() or "split" in str(error).lower()):
             raise AfpError(f"{option}: {ref}: {_first_line(error)}") from None
+        if isinstance(error, RuntimeError) and "scripts are no longer supported" in str(error):
+            import datasets
+
+            raise LoadingScriptOnly(
+                f"{option}: {ref}: the dataset is read by a loading script, which datasets {datasets.__version__} "
+                f"no longer runs; download its data files (hf download {ref.repo} --repo-type dataset"
+                f"{' --revision ' + ref.revision if ref.revision else ''} --local-dir DIR) and name "
+                "the downloaded files instead (docs/data.md, Input formats)") from None
         raise
 
 
@@ -173,12 +185,44 @@ def load_rows(ref: HubReference, config: str, option: str, fetch_hint: str) -> A
                      lambda: datasets.load_dataset(ref.repo, config, split=ref.split, revision=ref.revision))
 
 
+def instruction_file_rows(ref: HubReference, language: str, refusal: LoadingScriptOnly, option: str,
+                          fetch_hint: str) -> list[dict]:
+    """One language's instruction rows read straight from the repository's file, at the same pinned commit.
+
+    For a dataset whose loading script ``datasets`` no longer runs, but whose files are in the layout afp reads
+    from disk: one ``{lang}.json[l][.gz]`` per language, as Bactrian-X publishes its languages (``{lang}.json.gz``).
+    Any other layout ends with the script's one-line refusal. (Not run against the real hub: afp's test machines
+    have no network; tests/test_data_hub.py serves such a repository.)
+    """
+    import datasets
+    import huggingface_hub
+
+    from afp_cli.data.readers import INSTRUCTION_SUFFIXES, iter_json_objects
+
+    api = huggingface_hub.HfApi()
+    files = _hub_call(ref, option, fetch_hint,
+                      lambda: api.list_repo_files(ref.repo, repo_type="dataset", revision=ref.revision))
+    names = {f"{language}{suffix}" for suffix in INSTRUCTION_SUFFIXES}
+    matches = sorted(name for name in files if name.rsplit("/", 1)[-1] in names)
+    if len(matches) != 1:
+        found = f"it has several: {', '.join(matches)}" if matches else "it has none"
+        raise AfpError(f"{refusal} (afp reads the repository's one {language}.json[l][.gz] file in its place, but "
+                       f"{found})")
+    local = _hub_call(ref, option, fetch_hint, lambda: huggingface_hub.hf_hub_download(
+        ref.repo, matches[0], repo_type="dataset", revision=ref.revision))
+    warn(f"{ref}: read by a loading script, which datasets {datasets.__version__} no longer runs; reading its "
+         f"file {matches[0]} at the same commit instead")
+    return [row for _, row in iter_json_objects(Path(local))]
+
+
 # ----------------------------------------------------------------------------------------------- conversion
 
 
 def instruction_records(ref: HubReference, config: str, rows: Iterable[dict]) -> Iterator[dict]:
     """Bactrian-X rows as afp's instruction records; a row without the schema's fields names row and field."""
     for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise AfpError(f"{ref} (config {config}): row {number}: a JSON object expected, got {type(row).__name__}")
         record = {}
         for name in _INSTRUCTION_FIELDS:
             value = row.get(name)
@@ -241,10 +285,15 @@ def write_local(ref: HubReference, kind: str, languages: list[str], folder: Path
     """
     target = folder
     for config, langs in ref.configs(kind, languages):
-        rows = load_rows(ref, config, option, fetch_hint)
+        try:
+            rows = load_rows(ref, config, option, fetch_hint)
+        except LoadingScriptOnly as refusal:
+            if kind != "instructions":
+                raise
+            rows = instruction_file_rows(ref, config, refusal, option, fetch_hint)
         total = len(rows) if ref.limit is None else min(ref.limit, len(rows))
         if ref.limit is not None:
-            rows = rows.select(range(total))
+            rows = rows.select(range(total)) if hasattr(rows, "select") else rows[:total]
         records = (instruction_records(ref, config, rows) if kind == "instructions"
                    else parallel_records(ref, config, rows, langs))
         path = folder / local_name(config)
