@@ -109,3 +109,35 @@ def test_a_full_fine_tuning_model_loaded_in_deepspeeds_dtype_runs_where_casting_
     tensors = [*as_engine.parameters(), *(b for b in as_engine.buffers() if b.is_floating_point())]
     assert {tensor.dtype for tensor in tensors} == {torch.bfloat16}
     assert torch.isfinite(as_engine(input_ids=ids).logits).all()
+
+
+def test_a_resumed_run_steps_with_the_schedules_learning_rate_whatever_the_engine_restored(tmp_path):
+    # DeepSpeed restores its own optimizer from its checkpoint folder; whether or not that puts the learning rate
+    # back, the first resumed step must use the schedule's rate, as the uninterrupted run does
+    from afp_cli.align.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+
+    def setup():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (step + 1))
+        return model, optimizer, scheduler
+
+    model, optimizer, scheduler = setup()
+    for _ in range(3):
+        model(torch.ones(1, 3)).sum().backward()
+        optimizer.step()
+        scheduler.step()
+    expected = optimizer.param_groups[0]["lr"]
+    assert expected == pytest.approx(1 / 4)
+    engine_folder = tmp_path / "engine-shards"
+    engine_folder.mkdir()
+    (engine_folder / "shard-0.pt").write_bytes(b"weights and optimizer, as the engine wrote them")
+    checkpoint = save_checkpoint(tmp_path, model, optimizer, scheduler, TrainingState(3, {}), keep=1,
+                                 engine_state=engine_folder)
+
+    model, optimizer, scheduler = setup()
+    restored = []
+    state = load_checkpoint(checkpoint, model, optimizer, scheduler, load_engine_state=restored.append)
+    assert restored == [checkpoint / "engine"] and state.step == 3
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(expected)  # not the 1.0 it was built with

@@ -104,6 +104,10 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0, load
         _load_weights(path, model)
         optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
+    # The learning rate of the next step is the schedule's. torch's own optimizer state carries it too, but an
+    # engine that restores its optimizer itself (DeepSpeed, with or without CPU offload) need not put it back.
+    for group, rate in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+        group["lr"] = rate
     rng = saved["rng"]
     _set_rng_state((rng if isinstance(rng, list) else [rng])[rank])
     info = json.loads((path / "state.json").read_text())
