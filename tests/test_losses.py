@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from afp_cli.data.tokenize import IGNORE_INDEX
-from afp_cli.align.losses import causal_lm_loss, info_nce
+from afp_cli.align.losses import info_nce
 from afp_cli.representations import last_token_index, pool
+from afp_cli.scoring import causal_lm_loss
 
 # Two sequences of length 4, hidden size 2; row 0 has 3 real tokens, row 1 has 2.
 TOKENS = [[[1.0, 0.0], [2.0, 1.0], [3.0, 5.0]], [[4.0, 2.0], [0.0, -6.0]]]

@@ -8,7 +8,7 @@ from afp_cli.align.config import AlignConfig
 from afp_cli.data.batches import collate
 from afp_cli.data.tokenize import IGNORE_INDEX
 from afp_cli.representations import sentence_vectors
-from afp_cli.align.losses import causal_lm_loss
+from afp_cli.scoring import causal_lm_loss, retrieval_accuracy
 
 
 @torch.no_grad()
@@ -55,11 +55,3 @@ def evaluate_held_out(model, examples, config: AlignConfig, pad_token_id: int, d
                 metrics["cit_loss"] = sum(losses) / sum(weights)
     model.train(was_training)
     return metrics
-
-
-def retrieval_accuracy(sources: torch.Tensor, targets: torch.Tensor) -> float:
-    """Share of sources whose most cosine-similar target is their own translation."""
-    sources = torch.nn.functional.normalize(sources, dim=-1)
-    targets = torch.nn.functional.normalize(targets, dim=-1)
-    predicted = (sources @ targets.T).argmax(dim=-1)
-    return float((predicted == torch.arange(len(sources), device=predicted.device)).float().mean())

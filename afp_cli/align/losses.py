@@ -1,4 +1,5 @@
-"""The two AFP objectives: InfoNCE over sentence vectors (MCL) and masked causal-LM loss (CIT), and their weighted sum.
+"""The two AFP objectives: InfoNCE over sentence vectors (MCL) here, masked causal-LM loss (CIT) in
+afp_cli/scoring.py (analysis measures it too), and their weighted sum.
 
 Li et al., "Improving In-context Learning of Multilingual Generative Language Models with Cross-lingual
 Alignment" (NAACL 2024). MCL pulls the sentence vectors of a translation pair together against in-batch
@@ -11,8 +12,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from afp_cli.data.tokenize import IGNORE_INDEX
 
 
 def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float,
@@ -43,35 +42,6 @@ def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float,
         reverse = positives @ anchors.T / temperature
         loss = (loss + F.cross_entropy(reverse, targets)) / 2
     return loss
-
-
-def causal_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                   mean_over: float | None = None) -> torch.Tensor:
-    """Mean next-token cross-entropy over the target (non-masked) tokens.
-
-    The LM head runs only on positions that predict a target: with prompts masked out this skips most of the
-    ``(tokens × vocabulary)`` logits a plain forward would build (256k-vocabulary models like XGLM spend much of
-    their memory there).
-
-    Args:
-        mean_over: divide the summed cross-entropy by this instead of this batch's target count. With W processes
-            it is the global target count / W: the engine's average over processes then gives the mean over every
-            target token of the global batch, as one process would (a mean of per-process means would not).
-    """
-    from afp_cli.model import backbone
-
-    hidden = backbone(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-    shifted_labels = labels[:, 1:]
-    predicting = shifted_labels != IGNORE_INDEX
-    if not predicting.any():  # every answer truncated away: no signal, but keep the graph connected
-        return hidden.sum() * 0.0
-    logits = model.get_output_embeddings()(hidden[:, :-1][predicting])
-    softcap = getattr(model.config, "final_logit_softcapping", None)
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    if mean_over is None:
-        return F.cross_entropy(logits.float(), shifted_labels[predicting])
-    return F.cross_entropy(logits.float(), shifted_labels[predicting], reduction="sum") / mean_over
 
 
 @dataclass

@@ -34,9 +34,10 @@ from afp_cli.align.distributed import all_gather_with_grad, process_count, start
 from afp_cli.errors import AfpError
 from afp_cli.align.held_out import evaluate_held_out
 from afp_cli.representations import sentence_vectors
-from afp_cli.align.losses import LossParts, causal_lm_loss, info_nce
+from afp_cli.align.losses import LossParts, info_nce
 from afp_cli.model import add_lora, count_parameters, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
 from afp_cli.report import write_atomically
+from afp_cli.scoring import causal_lm_loss
 from afp_cli.align.run_output import (BASE_MODEL_DIR, METRICS_FILE, append_metrics, claim_output_dir, open_tensorboard,
                                 save_built_base_model, save_outputs, truncate_metrics)
 
