@@ -45,7 +45,11 @@ def _require(condition: bool, key: str, message: str) -> None:
 DEFAULT_FULL_LR = 1e-5
 DEFAULT_LORA_LR = 1e-4
 
-POOLING_PATTERN = re.compile(r"^(last|avg|max)(-(\d+))?$")
+
+def _pooling(spec: str):
+    from afp_cli.representations import parse_pooling  # here, not on top: reading a recipe must not wait for torch
+
+    return parse_pooling(spec)
 
 
 @dataclass
@@ -109,8 +113,10 @@ class MCLConfig:
     def __post_init__(self) -> None:
         _require(self.weight >= 0, "weight", "must be >= 0")
         _require(self.temperature > 0, "temperature", "must be > 0")
-        _require(POOLING_PATTERN.match(self.pooling) is not None, "pooling",
-                 f"'{self.pooling}' is not one of last, avg, max, last-N, avg-N, max-N")
+        try:
+            _pooling(self.pooling)
+        except ValueError as error:
+            raise ConfigValueError("pooling", str(error)) from None
 
     @property
     def enabled(self) -> bool:
@@ -118,13 +124,12 @@ class MCLConfig:
 
     @property
     def pooling_method(self) -> str:
-        return POOLING_PATTERN.match(self.pooling).group(1)
+        return _pooling(self.pooling).method
 
     @property
     def pooling_layer(self) -> int | None:
         """Layer index (0 = embeddings) or None for the final layer."""
-        number = POOLING_PATTERN.match(self.pooling).group(3)
-        return None if number is None else int(number)
+        return _pooling(self.pooling).layer
 
 
 @dataclass
