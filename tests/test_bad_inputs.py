@@ -37,6 +37,7 @@ def training_file(lines: list[str]) -> str:
 
 
 RECIPE = "{tmp}/recipe.yaml"
+LOSS = ["analyze", "loss", "-m", "{tmp}/model", "-o", "{tmp}/rep", "-d"]
 CASES = [
     # afp align: the recipe
     Case("align-recipe-missing", ["align", "{tmp}/nope.yaml"], {}, r"nope.yaml: recipe not found"),
@@ -123,6 +124,17 @@ CASES = [
                                    "{tmp}/rep"], {"p.tsv": ""}, r"p.tsv"),
     Case("alignment-out-of-range", ["analyze", "alignment", "-p", "{tmp}/p.jsonl", "-m", "{tmp}/model", "-l", "en,zh",
                                     "--layers", "0,99", "-o", "{tmp}/rep"], {"p.jsonl": JSONL_PAIR * 4}, r"99"),
+    Case("loss-data-missing", [*LOSS, "{tmp}/nope.jsonl"], {}, r"nope.jsonl: file not found"),
+    Case("loss-data-empty", [*LOSS, "{tmp}/d.jsonl"], {"d.jsonl": ""}, r"d.jsonl: no examples"),
+    Case("loss-data-binary", [*LOSS, "{tmp}/d.jsonl"], {"d.jsonl": BINARY}, r"d.jsonl(:\d+)?: .*(UTF-8|binary)"),
+    Case("loss-data-no-fields", [*LOSS, "{tmp}/d.jsonl"], {"d.jsonl": '{"text": "Hi."}\n'},
+         r"d.jsonl:1: field 'sent0': missing"),
+    Case("loss-data-line-without-field", [*LOSS, "{tmp}/d.jsonl"],
+         {"d.jsonl": training_file([GOOD_LINES[0], '{"sent0": "Hi.", "clm_text": "Hi. 你好", "clm_prompt_len": 4}'])},
+         r"d.jsonl:2: field 'sent1': missing"),
+    Case("loss-out-of-range", [*LOSS, "{tmp}/data.jsonl", "--pooling", "last-9"], {}, r"layer 9 is beyond the model"),
+    Case("loss-existing-output", [*LOSS, "{tmp}/data.jsonl"], {"rep/loss.md": "mine"},
+         r"loss.md already exists: pass --overwrite"),
 ]
 
 
@@ -160,5 +172,5 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, run_
 
 def test_every_command_has_rows_in_the_table():
     commands = {" ".join(arg for arg in case.args[:2] if not arg.startswith(("-", "{"))) for case in CASES}
-    assert {"align", "data translation", "data stats", "evaluate", "analyze language-rate",
-            "analyze alignment"} <= {command.replace("evaluate --bogus", "evaluate") for command in commands}
+    assert {"align", "data translation", "data stats", "evaluate", "analyze language-rate", "analyze alignment",
+            "analyze loss"} <= {command.replace("evaluate --bogus", "evaluate") for command in commands}

@@ -1,4 +1,5 @@
-"""`afp analyze`: language rate of generated answers, and representation alignment of translation pairs by layer."""
+"""`afp analyze`: language rate of generated answers, representation alignment of translation pairs by layer, and
+the CIT loss and retrieval of base and adapters on an AFP file."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from afp_cli.commands.options import (
 )
 
 app = typer.Typer(
-    help="Analyse a base model and its adapters: does it answer in the language asked for (language-rate), and "
-    "how close are translations inside it, layer by layer (alignment). "
+    help="Analyse a base model and its adapters: does it answer in the language asked for (language-rate), "
+    "how close are translations inside it, layer by layer (alignment), and what aligning did to its held-out CIT "
+    "loss and retrieval (loss). "
     "Example: afp analyze alignment --model facebook/xglm-564M --adapter runs/afp --pairs en-zh.tsv",
     no_args_is_help=True,
 )
@@ -119,3 +121,35 @@ def alignment(
     )
     run_alignment(config)
     typer.echo(f"report: {output_dir / 'alignment.md'}")
+
+
+@app.command("loss", epilog=(
+    "Example: afp analyze loss -m facebook/xglm-564M -a runs/afp -a runs/cit-only --data held_out.afp.jsonl "
+    "-o reports/loss"))
+def loss(
+    data: Annotated[Path, typer.Option("--data", "-d", help="AFP JSON lines (sent0, sent1, clm_text, clm_prompt_len; either pair of fields alone is enough), e.g. a held-out file or another language pair.", show_default=False)],
+    model: Model,
+    adapter: Adapters = None,
+    output_dir: OutputDir = Path("reports/loss"),
+    pooling: Annotated[str, typer.Option("--pooling", help="Sentence vector for retrieval, spelled as mcl.pooling in recipes: last-N / avg-N / max-N of layer N (0 = embeddings), or last / avg / max of the final layer. last-1: the official MCL pooling.")] = "last-1",
+    max_examples: Annotated[Optional[int], typer.Option("--max-examples", help="Score the first N examples (default: all).")] = None,
+    max_length: Annotated[int, typer.Option("--max-length", help="Tokens kept per sentence and per instruction text (as align's data.max_length).")] = 512,
+    batch_size: BatchSize = 8,
+    seed: Seed = 0,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    overwrite: Overwrite = False,
+    allow_other_base: AllowOtherBase = False,
+) -> None:
+    """CIT loss over the answer tokens and top-1 retrieval both ways, base and each adapter side by side."""
+    from afp_cli.analyze.loss_run import METRICS, LossConfig, run_loss
+
+    config = LossConfig(
+        model=model, data=data, output_dir=output_dir, adapters=tuple(adapter or ()), pooling=pooling,
+        max_examples=max_examples, max_length=max_length, batch_size=batch_size, seed=seed, device=device,
+        dtype=dtype, overwrite=overwrite, allow_other_base=allow_other_base,
+    )
+    for row in run_loss(config):
+        parts = [f"{name.rstrip(' ↑↓')} {row[key]:.4f}" for key, name, _ in METRICS if key in row]
+        typer.echo(f"{row['model']}: {' · '.join(parts)}")
+    typer.echo(f"report: {output_dir / 'loss.md'}")
