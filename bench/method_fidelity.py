@@ -6,7 +6,7 @@ CIT only, MCL + CIT — with the same data, steps and seed, and measured on held
   retrieval  `afp analyze alignment`: top-1 retrieval en→zh / zh→en at layer 1 (MCL's pooling layer) and the last
   chrF++/BLEU `afp evaluate --tasks afp_flores` on a FLORES-layout folder built from the held-out pairs, 0/1-shot
   language    `afp analyze language-rate --generations` on lm-eval's samples of that evaluation
-  CIT loss   held-out translation loss (afp's own held-out evaluation, `afp_cli.align.held_out`, on held-out pairs)
+  CIT loss   `afp analyze loss`: held-out translation loss over the answer tokens of the held-out pairs' AFP file
 Every seed repeats the alignment runs; a difference smaller than the spread over seeds is called noise.
 
 `--study lora` (issue #16) runs MCL only and MCL + CIT under each LoRA target preset × pooling layer instead.
@@ -155,6 +155,8 @@ train:
 
 def prepare(args, scale: Scale, recorder: Recorder) -> dict:
     """Parts, pre-trained base model, training file, held-out files: shared by every seed."""
+    from afp_cli.align.config import load_config
+
     data_dir = args.out / "data"
     parts = split_parts(read_pairs(args.parallel), scale.sizes)
     base = pretrain(parts.pretraining_texts(), scale.pretrain, args.cache_dir, log=say)
@@ -167,7 +169,8 @@ def prepare(args, scale: Scale, recorder: Recorder) -> dict:
                      "--change-prob", "0.5", "--repeat", "1", "--seed", "0", "--output", target, "--overwrite")
     recipe = write_recipe(args.out / "recipe.yaml", base, train_file, scale.align_steps)
     return {"base": base, "recipe": recipe, "data_dir": data_dir, "held_out_tsv": held_out_tsv,
-            "held_out_file": held_out_file, "layers": scale.pretrain.num_hidden_layers}
+            "held_out_file": held_out_file, "layers": scale.pretrain.num_hidden_layers,
+            "max_length": load_config(recipe).data.max_length}
 
 
 def run_seed(seed: int, specs: list[RunSpec], shared: dict, scale: Scale, recorder: Recorder, out: Path,
@@ -200,47 +203,17 @@ def run_seed(seed: int, specs: list[RunSpec], shared: dict, scale: Scale, record
         samples = sorted((folder / "eval" / "raw").glob("*/*shot/samples_*.jsonl"))
         recorder.afp("analyze", "language-rate", *[item for path in samples for item in ("--generations", path)],
                      "--output-dir", folder / "rate", "--overwrite")
-    losses = held_out_losses(shared, adapters)
-    return collect_rows(seed, folder, [None, *specs], labels, last, losses, generation)
-
-
-def held_out_losses(shared: dict, adapters: list[Path]) -> dict[str, dict]:
-    """Held-out CIT loss and sent0→sent1 retrieval at each run's pooling, with afp's own held-out evaluation.
-
-    No afp command reports a loss on a file other than the run's training file, so this calls the function
-    `afp align` uses for its held-out slice (afp_cli.align.held_out.evaluate_held_out), on the held-out pairs.
-    """
-    import contextlib
-
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from afp_cli.align.config import load_config
-    from afp_cli.data.batches import tokenize_examples
-    from afp_cli.data.training_records import read_training_file
-    from afp_cli.align.held_out import evaluate_held_out
-
-    torch.set_num_threads(1)
-    tokenizer = AutoTokenizer.from_pretrained(shared["base"])
-    examples = read_training_file(shared["held_out_file"], need_pairs=True, need_instructions=True)
-    results = {}
-    for label, run_dir in [("base", None), *[(path.name, path) for path in adapters]]:
-        recipe = (run_dir / "recipe.yaml") if run_dir else shared["recipe"]
-        config = load_config(recipe, ["mcl.weight=1.0", "cit.weight=1.5"])  # measure both, whatever was trained
-        tokenized, _ = tokenize_examples(examples, tokenizer, config.data.max_length, True, True,
-                                         config.cit.learn_prompt, config.cit.append_eos)
-        model = AutoModelForCausalLM.from_pretrained(shared["base"])
-        if run_dir is not None:
-            model = PeftModel.from_pretrained(model, run_dir)
-        results[label] = evaluate_held_out(model, tokenized, config, tokenizer.pad_token_id, "cpu",
-                                           contextlib.nullcontext)
-    return results
+    # the same tokenisation as training: the recipe's data.max_length
+    recorder.afp("analyze", "loss", "--model", shared["base"], *adapter_args, "--data", shared["held_out_file"],
+                 "--max-length", shared["max_length"], "--seed", seed, "--device", "cpu", "--output-dir",
+                 folder / "loss", "--overwrite")
+    return collect_rows(seed, folder, [None, *specs], labels, last, generation)
 
 
 def collect_rows(seed: int, folder: Path, specs: list[RunSpec | None], labels: list[str], last: int,
-                 losses: dict[str, dict], generation: bool) -> list[dict]:
+                 generation: bool) -> list[dict]:
     alignment = json.loads((folder / "alignment" / "alignment.json").read_text())["rows"]
+    losses = {row["model"]: row for row in json.loads((folder / "loss" / "loss.json").read_text())["rows"]}
     rows = []
     for spec, label in zip(specs, labels):
         row = {"variant": spec.variant if spec else "base", "seed": seed, "model": label,
