@@ -18,6 +18,7 @@ import yaml
 
 from afp_cli.errors import AfpError
 from afp_cli.lora_targets import TARGET_PRESETS
+from afp_cli.pooling_spec import parse_pooling
 from afp_cli.text_files import read_text
 
 
@@ -44,12 +45,6 @@ def _require(condition: bool, key: str, message: str) -> None:
 # usual LoRA range (the low-rank update starts at zero and needs larger steps to move as far).
 DEFAULT_FULL_LR = 1e-5
 DEFAULT_LORA_LR = 1e-4
-
-
-def _pooling(spec: str):
-    from afp_cli.representations import parse_pooling  # here, not on top: reading a recipe must not wait for torch
-
-    return parse_pooling(spec)
 
 
 @dataclass
@@ -114,7 +109,7 @@ class MCLConfig:
         _require(self.weight >= 0, "weight", "must be >= 0")
         _require(self.temperature > 0, "temperature", "must be > 0")
         try:
-            _pooling(self.pooling)
+            parse_pooling(self.pooling)
         except ValueError as error:
             raise ConfigValueError("pooling", str(error)) from None
 
@@ -124,12 +119,12 @@ class MCLConfig:
 
     @property
     def pooling_method(self) -> str:
-        return _pooling(self.pooling).method
+        return parse_pooling(self.pooling).method
 
     @property
     def pooling_layer(self) -> int | None:
         """Layer index (0 = embeddings) or None for the final layer."""
-        return _pooling(self.pooling).layer
+        return parse_pooling(self.pooling).layer
 
 
 @dataclass

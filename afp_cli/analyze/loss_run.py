@@ -26,7 +26,7 @@ from afp_cli.analyze.output import check_writable, progress, report_paths, write
 from afp_cli.data.training_records import CIT_KEYS, TrainingExample, read_training_file
 from afp_cli.errors import AfpError, located, warn
 from afp_cli.report import markdown_table
-from afp_cli.representations import Pooling, parse_pooling
+from afp_cli.pooling_spec import Pooling, parse_pooling
 
 REPORT_STEM = "loss"
 
