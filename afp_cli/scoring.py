@@ -6,6 +6,8 @@ Ground floor: training (afp_cli/align, which optimises the loss and watches both
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 import torch.nn.functional as F
 
@@ -47,3 +49,62 @@ def retrieval_accuracy(sources: torch.Tensor, targets: torch.Tensor) -> float:
     targets = torch.nn.functional.normalize(targets, dim=-1)
     predicted = (sources @ targets.T).argmax(dim=-1)
     return float((predicted == torch.arange(len(sources), device=predicted.device)).float().mean())
+
+
+def answer_tokens(labels: torch.Tensor | None) -> int:
+    """Tokens the CIT loss averages over: answer tokens that a previous token predicts (labels shifted by one)."""
+    return 0 if labels is None else int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+@torch.no_grad()
+def score_batches(model, batches: Iterable, pooling_layer: int | None, pooling_method: str, device, autocast,
+                  through: Callable | None = None, advance: Callable[[int], object] = lambda count: None
+                  ) -> dict[str, float]:
+    """CIT loss over every answer token of ``batches`` and top-1 retrieval both ways over all their pairs, dropout off.
+
+    What `afp align` reports on its held-out slice and `afp analyze loss` on a file: one loop, so the two agree.
+    ``cit_loss`` is each batch's mean weighted by its answer tokens (the mean over all of them, whatever the batch
+    size; a batch whose answers were all truncated away adds nothing), ``answer_tokens`` their count;
+    ``retrieval_top1`` is sent0 → sent1, ``retrieval_top1_reverse`` sent1 → sent0. A key is absent when the
+    batches carry no instruction texts (or no answer token is left), or no pairs.
+
+    Args:
+        autocast: a context manager factory (bf16 on CUDA, a null context elsewhere).
+        through: the engine's wrapped entry (``through(compute, *args)`` runs ``compute(model, *args)``), so that
+            FSDP or DeepSpeed gather the weights for the passes; every process must then call this alike.
+    """
+    from afp_cli.representations import sentence_vectors
+
+    if through is None:
+        def through(compute, *args):
+            return compute(model, *args)
+
+    was_training = model.training
+    model.eval()
+    loss_sum, loss_tokens = 0.0, 0
+    sources, targets = [], []
+    with autocast():
+        for batch in batches:
+            batch = batch.to(device)
+            tokens = answer_tokens(batch.instruction_labels)
+            if tokens:
+                loss = through(causal_lm_loss, batch.instruction_ids, batch.instruction_mask, batch.instruction_labels)
+                loss_sum += float(loss) * tokens
+                loss_tokens += tokens
+            if batch.sentence_ids is not None:
+                vectors = through(sentence_vectors, batch.sentence_ids, batch.sentence_mask, pooling_layer,
+                                  pooling_method).float()
+                columns = vectors.chunk(batch.sentences_per_example)
+                sources.append(columns[0])
+                targets.append(columns[1])
+            advance(1)
+    model.train(was_training)
+    scores: dict[str, float] = {}
+    if loss_tokens:
+        scores["cit_loss"] = loss_sum / loss_tokens
+        scores["answer_tokens"] = loss_tokens
+    if sources:
+        all_sources, all_targets = torch.cat(sources), torch.cat(targets)
+        scores["retrieval_top1"] = retrieval_accuracy(all_sources, all_targets)
+        scores["retrieval_top1_reverse"] = retrieval_accuracy(all_targets, all_sources)
+    return scores

@@ -140,6 +140,30 @@ def test_an_aligned_adapter_differs_from_the_base_and_the_base_row_is_the_plain_
     assert markdown.index("| base |") < markdown.index("| run |")
 
 
+def test_afp_align_held_out_numbers_are_what_afp_analyze_loss_gives_on_the_held_out_lines(tmp_path, tiny_model_dir):
+    # one scoring loop (afp_cli/scoring.py) for training's held-out slice and for analysis: the same numbers
+    from afp_cli.align.config import load_config
+    from afp_cli.align.train import align
+    from afp_cli.analyze.loss_run import run_loss
+    from afp_cli.data.batches import split_held_out
+
+    model_dir = tiny_model_dir("llama")
+    lines = DEMO_LINES[:20]
+    recipe = write_recipe(tmp_path, afp_file(tmp_path, lines, "train.jsonl"), data={"held_out": 6},
+                          model={"name_or_path": str(model_dir), "architecture": None}, train={"max_steps": 2})
+    config = load_config(recipe)
+    result = align(config, console=quiet())
+    _, held_out = split_held_out(len(lines), config.data.held_out, config.train.seed)
+    data = afp_file(tmp_path, [lines[index] for index in held_out])
+    base, aligned = run_loss(LossConfig(model=str(model_dir), data=data, output_dir=tmp_path / "loss", batch_size=5,
+                                        adapters=(str(tmp_path / "run"),), pooling=config.mcl.pooling,
+                                        max_length=config.data.max_length, device="cpu"))
+    for key in ("cit_loss", "retrieval_top1"):
+        assert base[key] == pytest.approx(result.held_out_before[key], abs=1e-5)
+        assert aligned[key] == pytest.approx(result.held_out_after[key], abs=1e-5)
+    assert abs(aligned["cit_loss"] - base["cit_loss"]) > 1e-3
+
+
 @pytest.mark.parametrize(("keys", "present", "absent"), [
     (("sent0", "sent1"), {"retrieval_top1", "retrieval_top1_reverse"}, {"cit_loss", "perplexity"}),
     (("clm_text", "clm_prompt_len"), {"cit_loss", "perplexity"}, {"retrieval_top1", "retrieval_top1_reverse"}),

@@ -127,6 +127,7 @@ def run_loss(config: LossConfig) -> list[dict[str, Any]]:
     from afp_cli.analyze.alignment_run import model_config
     from afp_cli.analyze.variants import load_variants
     from afp_cli.data.batches import collate, tokenize_examples
+    from afp_cli.scoring import answer_tokens
 
     paths = report_paths(config.output_dir, REPORT_STEM, ())
     check_writable(paths, config.overwrite)
@@ -145,7 +146,8 @@ def run_loss(config: LossConfig) -> list[dict[str, Any]]:
         for label, model in loaded.variants():
             rows.append({"model": label, **score_model(model, batches, pooling, advance)})
     add_changes(rows)
-    summary = {"examples": len(contents.examples), "answer_tokens": sum(map(_answer_tokens, batches)),
+    summary = {"examples": len(contents.examples),
+               "answer_tokens": sum(answer_tokens(batch.instruction_labels) for batch in batches),
                "truncated_sentences": counts.truncated_sentences,
                "truncated_instructions": counts.truncated_instructions}
     payload = {"config": _config_summary(config), **summary, "rows": rows}
@@ -153,58 +155,22 @@ def run_loss(config: LossConfig) -> list[dict[str, Any]]:
     return rows
 
 
-def _answer_tokens(batch) -> int:
-    """Tokens the CIT loss averages over: answer tokens that a previous token predicts (labels shifted by one)."""
-    from afp_cli.data.tokenize import IGNORE_INDEX
-
-    if batch.instruction_labels is None:
-        return 0
-    return int((batch.instruction_labels[:, 1:] != IGNORE_INDEX).sum())
-
-
 def score_model(model, batches, pooling: Pooling, advance=lambda count: None) -> dict[str, float]:
     """CIT loss and perplexity (when the batches carry instruction texts), retrieval both ways (when they carry
     pairs), with dropout off, no gradients, and bf16 autocast on CUDA only (as `afp align` evaluates)."""
     import torch
 
-    from afp_cli.representations import sentence_vectors
-    from afp_cli.scoring import causal_lm_loss, retrieval_accuracy
+    from afp_cli.scoring import score_batches
 
-    was_training = model.training
-    model.eval()
     device = model.device
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
-    loss_sum, loss_tokens = 0.0, 0
-    sources, targets = [], []
-    with torch.no_grad(), autocast:
-        for batch in batches:
-            batch = batch.to(device)
-            if batch.instruction_ids is not None:
-                tokens = _answer_tokens(batch)
-                if tokens:  # a batch whose answers were all truncated away adds nothing (its "loss" is 0)
-                    loss = causal_lm_loss(model, batch.instruction_ids, batch.instruction_mask,
-                                          batch.instruction_labels)
-                    loss_sum += float(loss) * tokens
-                    loss_tokens += tokens
-            if batch.sentence_ids is not None:
-                vectors = sentence_vectors(model, batch.sentence_ids, batch.sentence_mask, pooling.layer,
-                                           pooling.method).float()
-                first, second = vectors.chunk(batch.sentences_per_example)
-                sources.append(first)
-                targets.append(second)
-            advance(1)
-    model.train(was_training)
-    scores: dict[str, float] = {}
+    autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda"
+                else contextlib.nullcontext)
+    scores = score_batches(model, batches, pooling.layer, pooling.method, device, autocast, advance=advance)
+    scores.pop("answer_tokens", None)
     if batches[0].instruction_ids is not None:
-        if not loss_tokens:
+        if "cit_loss" not in scores:
             raise AfpError("every answer was truncated away: raise --max-length")
-        scores["cit_loss"] = loss_sum / loss_tokens
-        scores["perplexity"] = math.exp(scores["cit_loss"])
-    if sources:
-        sources_all, targets_all = torch.cat(sources), torch.cat(targets)
-        scores["retrieval_top1"] = retrieval_accuracy(sources_all, targets_all)
-        scores["retrieval_top1_reverse"] = retrieval_accuracy(targets_all, sources_all)
+        scores = {"cit_loss": scores["cit_loss"], "perplexity": math.exp(scores["cit_loss"]), **scores}
     return scores
 
 
