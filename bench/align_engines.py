@@ -1,7 +1,7 @@
 """`afp align` under each engine on one GPU: plain, FSDP and DeepSpeed ZeRO-2, LoRA and full fine-tuning.
 
 The engines are the accelerate configs shipped in recipes/accelerate/, launched as users launch them
-(``accelerate launch --config_file … -m afp_cli align``, here with ``--num_processes 1``), on one small random
+(``accelerate launch --config_file … -m afp_cli align``, ``--num_processes`` set by ``--processes``), on one small random
 model (xglm architecture) and the shipped Tatoeba sample. For each run it reports:
 
 - whether the run finished, its tokens/s and peak GPU memory (metrics.jsonl), held-out retrieval and CIT loss;
@@ -17,6 +17,7 @@ table goes on).
 
   python bench/align_engines.py                       # CUDA GPU; the DeepSpeed rows need `pip install deepspeed`
   python bench/align_engines.py --rows plain-lora fsdp-lora
+  python bench/align_engines.py --processes 8             # sharded engines on 8 GPUs (global batch 16 = 8 × 2)
 """
 
 from __future__ import annotations
@@ -75,10 +76,12 @@ def write_recipe(folder: Path, args, full: bool) -> Path:
     return path
 
 
-def launch(row: Row, recipe: Path, output_dir: Path, extra: list[str], log: Path) -> tuple[bool, float]:
+def launch(row: Row, recipe: Path, output_dir: Path, extra: list[str], log: Path, processes: int = 1
+           ) -> tuple[bool, float]:
     engine = ENGINES[row.engine]
     launcher = [sys.executable] if engine is None else [
-        sys.executable, "-m", "accelerate.commands.launch", *engine, "--num_processes", "1", "--num_machines", "1"]
+        sys.executable, "-m", "accelerate.commands.launch", *engine, "--num_processes", str(processes),
+        "--num_machines", "1"]
     command = [*launcher, "-m", "afp_cli", "align", str(recipe), f"output_dir={output_dir}", *extra]
     started = time.perf_counter()
     with log.open("a") as sink:
@@ -151,6 +154,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", nargs="+", choices=[row.name for row in ROWS], default=[row.name for row in ROWS])
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--processes", type=int, default=1, help="processes (GPUs) per sharded engine; the plain "
+                        "rows run one process on the same global batch, so the rows stay comparable")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--device", default="cuda", help="cuda; cpu runs only the plain rows (a check of this script)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-engines"), help="run folders and logs")
@@ -164,14 +169,15 @@ def main() -> None:
         sys.exit("align_engines needs a CUDA GPU (FSDP and DeepSpeed run on GPUs only)")
     where = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(f"# {where}, torch {torch.__version__}; xglm d_model 256 × 6 layers (random), "
-          f"batch {args.batch}, {args.steps} steps, 1 process per engine")
+          f"global batch {args.batch}, {args.steps} steps, {args.processes} process(es) per sharded engine")
     args.out.mkdir(parents=True, exist_ok=True)
     recipes = {full: write_recipe(args.out, args, full) for full in (False, True)}
     references: dict[bool, tuple] = {}  # mode (full?) → (plain run's folder, probe ids, its logits)
     print(HEADER, flush=True)
     for row in (row for row in ROWS if row.name in args.rows):
         output_dir, log = args.out / row.name, args.out / f"{row.name}.log"
-        ok, seconds = launch(row, recipes[row.full], output_dir, ["--overwrite"], log)
+        processes = 1 if row.engine == "plain" else args.processes
+        ok, seconds = launch(row, recipes[row.full], output_dir, ["--overwrite"], log, processes)
         result = {"ok": ok, "seconds": seconds}
         if ok:
             result.update(metrics_of(output_dir))
@@ -187,8 +193,9 @@ def main() -> None:
                 result["logits_delta"] = float((got - expected).abs().max())
             if row.resume:
                 halfway = args.out / f"{row.name}-resumed"
-                ok_stop, _ = launch(row, recipes[row.full], halfway, ["--overwrite", f"--stop-after={args.steps // 2}"], log)
-                ok_resume = ok_stop and launch(row, recipes[row.full], halfway, ["--resume"], log)[0]
+                ok_stop, _ = launch(row, recipes[row.full], halfway,
+                                    ["--overwrite", f"--stop-after={args.steps // 2}"], log, processes)
+                ok_resume = ok_stop and launch(row, recipes[row.full], halfway, ["--resume"], log, processes)[0]
                 result["resume_delta"] = (max_difference(saved_weights(output_dir), saved_weights(halfway))
                                           if ok_resume else "failed")
         print_row(row.name, result)
