@@ -142,10 +142,10 @@ class AcceleratedProcesses:
     def _deepspeed_weights_dtype(self) -> torch.dtype | None:
         """The dtype DeepSpeed's bf16/fp16 mode gives the model's weights (it keeps fp32 masters in the optimizer).
 
-        DeepSpeed casts the parameters but (since 0.18) not the buffers, and disables torch autocast inside its
-        engine: an fp32 buffer that enters the activations (XGLM's sinusoidal positions) then meets bf16 weights
-        and the forward fails. Loading the model in that dtype casts buffers too, as DeepSpeed's
-        ``module.bfloat16()`` did when the official runs were made, and as afp's LoRA runs on CUDA always load.
+        DeepSpeed (0.19.8, the version run) casts the parameters but not the buffers, and disables torch autocast
+        inside its engine: an fp32 buffer that enters the activations (XGLM's sinusoidal positions) then meets bf16
+        weights and the forward fails. Loading the model in that dtype casts buffers too, as the blanket
+        ``module.bfloat16()`` of earlier DeepSpeed versions did, and as afp's LoRA runs on CUDA always load.
         """
         plugin = self.accelerator.state.deepspeed_plugin
         if plugin is None:
