@@ -64,7 +64,7 @@ def score_batches(model, batches: Iterable, pooling_layer: int | None, pooling_m
 
     What `afp align` reports on its held-out slice and `afp analyze loss` on a file: one loop, so the two agree.
     ``cit_loss`` is each batch's mean weighted by its answer tokens (the mean over all of them, whatever the batch
-    size; a batch whose answers were all truncated away adds nothing), ``answer_tokens`` their count;
+    size; a batch whose answers were all truncated away adds nothing);
     ``retrieval_top1`` is sent0 → sent1, ``retrieval_top1_reverse`` sent1 → sent0. A key is absent when the
     batches carry no instruction texts (or no answer token is left), or no pairs.
 
@@ -102,7 +102,6 @@ def score_batches(model, batches: Iterable, pooling_layer: int | None, pooling_m
     scores: dict[str, float] = {}
     if loss_tokens:
         scores["cit_loss"] = loss_sum / loss_tokens
-        scores["answer_tokens"] = loss_tokens
     if sources:
         all_sources, all_targets = torch.cat(sources), torch.cat(targets)
         scores["retrieval_top1"] = retrieval_accuracy(all_sources, all_targets)

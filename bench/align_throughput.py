@@ -201,8 +201,8 @@ def main() -> None:
         return
 
     results = {}
-    passed_on = [f"--{key}={value}" for key, value in vars(args).items()
-                 if key not in {"mode", "modes", "full"} and value is not None and value is not False] + (["--full"] if args.full else [])
+    passed_on = [f"--{key}" if value is True else f"--{key}={value}" for key, value in vars(args).items()
+                 if key not in {"mode", "modes"} and value is not None and value is not False]
     for mode in args.modes:
         command = [sys.executable, __file__, "--mode", mode] + passed_on
         finished = subprocess.run(command, check=True, capture_output=True, text=True)

@@ -166,7 +166,6 @@ def score_model(model, batches, pooling: Pooling, advance=lambda count: None) ->
     autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda"
                 else contextlib.nullcontext)
     scores = score_batches(model, batches, pooling.layer, pooling.method, device, autocast, advance=advance)
-    scores.pop("answer_tokens", None)
     if batches[0].instruction_ids is not None:
         if "cit_loss" not in scores:
             raise AfpError("every answer was truncated away: raise --max-length")
