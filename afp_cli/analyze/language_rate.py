@@ -12,7 +12,6 @@ answer was in the target language. The same cut applies to fresh and to existing
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -24,9 +23,9 @@ from afp_cli.text_files import require_utf8
 from afp_cli.data.readers import iter_json_objects
 from afp_cli.errors import AfpError, located
 from afp_cli.languages import get_language
+from afp_cli.statistics import wilson_interval
 
 CATEGORIES: tuple[str, ...] = ("target", "source", "other", "undetermined")
-WILSON_Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 # Where an answer ends: the first newline, the stop sequence of afp's FLORES and summarization tasks.
 DEFAULT_STOPS: tuple[str, ...] = ("\n",)
 NO_STOP = "none"
@@ -80,20 +79,6 @@ class RateRow:
     cut: int  # answers that ran on past a stop sequence (the rest was not scored)
     delta_vs_base: float | None = None  # rate − the base model's rate for the same direction and shots
     examples: list[dict[str, Any]] = field(default_factory=list)
-
-
-def wilson_interval(successes: int, trials: int, z: float = WILSON_Z_95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (well-behaved at 0 %, 100 % and small n)."""
-    if trials <= 0:
-        raise ValueError("the Wilson interval needs at least one trial")
-    share = successes / trials
-    denominator = 1 + z * z / trials
-    center = (share + z * z / (2 * trials)) / denominator
-    half_width = z * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials)) / denominator
-    # At 0 % and 100 % the bound is exactly the share; rounding would otherwise leave it a hair inside.
-    low = 0.0 if successes == 0 else max(0.0, center - half_width)
-    high = 1.0 if successes == trials else min(1.0, center + half_width)
-    return low, high
 
 
 def categorize(detected: str, target: str, source: str | None) -> str:

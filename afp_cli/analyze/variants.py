@@ -9,16 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from afp_cli.adapter_base import check_adapter_base
+from afp_cli.labels import BASE_LABEL, adapter_labels
 from afp_cli.model import load_adapters, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
-
-BASE_LABEL = "base"
-
-
-def adapter_labels(adapter_dirs: Sequence[str | Path]) -> list[str]:
-    """Report labels for adapters: the folder name, made unique with its position when two share a name."""
-    names = [Path(adapter).resolve().name or str(adapter) for adapter in adapter_dirs]
-    return [name if names.count(name) == 1 else f"{name}#{index}" for index, name in enumerate(names)]
-
 
 @dataclass
 class ModelVariants:

@@ -25,8 +25,10 @@ Offline, with local data in the ../shared/data layout (pawsx/zh_test.tsv, pawsx/
 k-shot runs put one fixed set of demonstrations, drawn with --seed as the official AFP evaluation draws it,
 before every item (--demonstrations per-item: lm-eval's sampling). Without --num-fewshot each task runs with
 its own shot count (afp_cls: one-shot). Writes OUTPUT_DIR/comparison.md and comparison.json (metric per task x
-model x shots, delta to the base, stderr; mean and spread over several seeds) and OUTPUT_DIR/raw/<model>/<k>shot/
-(lm-eval's results.json and samples_<task>.jsonl; one seed<N>/ folder per seed when there are several).
+model x shots, delta to the base with a 95 % interval and the p-value of a paired test on the same documents:
+exact McNemar for accuracy, a paired bootstrap for BLEU, chrF++, ROUGE; Holm-adjusted; stderr; mean and spread
+over several seeds) and OUTPUT_DIR/raw/<model>/<k>shot/ (lm-eval's results.json and samples_<task>.jsonl; one
+seed<N>/ folder per seed when there are several).
 """
 
 
@@ -71,6 +73,9 @@ def evaluate(
     seed: Annotated[str, typer.Option("--seed", help="Seed of the demonstrations and of torch/numpy, the same for "
                                       "every model; 0 is the released official config's. Several (0,1,2): mean "
                                       "and spread per task.")] = "0",
+    bootstrap: Annotated[int, typer.Option(
+        "--bootstrap", min=0, help="Paired-bootstrap resamples for the delta's interval and p-value of metrics other "
+        "than accuracy (BLEU, chrF++, ROUGE, ...); 0: no bootstrap (accuracy keeps its exact McNemar test).")] = 1000,
     overwrite: Overwrite = False,
     allow_other_base: AllowOtherBase = False,
 ) -> None:
@@ -83,6 +88,7 @@ def evaluate(
         include_path=None if include_path is None else str(include_path), demo_lang=demo_lang, limit=limit,
         batch_size=batch_size, device=device, dtype=dtype, backend=backend, model_args=model_args,
         seed=_integers(seed, "--seed"), overwrite=overwrite, demonstrations=demonstrations, allow_other_base=allow_other_base,
+        bootstrap=bootstrap,
     )
     markdown, _ = run_evaluation(config)
     typer.echo(markdown.read_text(encoding="utf-8"))

@@ -8,7 +8,7 @@ and a fix (a capped generation length) applies to exactly the task that needs it
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lm_eval.api.samplers import ContextSampler
@@ -54,6 +54,17 @@ def per_item_demonstrations(task: Any) -> None:
     """lm-eval's own sampling: new demonstrations for every test item (``--demonstrations per-item``)."""
     if hasattr(task, "sampler") and type(task.sampler).__name__ == "FixedDemonstrations":
         task.sampler = ContextSampler(list(task.fewshot_docs()), rnd=None)
+
+
+@dataclass
+class Aggregations:
+    """Record every loaded task's aggregation functions (``{metric: function}``, lm-eval's ``task.aggregation()``),
+    so that the paired bootstrap of the comparison recomputes each metric exactly as lm-eval aggregated it."""
+
+    by_task: dict[str, dict[str, Callable]] = field(default_factory=dict)
+
+    def __call__(self, task: Any) -> None:
+        self.by_task[task.task_name] = dict(task.aggregation())
 
 
 @dataclass

@@ -5,6 +5,8 @@ then each adapter is switched on in turn (peft ``set_adapter``), and the loaded 
 Other backends (``vllm``, ...) get lm-eval's own model arguments and load what they need themselves; an adapter
 with LoRA on the input embeddings is merged into a copy of the base for vLLM, which cannot serve it.
 Several seeds (``seed=[0, 1, 2]``) run every task once per seed; the comparison shows their mean and spread.
+Every adapter row gets a paired test against the base on the same documents (significance.py), from the
+per-document results lm-eval returns with its samples.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from typing import Any
 
 from afp_cli.errors import AfpError
 from afp_cli.evaluation import tasks as task_lookup
-from afp_cli.evaluation.comparison import add_deltas, over_seeds, result_rows, write_comparison
+from afp_cli.evaluation.comparison import add_deltas, over_seeds, result_rows, shots_run, write_comparison
+from afp_cli.evaluation.significance import PairedTests, collect_items
+from afp_cli.labels import model_labels
 from afp_cli.report import refuse_existing, write_atomically, write_json
+from afp_cli.statistics import DEFAULT_RESAMPLES
 
 
 @dataclass
@@ -42,6 +47,7 @@ class EvaluateConfig:
     overwrite: bool = False
     demonstrations: str = "fixed"  # fixed: one k-shot set per seed (official); per-item: lm-eval's sampling
     allow_other_base: bool = False  # load adapters on a base other than the one they were trained on
+    bootstrap: int = DEFAULT_RESAMPLES  # paired-bootstrap resamples for non-accuracy metrics; 0: no bootstrap
 
     def __post_init__(self) -> None:
         from afp_cli.evaluation.run_tasks import DEMONSTRATION_MODES
@@ -58,6 +64,8 @@ class EvaluateConfig:
             raise AfpError(f"--batch-size: a positive integer or 'auto' expected, got '{self.batch_size}'")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise AfpError(f"{self.data_dir}: --data-dir is not a folder")
+        if self.bootstrap < 0:
+            raise AfpError(f"--bootstrap: a number of resamples (0 or more) expected, got {self.bootstrap}")
         if self.demonstrations not in DEMONSTRATION_MODES:
             raise AfpError(f"--demonstrations: one of {', '.join(DEMONSTRATION_MODES)} expected, "
                            f"got '{self.demonstrations}'")
@@ -65,12 +73,6 @@ class EvaluateConfig:
     @property
     def seeds(self) -> list[int]:
         return list(self.seed) if isinstance(self.seed, (list, tuple)) else [self.seed]
-
-
-def model_labels(adapters: list[str]) -> list[str]:
-    """``base`` then each adapter's folder name (made unique with its position when two share a name)."""
-    names = [Path(adapter).resolve().name for adapter in adapters]
-    return ["base"] + [name if names.count(name) == 1 else f"{name}-{i}" for i, name in enumerate(names)]
 
 
 def _check_adapters(config: EvaluateConfig) -> None:
@@ -198,13 +200,13 @@ def run_evaluation(config: EvaluateConfig) -> tuple[Path, Path]:
     """
     import lm_eval
 
-    from afp_cli.evaluation.run_tasks import ContextLimits, per_item_demonstrations
+    from afp_cli.evaluation.run_tasks import Aggregations, ContextLimits, per_item_demonstrations
 
     include_path = task_lookup.resolve_include_path(config.include_path)
     manager = task_lookup.build_task_manager(include_path, config.tasks, config.data_dir)
     task_lookup.check_task_names(manager, config.tasks)
     names = task_lookup.with_demo_language(manager, config.tasks, config.demo_lang)
-    task_lookup.check_local_data(manager, names, config.data_dir)
+    task_lookup.check_local_data(manager, names, config.data_dir, config.num_fewshot)
     _check_adapters(config)
     output_dir = Path(config.output_dir)
     refuse_existing([output_dir / "comparison.md", output_dir / "comparison.json"], config.overwrite)
@@ -213,10 +215,12 @@ def run_evaluation(config: EvaluateConfig) -> tuple[Path, Path]:
     shot_counts: list[int | None] = list(config.num_fewshot) if config.num_fewshot is not None else [None]
     seeds = config.seeds
     rows: list[dict[str, Any]] = []
+    items: dict[tuple[str, int], dict] = {}  # (model, seed) -> per-document values (significance.collect_items)
+    aggregations = Aggregations()
     with _progress() as progress, _without_lm_eval_bars():
         job = progress.add_task("evaluating", total=(1 + len(config.adapters)) * len(shot_counts) * len(seeds))
         for label, lm in models:
-            manager.hooks = [ContextLimits(lm, config.limit)]
+            manager.hooks = [ContextLimits(lm, config.limit), aggregations]
             if config.demonstrations == "per-item":
                 manager.hooks.append(per_item_demonstrations)
             for shots in shot_counts:
@@ -231,9 +235,13 @@ def run_evaluation(config: EvaluateConfig) -> tuple[Path, Path]:
                     if results is None:  # lm-eval returns None on non-zero ranks of a distributed run
                         continue
                     rows.extend(result_rows(label, shots, results, seed))
+                    items.setdefault((label, seed), {}).update(
+                        collect_items(results, lambda task: shots_run(task, results, shots)))
                     folder = output_dir / "raw" / label / _shots_folder(shots, results)
                     _save_raw(folder / f"seed{seed}" if len(seeds) > 1 else folder, results)
                     progress.advance(job)
     run = {**asdict(config), "tasks_run": names, "models": model_labels(config.adapters)}
-    per_seed = rows if len(seeds) > 1 else None
-    return write_comparison(output_dir, add_deltas(over_seeds(rows)), run, per_seed)
+    values = {(row["task"], row["shots"], row["metric"], row["model"], row["seed"]): row["value"] for row in rows}
+    tests = PairedTests(items, aggregations.by_task, values, resamples=config.bootstrap, seed=seeds[0])
+    per_seed = tests.annotate(add_deltas(rows, by_seed=True), per_seed=True) if len(seeds) > 1 else None
+    return write_comparison(output_dir, tests.annotate(add_deltas(over_seeds(rows))), run, per_seed)

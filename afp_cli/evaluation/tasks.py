@@ -84,19 +84,30 @@ def leaf_tasks(manager, names: list[str]) -> list[str]:
     return leaves
 
 
-def _specs(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """The data specs of an afp task (one per split, two for parallel text); none for other tasks."""
-    specs = []
-    for spec in ((config.get("dataset_kwargs") or {}).get("splits") or {}).values():
-        specs.extend([spec["source"], spec["target"]] if "source" in spec else [spec])
-    return specs
+def _split_specs(config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The data specs of an afp task per split (two for parallel text); none for other tasks."""
+    splits = (config.get("dataset_kwargs") or {}).get("splits") or {}
+    return {name: [spec["source"], spec["target"]] if "source" in spec else [spec] for name, spec in splits.items()}
 
 
-def check_local_data(manager, names: list[str], data_dir: str | Path | None) -> None:
-    """Every afp task to run finds its local files under ``data_dir`` (lm-eval's built-ins use the hub)."""
+def needs_demonstrations(config: dict[str, Any], shots: list[int] | None) -> bool:
+    """Whether a run reads the task's demonstration split: some requested k > 0, or without ``--num-fewshot`` the
+    task's own ``num_fewshot`` > 0 (afp_cls: one-shot)."""
+    if shots is not None:
+        return any(k > 0 for k in shots)
+    return int(config.get("num_fewshot") or 0) > 0
+
+
+def check_local_data(manager, names: list[str], data_dir: str | Path | None, shots: list[int] | None = None) -> None:
+    """Every afp task to run finds its local files under ``data_dir`` (lm-eval's built-ins use the hub); the
+    demonstration file only when some run has k > 0 (a 0-shot run never reads it: tasks/afp_task_common.py)."""
     for task in leaf_tasks(manager, names):
         entry = manager.task_index.get(task)
-        specs = _specs(entry.cfg or {}) if entry is not None else []
+        config = (entry.cfg or {}) if entry is not None else {}
+        per_split = _split_specs(config)
+        if not needs_demonstrations(config, shots):
+            per_split.pop(config.get("fewshot_split"), None)
+        specs = [spec for split in per_split.values() for spec in split]
         files = [spec["local"] for spec in specs]
         if not files:
             continue
@@ -108,4 +119,3 @@ def check_local_data(manager, names: list[str], data_dir: str | Path | None) -> 
             path = Path(data_dir) / relative
             if not path.is_file():
                 raise AfpError(f"{path}: missing local data file (task '{task}' reads it from --data-dir)")
-

@@ -9,6 +9,10 @@ if _TASKS_DIR not in sys.path:  # lm-eval loads this file by path: make the shar
 
 from afp_task_common import (  # noqa: E402,F401
     FixedDemonstrations,
+    bleu_from_statistics,
+    bleu_sentence_statistics,
+    chrf_plus_plus_from_statistics,
+    chrf_plus_plus_sentence_statistics,
     corpus_bleu,
     corpus_chrf_plus_plus,
     first_line,
@@ -37,3 +41,21 @@ def bleu_target_tok(items):
 def chrfpp(items):
     predictions, references = zip(*items)
     return corpus_chrf_plus_plus(list(predictions), list(references))
+
+
+# Additive per-sentence statistics of both metrics (see afp_task_common): afp evaluate's paired bootstrap sums them
+# per resample; lm-eval itself never reads these attributes.
+def _bleu_items_statistics(items):
+    predictions, references, tokenizers = zip(*items)
+    return bleu_sentence_statistics(list(predictions), list(references), tokenizers[0])
+
+
+def _chrfpp_items_statistics(items):
+    predictions, references = zip(*items)
+    return chrf_plus_plus_sentence_statistics(list(predictions), list(references))
+
+
+bleu_target_tok.item_statistics = _bleu_items_statistics
+bleu_target_tok.score_statistics = bleu_from_statistics
+chrfpp.item_statistics = _chrfpp_items_statistics
+chrfpp.score_statistics = chrf_plus_plus_from_statistics
