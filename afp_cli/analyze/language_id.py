@@ -107,6 +107,12 @@ class LanguageIdentifier:
             return UNDETERMINED
         return best.language.iso_code_639_1.name.lower()
 
+    def best_language(self, text: str) -> tuple[str, float]:
+        """lingua's most likely language among the candidates and its confidence (0..1), with none of the
+        undetermined rules: what LCB's line check asks of its own detector (language_confusion.py)."""
+        best = self._detector.compute_language_confidence_values(text)[0]
+        return best.language.iso_code_639_1.name.lower(), best.value
+
     def detect_lines(self, text: str) -> list[str]:
         """The language of each non-empty line: a right first sentence must not hide a drift further down."""
         return [self.detect(line) for line in text.splitlines() if line.strip()]

@@ -18,12 +18,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from afp_cli.analyze.language_confusion import ConfusionCheck, check_response, confusion_rates, english_words
 from afp_cli.analyze.language_id import UNDETERMINED, LanguageIdentifier
 from afp_cli.text_files import require_utf8
 from afp_cli.data.readers import iter_json_objects
 from afp_cli.errors import AfpError, located
 from afp_cli.languages import get_language
-from afp_cli.statistics import wilson_interval
+from afp_cli.statistics import holm, mcnemar, wilson_interval
 
 CATEGORIES: tuple[str, ...] = ("target", "source", "other", "undetermined")
 # Where an answer ends: the first newline, the stop sequence of afp's FLORES and summarization tasks.
@@ -61,6 +62,7 @@ class ScoredAnswer:
     category: str
     lines: int  # non-empty lines
     target_lines: int  # non-empty lines detected in the target language
+    confusion: ConfusionCheck | None = None  # LCB's line and word checks (language_confusion.py)
 
 
 @dataclass
@@ -79,6 +81,19 @@ class RateRow:
     cut: int  # answers that ran on past a stop sequence (the rest was not scored)
     delta_vs_base: float | None = None  # rate − the base model's rate for the same direction and shots
     examples: list[dict[str, Any]] = field(default_factory=list)
+    # Cohere's Language Confusion Benchmark, counted as its compute_metrics.py counts (language_confusion.py)
+    lcb_checked: int = 0  # answers with a line of 5 words or more
+    lpr: float | None = None  # line-level pass rate
+    wpr: float | None = None  # word-level pass rate (non-Latin-script targets)
+    lcpr: float | None = None  # harmonic mean of LPR and WPR
+    # The paired test of delta_vs_base on the same questions (adapter rows): exact McNemar on "answered in the
+    # target language", Newcombe's interval of the difference (afp_cli/statistics.py), Holm over the adapter rows
+    delta_ci_low: float | None = None
+    delta_ci_high: float | None = None
+    p_value: float | None = None
+    p_holm: float | None = None
+    test: str | None = None
+    paired: str | None = None  # what was paired ("30 questions"), or why nothing was
 
 
 def categorize(detected: str, target: str, source: str | None) -> str:
@@ -124,6 +139,7 @@ def score(
     generations: Iterable[Generation], identifier: LanguageIdentifier, stops: Sequence[str] = DEFAULT_STOPS
 ) -> list[ScoredAnswer]:
     scored = []
+    vocabulary = english_words()
     for generation in generations:
         text, cut = cut_answer(generation.text, stops)
         detected = identifier.detect(text)
@@ -137,6 +153,7 @@ def score(
                 category=categorize(detected, generation.target_lang, generation.source_lang),
                 lines=len(line_languages),
                 target_lines=sum(language == generation.target_lang for language in line_languages),
+                confusion=check_response(text, generation.target_lang, identifier.best_language, vocabulary),
             )
         )
     return scored
@@ -154,6 +171,8 @@ def summarize(scored: Sequence[ScoredAnswer], examples_per_row: int = 3, example
         low, high = wilson_interval(counts["target"], len(answers))
         lines = sum(answer.lines for answer in answers)
         failing = [answer for answer in answers if answer.category != "target"][:examples_per_row]
+        confusion = confusion_rates([answer.confusion for answer in answers if answer.confusion is not None],
+                                    answers[0].generation.target_lang, english_words() is not None)
         rows.append(
             RateRow(
                 model=model,
@@ -171,6 +190,7 @@ def summarize(scored: Sequence[ScoredAnswer], examples_per_row: int = 3, example
                      "cut": answer.cut}
                     for answer in failing
                 ],
+                lcb_checked=confusion.checked, lpr=confusion.lpr, wpr=confusion.wpr, lcpr=confusion.lcpr,
             )
         )
     return rows
@@ -184,6 +204,35 @@ def add_deltas(rows: Sequence[RateRow], base: str = BASE_MODEL) -> list[RateRow]
                 else row.rate - base_rates[(row.direction, row.shots)])
         for row in rows
     ]
+
+
+def add_paired_tests(rows: Sequence[RateRow], scored: Sequence[ScoredAnswer], base: str = BASE_MODEL) -> list[RateRow]:
+    """Each adapter row's paired test against the base on the same questions (matched by id): exact McNemar on
+    "in the target language", Newcombe's 95 % interval of the rate difference; Holm over the tested rows."""
+    answers: dict[tuple[str, str, int | None], dict[str, bool]] = {}
+    for answer in scored:
+        generation = answer.generation
+        answers.setdefault((generation.model, generation.direction, generation.shots), {})[generation.id] = (
+            answer.category == "target")
+    tested = []
+    for row in rows:
+        if row.model == base:
+            tested.append(row)
+            continue
+        own, reference = answers.get((row.model, row.direction, row.shots), {}), answers.get(
+            (base, row.direction, row.shots))
+        if not reference:
+            tested.append(replace(row, paired="not tested: no base answers for this direction and shots"))
+            continue
+        if set(own) != set(reference):
+            tested.append(replace(row, paired=f"not tested: different questions ({len(own)} and {len(reference)})"))
+            continue
+        keys = sorted(own)
+        result = mcnemar([own[key] for key in keys], [reference[key] for key in keys])
+        tested.append(replace(row, delta_ci_low=result.ci_low, delta_ci_high=result.ci_high, p_value=result.p_value,
+                              test=result.test, paired=f"{len(keys)} questions"))
+    adjusted = holm([row.p_value for row in tested])
+    return [replace(row, p_holm=p) for row, p in zip(tested, adjusted)]
 
 
 def model_averages(rows: Sequence[RateRow], base: str = BASE_MODEL) -> list[dict[str, Any]]:

@@ -18,12 +18,29 @@ PAPER_TABLE_4 = {
     "AFP": {("en-zh", 0): 78.8, ("en-zh", 1): 84.4, ("zh-en", 0): 64.6, ("zh-en", 1): 76.3, "average": 76.0},
 }
 
-ROW_COLUMNS = ["model", "direction", "shots", "answers", "rate %", "95 % CI", "Δ base (pp)", "target", "source",
-               "other", "undetermined", "cut", "line rate %"]
+ROW_COLUMNS = ["model", "direction", "shots", "answers", "rate %", "95 % CI", "Δ base (pp) [95 % CI] p", "p (Holm)",
+               "target", "source", "other", "undetermined", "cut", "line rate %", "LPR %", "WPR %", "LCPR %",
+               "LCB checked"]
 
 
 def _percent(value: float | None) -> float | None:
     return None if value is None else 100 * value
+
+
+def _p(value: float) -> str:
+    return "<0.001" if value < 0.001 else f"{value:.2g}"
+
+
+def _delta_cell(row: RateRow) -> str | None:
+    """``+12.0 [+3.1, +20.5] p=0.012 *`` in percentage points (* = the interval excludes 0)."""
+    if row.delta_vs_base is None:
+        return None
+    delta = f"{100 * row.delta_vs_base:+.1f}"
+    if row.p_value is None or row.delta_ci_low is None or row.delta_ci_high is None:
+        return delta
+    mark = " *" if row.delta_ci_low > 0 or row.delta_ci_high < 0 else ""
+    return (f"{delta} [{100 * row.delta_ci_low:+.1f}, {100 * row.delta_ci_high:+.1f}] "
+            f"p{'=' if row.p_value >= 0.001 else ''}{_p(row.p_value)}{mark}")
 
 
 def render_markdown(rows: Sequence[RateRow], averages: Sequence[dict[str, Any]], config: LanguageRateConfig,
@@ -31,8 +48,9 @@ def render_markdown(rows: Sequence[RateRow], averages: Sequence[dict[str, Any]],
     table = [
         {"model": row.model, "direction": row.direction, "shots": row.shots, "answers": row.answers,
          "rate %": _percent(row.rate), "95 % CI": f"{100 * row.ci_low:.1f}–{100 * row.ci_high:.1f}",
-         "Δ base (pp)": _percent(row.delta_vs_base), **row.counts, "cut": row.cut,
-         "line rate %": _percent(row.line_rate)}
+         "Δ base (pp) [95 % CI] p": _delta_cell(row), "p (Holm)": None if row.p_holm is None else _p(row.p_holm),
+         **row.counts, "cut": row.cut, "line rate %": _percent(row.line_rate), "LPR %": _percent(row.lpr),
+         "WPR %": _percent(row.wpr), "LCPR %": _percent(row.lcpr), "LCB checked": row.lcb_checked}
         for row in rows
     ]
     average_table = [
@@ -90,10 +108,30 @@ def _scoring(rows: Sequence[RateRow], config: LanguageRateConfig) -> str:
         cutting = "Whole answers are scored (`--stop none`): an answer that runs on into a new prompt line is mixed."
     language_id = config.language_id
     return (f"{cutting} Rate = answers detected in the target language / all answers (undetermined included), "
-            "95 % Wilson interval; Δ base = rate − the base model's rate (percentage points); line rate = "
-            "non-empty lines in the target language / all non-empty lines. Undetermined: fewer than "
+            "95 % Wilson interval; Δ base = rate − the base model's rate (percentage points), with the 95 % interval "
+            "and p-value of a paired test on the same questions: the exact McNemar test on each answer's "
+            "in-the-target-language outcome, Newcombe's square-and-add interval for the difference of paired "
+            "proportions; p (Holm): Holm's adjustment over the adapter rows; * = the interval excludes 0. Line "
+            "rate = non-empty lines in the target language / all non-empty lines. Undetermined: fewer than "
             f"{language_id.min_letters} letters, no script above {language_id.min_script_share:.0%} of the text, or "
-            f"detector (lingua) confidence below {language_id.min_confidence:.2f}.\n\n")
+            f"detector (lingua) confidence below {language_id.min_confidence:.2f}.\n\n"
+            + _language_confusion_note())
+
+
+def _language_confusion_note() -> str:
+    from afp_cli.analyze.language_confusion import english_words
+
+    words = ("" if english_words() is not None else
+             " WPR and LCPR need the English word list of the `english-words` package, which is not installed.")
+    return ("Language confusion as Cohere's Language Confusion Benchmark counts it (LCB, for-ai/language-confusion, "
+            "`compute_metrics.py`), on the same text as the rate: **LPR** (line-level pass rate) = share of the "
+            "answers with a line of 5 or more words (`LCB checked`) none of whose such lines is detected in another "
+            "language (or below confidence 0.3); **WPR** (word-level pass rate, non-Latin-script targets only) = "
+            "share of those passing LPR with no English word (a lower-case entry longer than 3 letters of the "
+            "web2 word list); **LCPR** = their harmonic mean (LPR alone for a Latin-script target). afp detects "
+            "with lingua where LCB uses fastText lid.176, and counts a Chinese or Japanese character as a word where "
+            f"LCB segments (docs/analyze.md, Language confusion): compare the size of differences, not digits.{words}"
+            "\n\n")
 
 
 def _comparability(averages: Sequence[dict[str, Any]], config: LanguageRateConfig,

@@ -18,8 +18,8 @@ from typing import Any
 from afp_cli.analyze.generation import GenerationConfig, check_backend, generate
 from afp_cli.analyze.language_id import LanguageIdConfig, LanguageIdentifier
 from afp_cli.analyze.language_rate import (
-    DEFAULT_STOPS, Generation, RateRow, add_deltas, generation_record, model_averages, read_generations,
-    rows_as_dicts, score, summarize,
+    DEFAULT_STOPS, Generation, RateRow, add_deltas, add_paired_tests, generation_record, model_averages,
+    read_generations, rows_as_dicts, score, summarize,
 )
 from afp_cli.analyze.output import check_writable, report_paths, write_report
 from afp_cli.analyze.plots import language_rate_bars
@@ -90,7 +90,7 @@ def run_language_rate(config: LanguageRateConfig) -> list[RateRow]:
         check_backend(config.generation.backend)
         generations = _generate_into_run_folder(config.generation, inputs, paths["run"])
     scored = score(generations, identifier, config.stops)
-    rows = add_deltas(summarize(scored, examples_per_row=config.examples))
+    rows = add_paired_tests(add_deltas(summarize(scored, examples_per_row=config.examples)), scored)
     averages = model_averages(rows)
     write_atomically(paths["generations"], "".join(
         json.dumps(generation_record(item), ensure_ascii=False) + "\n" for item in generations))
