@@ -1,19 +1,27 @@
-"""Text files in and out: UTF-8 lines with their numbers (plain or gzip), and atomic streamed writes.
+"""Text files in and out: UTF-8 lines with their numbers (plain or gzip), and the one atomic writer of afp.
 
 Every input afp reads (recipes aside: instructions, parallel text, training files, questions, generations, pairs)
 is UTF-8. A file that is not (Latin-1, UTF-16,
 a binary file given by mistake, a gzip file without ``.gz``) is a user error that names the file and the line
 where decoding failed, never a ``UnicodeDecodeError`` traceback.
+
+Every file afp writes goes through ``streamed_atomically`` (one file), ``folder_atomically`` (a folder of files a
+library writes: checkpoints, models, adapters) or ``append_text`` (a log that grows, metrics.jsonl): each either
+lands whole or leaves nothing behind, and a write the disk refuses (full, over quota, read-only, not permitted)
+is a ``DiskFault``: one line naming what was being written, why, and the room left on that disk.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import os
+import re
+import shutil
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
@@ -118,24 +126,162 @@ def first_text(path: Path, size: int = 4096) -> str:
     return ""
 
 
+# ------------------------------------------------------------------------------------------- writing
+
+# Writes the disk refuses for reasons the user fixes on their machine (room, quota, permissions, a file-size
+# limit), never afp: one line each instead of a traceback.
+DISK_FAULTS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EFBIG: "file too large for the file-size limit (ulimit -f)",
+}
+# torch.save's zip writer reports a failed write in its own words and without the errno
+_TORCH_WRITE_FAILURES = ("inline_container.cc", "PytorchStreamWriter failed writing")
+_NEARLY_FULL = 1 << 20  # bytes: a disk with less room than this after a failed write is the reason it failed
+
+
+class DiskFault(AfpError):
+    """A write the disk refused: what was being written, where, why, and the room left there."""
+
+
+def write_fault(error: BaseException, path: str | Path) -> str | None:
+    """Why the disk refused the write that raised ``error`` (one of DISK_FAULTS), or None when it is no such fault.
+
+    Libraries with I/O of their own say it their own way: safetensors raises a ``SafetensorError`` ending in
+    ``(os error 28)``, torch.save a ``RuntimeError`` from its zip writer (``[enforce fail at inline_container.cc]
+    unexpected pos …``) that carries no errno, so the disk itself is asked (call this before removing what was
+    half-written: a full disk must still be full).
+    """
+    if isinstance(error, OSError):
+        return DISK_FAULTS.get(error.errno)
+    message = str(error)
+    if type(error).__name__ == "SafetensorError":
+        found = re.search(r"os error (\d+)", message)
+        return DISK_FAULTS.get(int(found.group(1))) if found else None
+    if isinstance(error, RuntimeError) and any(sign in message for sign in _TORCH_WRITE_FAILURES):
+        detail = " ".join(message.split())[-80:]
+        return _probed_fault(Path(path)) or f"the write failed (torch: {detail}); is the disk over its quota?"
+    return None
+
+
+def _probed_fault(path: Path) -> str | None:
+    folder = _existing_ancestor(path)
+    disk = os.statvfs(folder)
+    if disk.f_flag & os.ST_RDONLY:
+        return DISK_FAULTS[errno.EROFS]
+    if disk.f_bavail * disk.f_frsize < _NEARLY_FULL:
+        return DISK_FAULTS[errno.ENOSPC]
+    if not os.access(folder, os.W_OK):
+        return DISK_FAULTS[errno.EACCES]
+    return None
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def human_size(count: float) -> str:
+    """``1.5 MiB``: a size in the binary units ``df -h`` prints."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
 @contextlib.contextmanager
-def streamed_atomically(path: str | Path, binary: bool = False) -> Iterator[TextIO | BinaryIO]:
+def _whole_or_nothing(path: Path, what: str | None, undo: Callable[[], None]) -> Iterator[None]:
+    """Run the body; any failure first undoes what it half-wrote, and a write the disk refused becomes a DiskFault."""
+    try:
+        yield
+    except BaseException as error:
+        reason = write_fault(error, path)  # asked before undo() frees the room
+        undo()
+        if reason is None:
+            raise
+        subject = f"{what} ({path})" if what else str(path)
+        free = human_size(shutil.disk_usage(_existing_ancestor(path)).free)
+        raise DiskFault(f"could not write {subject}: {reason} ({free} free there)") from error
+
+
+def _put_in_place(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``, replacing it: a file in one step, a folder set aside first and then removed."""
+    if target.is_dir() and not target.is_symlink():
+        aside = target.with_name(f".tmp-old-{target.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(target, aside)
+        os.replace(source, target)
+        shutil.rmtree(aside, ignore_errors=True)
+        return
+    if source.is_dir() and target.exists():
+        target.unlink()
+    os.replace(source, target)
+
+
+@contextlib.contextmanager
+def streamed_atomically(path: str | Path, binary: bool = False, what: str | None = None
+                        ) -> Iterator[TextIO | BinaryIO]:
     """Write to a temporary file beside ``path``, then rename: readers see the old file or the whole new one.
 
-    The one atomic writer of afp (report.write_atomically is this with the data in hand); a failure removes the
-    temporary file and leaves ``path`` as it was.
+    report.write_atomically is this with the data in hand. A failure removes the temporary file and leaves
+    ``path`` as it was; a write the disk refused is a DiskFault naming ``what`` (default: the path).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
+    temporary: list[Path] = []
+    with _whole_or_nothing(path, what, lambda: [name.unlink(missing_ok=True) for name in temporary]):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        temporary.append(Path(temp_name))
         with os.fdopen(handle, "wb") if binary else os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
             yield file
         os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600; an output gets the usual permissions
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+        _put_in_place(Path(temp_name), path)
+
+
+@contextlib.contextmanager
+def folder_atomically(final: str | Path, what: str | None = None, into: bool = False) -> Iterator[Path]:
+    """A hidden temporary folder to write a folder of files into (``save_pretrained``, a checkpoint), put in place
+    at the end: it replaces ``final`` whole, or with ``into`` each of its files replaces its namesake in ``final``
+    (the run folder, which holds other files too). A failure removes the temporary folder and leaves ``final`` as
+    it was; a write the disk refused is a DiskFault naming ``what``.
+
+    The temporary folder is ``.tmp-<name>`` beside ``final`` (``final/.tmp-outputs`` with ``into``): a run killed
+    while writing leaves it behind, and whatever finds it (a resume) knows it for a leftover by its name.
+    """
+    final = Path(final)
+    temporary = final / ".tmp-outputs" if into else final.with_name(f".tmp-{final.name}")
+    with _whole_or_nothing(final, what, lambda: shutil.rmtree(temporary, ignore_errors=True)):
+        shutil.rmtree(temporary, ignore_errors=True)  # left by a run that was killed, not failed
+        temporary.mkdir(parents=True)
+        yield temporary
+        if into:
+            for item in sorted(temporary.iterdir()):
+                _put_in_place(item, final / item.name)
+            temporary.rmdir()
+        else:
+            _put_in_place(temporary, final)
+
+
+def append_text(path: str | Path, text: str, what: str | None = None) -> None:
+    """Append ``text`` whole or not at all: a write the disk refuses is cut off the file again (a DiskFault), so a
+    log never ends in half a line. For logs that grow a line at a time, which rewriting would make quadratic."""
+    path = Path(path)
+    size = path.stat().st_size if path.exists() else None
+
+    def undo() -> None:
+        if size is None:
+            path.unlink(missing_ok=True)
+        else:
+            os.truncate(path, size)
+
+    with _whole_or_nothing(path, what, undo):
+        with path.open("a", encoding="utf-8", newline="\n") as file:
+            file.write(text)
 
 
 def _umask() -> int:

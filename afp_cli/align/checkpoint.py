@@ -1,7 +1,14 @@
-"""Atomic training checkpoints: trainable weights, optimizer, schedule, RNG of every process and step; find, load, prune."""
+"""Atomic training checkpoints: trainable weights, optimizer, schedule, RNG of every process and step; find, check,
+load, prune.
+
+Each checkpoint ends with ``manifest.json``, the size and SHA-256 of every file in it, written last: a resume checks
+it and skips a damaged checkpoint (a truncated or changed file) for the newest intact one. Checkpoints from before
+the manifest (afp 0.x) are accepted when every file parses.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -13,8 +20,16 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from afp_cli.errors import AfpError
+from afp_cli.text_files import folder_atomically
+
 CHECKPOINTS = "checkpoints"
 _PREFIX = "step-"
+_DAMAGED_PREFIX = "damaged-"
+WEIGHTS = "trainable.safetensors"
+OPTIMIZER = "optimizer.pt"
+STATE = "state.json"
+MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -50,45 +65,127 @@ def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: Traini
                     rng_per_process: list[dict[str, Any]] | None = None, engine_state: Path | None = None) -> Path:
     """Write ``checkpoints/step-NNNNNNNN`` through a temporary folder renamed at the end, then prune old ones.
 
-    A checkpoint folder either exists complete or not at all, so a run killed mid-write resumes from the
-    previous one. One process writes it; ``rng_per_process`` holds the random state of every process (rank
-    order; default: this one's), and their number is the world size a resume must have. ``engine_state``: a
-    folder every process already wrote its shard of weights and optimizer to, moved in instead.
+    A checkpoint folder either exists complete, its manifest last, or not at all, so a run killed mid-write
+    resumes from the previous one, and a full disk (a DiskFault) leaves the previous one as it was. One process
+    writes it; ``rng_per_process`` holds the random state of every process (rank order; default: this one's),
+    and their number is the world size a resume must have. ``engine_state``: a folder every process already wrote
+    its shard of weights and optimizer to, moved in instead.
     """
     rng_per_process = rng_per_process or [rng_state()]
-    root = output_dir / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{_PREFIX}{state.step:08d}"
-    temporary = root / f".tmp-{final.name}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir()
-    if engine_state is None:
-        save_file(trainable_state(model), temporary / "trainable.safetensors")
-        saved = {"optimizer": optimizer.state_dict()}
-    else:
-        os.replace(engine_state, temporary / ENGINE_STATE)
-        saved = {}
-    torch.save({**saved, "scheduler": scheduler.state_dict(), "rng": rng_per_process}, temporary / "optimizer.pt")
-    (temporary / "state.json").write_text(json.dumps({"step": state.step, "world_size": len(rng_per_process),
-                                                      "extra": state.extra}, indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(temporary, final)
+    final = output_dir / CHECKPOINTS / f"{_PREFIX}{state.step:08d}"
+    with folder_atomically(final, f"the checkpoint of step {state.step}") as temporary:
+        if engine_state is None:
+            save_file(trainable_state(model), temporary / WEIGHTS)
+            saved = {"optimizer": optimizer.state_dict()}
+        else:
+            os.replace(engine_state, temporary / ENGINE_STATE)
+            saved = {}
+        torch.save({**saved, "scheduler": scheduler.state_dict(), "rng": rng_per_process}, temporary / OPTIMIZER)
+        (temporary / STATE).write_text(json.dumps({"step": state.step, "world_size": len(rng_per_process),
+                                                   "extra": state.extra}, indent=2))
+        (temporary / MANIFEST).write_text(json.dumps({"format": 1, "files": _file_digests(temporary)}, indent=2))
     for old in list_checkpoints(output_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
+    """Complete checkpoints, oldest first (temporary ``.tmp-*`` folders and set-aside damaged ones are not)."""
     root = output_dir / CHECKPOINTS
     if not root.is_dir():
         return []
     return sorted(path for path in root.iterdir() if path.is_dir() and path.name.startswith(_PREFIX))
 
 
+def _file_digests(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every file below ``folder`` but the manifest, by path relative to it."""
+    digests = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != MANIFEST:
+            digest = hashlib.sha256()
+            with path.open("rb") as file:
+                while chunk := file.read(1 << 20):
+                    digest.update(chunk)
+            digests[path.relative_to(folder).as_posix()] = {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return digests
+
+
+def checkpoint_damage(path: Path) -> str | None:
+    """What is wrong with the checkpoint at ``path`` (``"optimizer.pt: its checksum differs from the manifest's"``),
+    or None when it is intact: every file of its manifest there, with the size and checksum written."""
+    missing = [name for name in (STATE, OPTIMIZER) if not (path / name).is_file()]
+    if not (path / WEIGHTS).is_file() and not (path / ENGINE_STATE).is_dir():
+        missing.append(WEIGHTS)
+    if missing:
+        return f"{', '.join(missing)} missing"
+    if not (path / MANIFEST).is_file():
+        return _unparsable_file(path)
+    try:
+        written = json.loads((path / MANIFEST).read_text(encoding="utf-8"))["files"]
+        sizes = {name: int(entry["bytes"]) for name, entry in written.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"{MANIFEST} is unreadable"
+    for name, size in sizes.items():
+        if not (path / name).is_file():
+            return f"{name} missing"
+        if (path / name).stat().st_size != size:
+            return f"{name} has {(path / name).stat().st_size:,} bytes, {size:,} were written"
+    found = _file_digests(path)
+    for name, entry in written.items():
+        if found[name]["sha256"] != entry["sha256"]:
+            return f"{name}: its checksum differs from the manifest's"
+    return None
+
+
+def _unparsable_file(path: Path) -> str | None:
+    """A checkpoint without a manifest (written before afp had one): each file must at least parse whole."""
+    try:
+        json.loads((path / STATE).read_text(encoding="utf-8"))["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{STATE} does not parse"
+    # the readers' errors are their own (safetensors' Rust, torch's C++ zip reader): any of them means damage
+    readers = [(OPTIMIZER, lambda file: torch.load(file, map_location="cpu", weights_only=False))]
+    if (path / WEIGHTS).is_file():
+        readers.append((WEIGHTS, load_file))
+    for name, read in readers:
+        try:
+            read(path / name)
+        except Exception:  # noqa: BLE001 - see above
+            return f"{name} does not parse"
+    return None
+
+
+def resumable_checkpoint(output_dir: Path) -> tuple[Path, list[tuple[Path, str]]]:
+    """The newest intact checkpoint of the run, and the damaged ones newer than it (newest first, with what is
+    wrong with each); an AfpError when none is intact. Changes nothing on disk."""
+    damaged: list[tuple[Path, str]] = []
+    for path in reversed(list_checkpoints(output_dir)):
+        problem = checkpoint_damage(path)
+        if problem is None:
+            return path, damaged
+        damaged.append((path, problem))
+    found = "; ".join(f"{path.name}: {problem}" for path, problem in damaged)
+    raise AfpError(f"no intact checkpoint in {output_dir / CHECKPOINTS} to resume from ({found}): start the run "
+                   "again with --overwrite")
+
+
+def set_aside(checkpoint: Path) -> Path:
+    """Rename a damaged checkpoint to ``damaged-step-NNNNNNNN``: out of the resume's way and of pruning (which would
+    otherwise count it among the ones to keep), and kept for a look."""
+    target = checkpoint.with_name(_DAMAGED_PREFIX + checkpoint.name)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(checkpoint, target)
+    return target
+
+
+def checkpoint_step(path: Path) -> int:
+    """The optimizer step the checkpoint was written after."""
+    return json.loads((path / STATE).read_text())["step"]
+
+
 def checkpoint_world_size(path: Path) -> int:
     """How many processes wrote the checkpoint (1 for checkpoints from before afp ran on several)."""
-    return json.loads((path / "state.json").read_text()).get("world_size", 1)
+    return json.loads((path / STATE).read_text()).get("world_size", 1)
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0, load_engine_state=None) -> TrainingState:
@@ -97,7 +194,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0, load
     Args:
         load_engine_state: reads the sharded weights and optimizer of an FSDP / DeepSpeed checkpoint (a folder).
     """
-    saved = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
+    saved = torch.load(path / OPTIMIZER, map_location="cpu", weights_only=False)
     if (path / ENGINE_STATE).is_dir():
         load_engine_state(path / ENGINE_STATE)
     else:
@@ -110,12 +207,12 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0, load
         group["lr"] = rate
     rng = saved["rng"]
     _set_rng_state((rng if isinstance(rng, list) else [rng])[rank])
-    info = json.loads((path / "state.json").read_text())
+    info = json.loads((path / STATE).read_text())
     return TrainingState(step=info["step"], extra=info["extra"])
 
 
 def _load_weights(path: Path, model) -> None:
-    weights = load_file(path / "trainable.safetensors")
+    weights = load_file(path / WEIGHTS)
     parameters = dict(model.named_parameters())
     missing = [name for name in weights if name not in parameters]
     if missing:

@@ -1,6 +1,8 @@
 """The files of an alignment run: the output folder's rules, metrics.jsonl, the saved adapter, model and summary.
 
-Everything is written under a temporary name and moved in place, so a folder never holds a half-written file.
+Everything is written through afp_cli/text_files.py's atomic writers (a temporary name moved in place), so a folder
+never holds a half-written file, and a full disk is one line naming what was being written and the last complete
+checkpoint.
 """
 
 from __future__ import annotations
@@ -8,37 +10,60 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from afp_cli.align.checkpoint import list_checkpoints
-from afp_cli.errors import AfpError
+from afp_cli.align.checkpoint import CHECKPOINTS, list_checkpoints, resumable_checkpoint, set_aside
+from afp_cli.errors import AfpError, warn
 from afp_cli.model import merge_adapter, quiet_saving
 from afp_cli.report import write_atomically, write_json
+from afp_cli.text_files import DiskFault, append_text, folder_atomically
 
 METRICS_FILE = "metrics.jsonl"
 BASE_MODEL_DIR = "base_model"
+# what a run writes before its first checkpoint: a folder holding no more is a run that never got that far
+_BEFORE_FIRST_CHECKPOINT = {"recipe.yaml", METRICS_FILE, BASE_MODEL_DIR, CHECKPOINTS, "tensorboard"}
+# the temporary files and folders of the atomic writers, and the engines' shards before they are moved in
+_LEFTOVERS = (".tmp-*", ".*.tmp", ".staging*", f"{CHECKPOINTS}/.tmp-*", f"{CHECKPOINTS}/.engine-*")
 
 
 @contextmanager
-def claim_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Iterator[Path | None]:
+def claim_output_dir(output_dir: Path, resume: bool, overwrite: bool,
+                     accept_resume: Callable[[Path], None] | None = None) -> Iterator[Path | None]:
     """Claim ``output_dir`` for one run; yields the checkpoint to resume from (None for a fresh run).
 
-    A non-empty folder needs ``--resume`` or ``--overwrite``. Until the run's first checkpoint the claim can be
-    undone: a fresh run that fails before it removes everything it wrote, and a folder it was to overwrite is put
-    back as it was (it waits beside the new one, hidden, until the run succeeds or writes a checkpoint). A failure
-    after a checkpoint keeps the run folder, and a user error then names the checkpoint ``--resume`` continues from.
+    A non-empty folder needs ``--resume`` or ``--overwrite``. ``--resume`` continues from the newest intact
+    checkpoint: damaged newer ones are set aside with a warning (``checkpoints/damaged-step-N``), what a killed run
+    left half-written is removed, and ``accept_resume(checkpoint)`` may refuse first (a changed recipe), with
+    nothing changed yet. ``--resume`` where no run got as far as a checkpoint (no folder, an empty one, or one
+    holding only what a run writes before it) starts the run, so a scheduler can requeue one command.
+
+    Until the run's first checkpoint the claim can be undone: a fresh run that fails before it removes everything
+    it wrote, and a folder it was to overwrite is put back as it was (it waits beside the new one, hidden, until
+    the run succeeds or writes a checkpoint). A failure after a checkpoint keeps the run folder, and a user error
+    then names the checkpoint ``--resume`` continues from.
     """
     if resume and overwrite:
         raise AfpError("--resume and --overwrite contradict each other: choose one")
-    if resume:
-        checkpoints = list_checkpoints(output_dir)
-        if not checkpoints:
-            raise AfpError(f"{output_dir}: nothing to resume (no checkpoint in {output_dir / 'checkpoints'})")
-        yield checkpoints[-1]
+    if resume and list_checkpoints(output_dir):
+        checkpoint, damaged = resumable_checkpoint(output_dir)
+        if accept_resume is not None:
+            accept_resume(checkpoint)
+        for path, problem in damaged:
+            warn(f"checkpoint {path} is damaged ({problem}): resuming from {checkpoint.name}; the damaged one is kept "
+                 f"as {set_aside(path).name}")
+        remove_leftovers(output_dir)
+        with _naming_the_last_checkpoint(output_dir):
+            yield checkpoint
         return
+    if resume:
+        if not _before_first_checkpoint(output_dir):
+            raise AfpError(f"{output_dir}: nothing to resume (no checkpoint in {output_dir / CHECKPOINTS})")
+        if output_dir.is_dir() and any(output_dir.iterdir()):
+            warn(f"{output_dir}: its run stopped before its first checkpoint: starting it again from step 0")
+        overwrite = True
     existed = output_dir.is_dir()
     created = output_dir  # the outermost folder this run creates (output_dir or a missing parent of it)
     while not created.parent.exists():
@@ -52,18 +77,47 @@ def claim_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Iterato
         os.replace(output_dir, replaced)
         output_dir.mkdir()
     try:
-        yield None
+        with _naming_the_last_checkpoint(output_dir):
+            yield None
     except BaseException as error:
-        checkpoints = list_checkpoints(output_dir)
-        if checkpoints:
+        if list_checkpoints(output_dir):
             shutil.rmtree(replaced, ignore_errors=True)
-            if isinstance(error, AfpError) and "checkpoint" not in str(error):
-                raise AfpError(f"{error} (last complete checkpoint: {checkpoints[-1]}; continue with --resume)") \
-                    from None
             raise
         _undo_claim(output_dir, created, existed, replaced)
+        if isinstance(error, DiskFault):
+            raise DiskFault(f"{error} (no checkpoint was written yet: the run left nothing behind)") from error
         raise
     shutil.rmtree(replaced, ignore_errors=True)
+
+
+@contextmanager
+def _naming_the_last_checkpoint(output_dir: Path) -> Iterator[None]:
+    """A user error once a checkpoint exists names the newest one, which ``--resume`` continues from (unless the
+    message names it already)."""
+    try:
+        yield
+    except AfpError as error:
+        checkpoints = list_checkpoints(output_dir)
+        if not checkpoints or str(checkpoints[-1]) in str(error):
+            raise
+        raise type(error)(f"{error} (last complete checkpoint: {checkpoints[-1]}; continue with --resume)") \
+            from error
+
+
+def _before_first_checkpoint(output_dir: Path) -> bool:
+    if not output_dir.is_dir():
+        return True
+    return all(item.name in _BEFORE_FIRST_CHECKPOINT or item.name.startswith(".") for item in output_dir.iterdir())
+
+
+def remove_leftovers(output_dir: Path) -> None:
+    """Remove what a killed run left half-written (temporary files and folders): never read, only in the way."""
+    for pattern in _LEFTOVERS:
+        for path in output_dir.glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def _undo_claim(output_dir: Path, created: Path, existed: bool, replaced: Path) -> None:
@@ -75,8 +129,7 @@ def _undo_claim(output_dir: Path, created: Path, existed: bool, replaced: Path) 
 
 
 def append_metrics(path: Path, record: dict[str, Any], writer) -> None:
-    with path.open("a", encoding="utf-8") as file:
-        file.write(json.dumps(record) + "\n")
+    append_text(path, json.dumps(record) + "\n")
     if writer is not None:
         for key, value in record.items():
             if key != "step":
@@ -109,8 +162,6 @@ def save_outputs(model, tokenizer, config, output_dir: Path, state_dict: dict | 
         state_dict: the model's weights gathered from the processes of a sharded run (FSDP, DeepSpeed); None: the
             model's own.
     """
-    staging = output_dir / ".staging"
-    shutil.rmtree(staging, ignore_errors=True)
     if config.model.architecture is not None:
         base_name = str((output_dir / BASE_MODEL_DIR).resolve())
     else:
@@ -122,19 +173,12 @@ def save_outputs(model, tokenizer, config, output_dir: Path, state_dict: dict | 
     options = {"save_embedding_layers": False} if config.lora.enabled else {}
     if state_dict is not None:
         options["state_dict"] = state_dict
-    with quiet_saving():
-        model.save_pretrained(staging, **options)
-        tokenizer.save_pretrained(staging)
-    for item in staging.iterdir():
-        _move_into(item, output_dir / item.name)
-    staging.rmdir()
+    with folder_atomically(output_dir, "the adapter" if config.lora.enabled else "the model", into=True) as staging:
+        _save_pretrained(staging, model, tokenizer, **options)
     if config.merge and config.lora.enabled:
-        merged_staging = output_dir / ".staging-merged"
         merged = merge_adapter(model)
-        with quiet_saving():
-            merged.save_pretrained(merged_staging)
-            tokenizer.save_pretrained(merged_staging)
-        _move_into(merged_staging, output_dir / "merged")
+        with folder_atomically(output_dir / "merged", "the merged model") as staging:
+            _save_pretrained(staging, merged, tokenizer)
     write_json(output_dir / "summary.json", {**summary, "base_model": base_name, "adapter": config.lora.enabled})
 
 
@@ -145,20 +189,11 @@ def save_built_base_model(model, tokenizer, folder: Path) -> None:
     """
     if folder.exists():
         return
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.with_name(f".staging-{folder.name}")
-    shutil.rmtree(staging, ignore_errors=True)
+    with folder_atomically(folder, "the built base model") as staging:
+        _save_pretrained(staging, model, tokenizer)
+
+
+def _save_pretrained(folder: Path, model, tokenizer, **options) -> None:
     with quiet_saving():
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-    os.replace(staging, folder)
-
-
-def _move_into(source: Path, target: Path) -> None:
-    if target.is_dir():
-        shutil.rmtree(target)
-    elif target.exists():
-        target.unlink()
-    os.replace(source, target)
-
-
+        model.save_pretrained(folder, **options)
+        tokenizer.save_pretrained(folder)

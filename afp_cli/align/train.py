@@ -24,9 +24,10 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from afp_cli.align.checkpoint import (CHECKPOINTS, TrainingState, checkpoint_world_size, list_checkpoints, load_checkpoint, rng_state,
-                                 save_checkpoint)
+from afp_cli.align.checkpoint import (CHECKPOINTS, TrainingState, checkpoint_step, checkpoint_world_size, list_checkpoints,
+                                 load_checkpoint, rng_state, save_checkpoint)
 from afp_cli.align.config import AlignConfig, config_to_yaml
+from afp_cli.align.resume_check import check_resume as check_resumed_recipe
 from afp_cli.data.batches import TokenCounts, collate, micro_batch_indices, split_held_out, tokenize_examples
 from afp_cli.data.tokenize import IGNORE_INDEX
 from afp_cli.data.training_records import read_training_file
@@ -49,6 +50,7 @@ class AlignResult:
     held_out_before: dict[str, float] = field(default_factory=dict)
     held_out_after: dict[str, float] = field(default_factory=dict)
     stopped_early: bool = False
+    stopped_by: str | None = None  # "SIGTERM" or "SIGINT" when a signal stopped the run early (with a checkpoint)
     model: Any = field(default=None, repr=False)  # the trained model (peft-wrapped with LoRA), for library use
 
 
@@ -240,11 +242,13 @@ def align(config: AlignConfig, resume: bool = False, overwrite: bool = False, dr
                        f"{train.batch_size} for training after data.held_out={config.data.held_out}")
     with ExitStack() as claim:
         last_checkpoint = None
+        interrupted = _InterruptFlag()
         if not dry_run:  # the main process claims the folder; the others learn its checkpoint, or its refusal
-            last_checkpoint = processes.on_main(
-                lambda: claim.enter_context(claim_output_dir(output_dir, resume, overwrite)))
-            check_resume_world_size(last_checkpoint, processes)
-        return _setup_and_train(config, examples, last_checkpoint, dry_run, stop_after, console, processes)
+            claim.enter_context(interrupted)  # from here SIGTERM and Ctrl-C stop the run at the end of a step
+            last_checkpoint = processes.on_main(lambda: claim.enter_context(claim_output_dir(
+                output_dir, resume, overwrite, accept_resume=lambda found: check_resume(config, found, processes))))
+        return _setup_and_train(config, examples, last_checkpoint, dry_run, stop_after, console, processes,
+                                interrupted)
 
 
 def check_launch(config: AlignConfig, processes) -> None:
@@ -259,6 +263,13 @@ def check_launch(config: AlignConfig, processes) -> None:
     if config.mcl.enabled and not config.mcl.gather_negatives and batch // world < 2:
         raise AfpError(f"mcl.gather_negatives is false, so each of the {world} processes needs at least two pairs: "
                        f"train.batch_size={batch} gives {batch // world}; use train.batch_size={2 * world} or more")
+
+
+def check_resume(config: AlignConfig, checkpoint: Path, processes) -> None:
+    """Before a resume changes anything: as many processes as wrote the checkpoint, and a recipe that continues
+    the same run (afp_cli/align/resume_check.py)."""
+    check_resume_world_size(checkpoint, processes)
+    check_resumed_recipe(config, Path(config.output_dir) / "recipe.yaml", checkpoint_step(checkpoint))
 
 
 def check_resume_world_size(checkpoint: Path | None, processes) -> None:
@@ -325,8 +336,12 @@ def setup_run(config: AlignConfig, examples, processes, console: Console, write_
 
 
 def _setup_and_train(config: AlignConfig, examples, last_checkpoint: Path | None, dry_run: bool,
-                     stop_after: int | None, console: Console, processes) -> AlignResult:
-    """Set up → held-out evaluation → loop → adapter, inside the output folder claimed by ``align``."""
+                     stop_after: int | None, console: Console, processes, interrupted: _InterruptFlag) -> AlignResult:
+    """Set up → held-out evaluation → loop → adapter, inside the output folder claimed by ``align``.
+
+    Every file is written by the main process through ``on_main``: when the disk refuses a write, every process
+    ends with the same one line instead of the others waiting for the main one at a barrier.
+    """
     train = config.train
     output_dir = Path(config.output_dir)
     run = setup_run(config, examples, processes, console, write_files=not dry_run)
@@ -335,41 +350,35 @@ def _setup_and_train(config: AlignConfig, examples, last_checkpoint: Path | None
         console.print("[bold]dry run[/]: recipe, data and model are valid; nothing was trained or written.")
         return AlignResult(output_dir, 0)
 
-    if processes.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(output_dir / "recipe.yaml", config_to_yaml(config))
+    processes.on_main(lambda: write_atomically(output_dir / "recipe.yaml", config_to_yaml(config)))
     state = TrainingState(step=0, extra={})
     if last_checkpoint is not None:
         state = load_checkpoint(last_checkpoint, run.model, run.optimizer, run.scheduler, processes.rank,
                                 processes.load_engine_state)
-        if processes.is_main:
-            truncate_metrics(output_dir / METRICS_FILE, state.step)
+        processes.on_main(lambda: truncate_metrics(output_dir / METRICS_FILE, state.step))
         console.print(f"resumed from {last_checkpoint} (step {state.step})")
     else:
         state.extra["held_out_before"] = run.evaluate()
     run.model.train()
     writer = open_tensorboard(output_dir, train.tensorboard) if processes.is_main else None
-    stopped_early = False
-    interrupted = _InterruptFlag()
-    with interrupted:
-        stopped_early = _loop(run, state, output_dir, stop_after, console, writer, interrupted)
+    stopped_early = _loop(run, state, output_dir, stop_after, console, writer, interrupted)
     if writer is not None:
         writer.close()
     result = AlignResult(output_dir, state.step, state.extra.get("held_out_before", {}), stopped_early=stopped_early,
-                         model=run.model)
+                         stopped_by=interrupted.stopped_by if stopped_early else None, model=run.model)
     if stopped_early:
-        console.print(f"stopped after step {state.step}; continue with --resume")
+        if result.stopped_by is None:  # a signal's line is the command's: on stderr, with the signal's exit code
+            console.print(f"stopped after step {state.step}; continue with --resume")
         processes.barrier()
         return result
     result.held_out_after = run.evaluate()
     trainable, total = run.parameter_counts
     state_dict = processes.full_state_dict(run.entry)  # FSDP / DeepSpeed: gathered from every process's shard
-    if processes.is_main:
-        save_outputs(run.model, run.tokenizer, config, output_dir, state_dict,
-                     {"steps": result.steps, "trainable_parameters": trainable, "total_parameters": total,
-                      "held_out_before": result.held_out_before, "held_out_after": result.held_out_after,
-                      **({"processes": processes.world_size} if processes.world_size > 1 else {})})
-    processes.barrier()
+    processes.on_main(lambda: save_outputs(
+        run.model, run.tokenizer, config, output_dir, state_dict,
+        {"steps": result.steps, "trainable_parameters": trainable, "total_parameters": total,
+         "held_out_before": result.held_out_before, "held_out_after": result.held_out_after,
+         **({"processes": processes.world_size} if processes.world_size > 1 else {})}))
     _print_summary(console, result)
     return result
 
@@ -461,9 +470,10 @@ def _loop(run: Run, state, output_dir, stop_after, console, writer, interrupted)
                 sums = {"loss": 0.0, "mcl": 0.0, "cit": 0.0, "count": 0}
             progress.update(task, completed=state.step)
 
-            # Ctrl-C reaches the processes at different moments: they stop together, at the same step
-            interrupted_anywhere = processes.sum(float(interrupted.raised)) > 0
-            stop_now = (stop_after is not None and state.step - first_step >= stop_after) or interrupted_anywhere
+            # a signal reaches the processes at different moments (or only some): they vote, and all stop after
+            # the same step, with the same checkpoint
+            stopped_by = interrupted.vote(processes)
+            stop_now = (stop_after is not None and state.step - first_step >= stop_after) or stopped_by is not None
             if (train.save_every and state.step % train.save_every == 0) or stop_now or state.step == train.max_steps:
                 _save_checkpoint(run, output_dir, state)
             if stop_now and state.step < train.max_steps:
@@ -479,10 +489,9 @@ def _save_checkpoint(run: Run, output_dir: Path, state: TrainingState) -> None:
         engine_state = output_dir / CHECKPOINTS / f".engine-{state.step:08d}"
         run.processes.save_engine_state(engine_state)
         run.processes.barrier()
-    if run.processes.is_main:
-        save_checkpoint(output_dir, run.model, run.optimizer, run.scheduler, state, run.config.train.keep_checkpoints,
-                        rng_per_process, engine_state)
-    run.processes.barrier()  # no process runs ahead of a checkpoint that is not complete yet
+    # no process runs ahead of a checkpoint that is not complete yet, and a full disk stops every one of them
+    run.processes.on_main(lambda: save_checkpoint(output_dir, run.model, run.optimizer, run.scheduler, state,
+                                                  run.config.train.keep_checkpoints, rng_per_process, engine_state))
 
 
 def _diverged(output_dir: Path, step: int, what: str):
@@ -513,27 +522,49 @@ def _autocast_factory(device: str, precision: str):
 
 
 class _InterruptFlag:
-    """Turn the first Ctrl-C into a clean stop at the end of the current step (with a checkpoint)."""
+    """SIGTERM and SIGINT (Ctrl-C) become a clean stop at the end of the current step, with a checkpoint.
+
+    SIGTERM is what Slurm (preemption, ``--signal``, scancel), Kubernetes and spot instances send before they kill,
+    and what torchrun and accelerate forward to their workers; it gets the same path as Ctrl-C. The first signal is
+    noted; the loop's vote (``vote``) then stops every process after the same step. A repeated SIGTERM changes
+    nothing (launchers and schedulers often send it twice: to the launcher, which forwards it, and to the whole
+    job), and neither does a second Ctrl-C within a second (torchrun forwards the terminal's); a later Ctrl-C aborts
+    at once (KeyboardInterrupt), and the checkpoint being written, if any, is removed half-done, never left broken.
+    """
+
+    _REPEAT_WINDOW_S = 1.0
 
     def __init__(self):
-        self.raised = False
-        self._previous = None
+        self.received: int | None = None  # the first signal's number
+        self.stopped_by: str | None = None  # the signal the processes agreed to stop for
+        self._at = 0.0
+        self._previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame):
-        if self.raised:
+        if self.received is None:
+            self.received, self._at = signum, time.monotonic()
+        elif signum == signal.SIGINT and time.monotonic() - self._at > self._REPEAT_WINDOW_S:
             raise KeyboardInterrupt
-        self.raised = True
+
+    def vote(self, processes) -> str | None:
+        """The signal any process received (SIGTERM first: the scheduler's), the same on every process."""
+        sigterm, sigint = processes.mean([float(self.received == signal.SIGTERM),
+                                          float(self.received == signal.SIGINT)])
+        self.stopped_by = "SIGTERM" if sigterm > 0 else "SIGINT" if sigint > 0 else None
+        return self.stopped_by
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread (e.g. inside a test runner thread): keep default handling
-            self._previous = None
+        for number in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[number] = signal.signal(number, self._handle)
+            except ValueError:  # not the main thread (e.g. inside a test runner thread): keep default handling
+                break
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+        self._previous = {}
         return False
 
 

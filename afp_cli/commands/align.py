@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,6 +18,9 @@ Example:
     afp align recipes/tiny-demo.yaml train.max_steps=50 --overwrite
 
 Overrides are section.key=value pairs (train.lr=2e-5 lora.r=16 mcl.pooling=avg-1 output_dir=runs/x).
+
+SIGTERM (a scheduler's preemption) and Ctrl-C stop after the current step with a checkpoint and exit 143 and 130:
+requeue the same command with --resume (docs/align.md, Preemption and faults).
 """
 
 
@@ -24,7 +28,8 @@ def align(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe (see recipes/).", show_default=False)],
     overrides: Annotated[Optional[list[str]], typer.Argument(help="section.key=value overrides.",
                                                               show_default=False)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in output_dir.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest intact checkpoint in "
+                                                  "output_dir (or start the run where none was written yet).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output_dir.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate recipe and data, print the resolved config, "
                                                             "parameter and token counts; train nothing.")] = False,
@@ -52,4 +57,9 @@ def align(
     as_yaml = {key: json.dumps(str(value)) if isinstance(value, (str, Path)) and value != "null" else value
                for key, value in shared.items() if value is not None}  # quoted: a folder named 123 stays a string
     config = load_config(recipe, [*(overrides or []), *(f"{key}={value}" for key, value in as_yaml.items())])
-    run_alignment(config, resume=resume, overwrite=overwrite, dry_run=dry_run, stop_after=stop_after)
+    result = run_alignment(config, resume=resume, overwrite=overwrite, dry_run=dry_run, stop_after=stop_after)
+    if result.stopped_by is not None:
+        # 128 + the signal's number, as a shell reports a process the signal ended: a scheduler's requeue logic
+        # (and a job script's `[ $? -eq 143 ]`) reads it so; the checkpoint is there either way
+        typer.echo(f"stopped after step {result.steps} ({result.stopped_by}); continue with --resume", err=True)
+        raise typer.Exit(128 + signal.Signals[result.stopped_by])
