@@ -52,7 +52,8 @@ def language_rate(
     overwrite: Overwrite = False,
     allow_other_base: AllowOtherBase = False,
 ) -> None:
-    """Share of answers in the target language (95 % Wilson interval, target/source/other/undetermined)."""
+    """Share of answers in the target language (95 % Wilson interval, target/source/other/undetermined), a paired
+    McNemar test of each adapter against the base, and LCB's line- and word-level pass rates (LPR, WPR)."""
     from afp_cli.analyze.generation import GenerationConfig
     from afp_cli.analyze.language_id import LanguageIdConfig
     from afp_cli.analyze.language_rate import DEFAULT_STOPS, parse_stops
@@ -80,8 +81,12 @@ def language_rate(
     for row in rows:
         shots_label = "" if row.shots is None else f" {row.shots}-shot"
         cut = f", {row.cut} cut" if row.cut else ""
+        paired = "" if row.p_value is None else (
+            f", Δ base {100 * row.delta_vs_base:+.1f} pp [{100 * row.delta_ci_low:+.1f}, "
+            f"{100 * row.delta_ci_high:+.1f}] p={row.p_value:.2g}")
+        lpr = "" if row.lpr is None else f", LPR {100 * row.lpr:.1f} %"
         typer.echo(f"{row.model} {row.direction}{shots_label}: {100 * row.rate:.1f} % "
-                   f"[{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}] of {row.answers}{cut}")
+                   f"[{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}] of {row.answers}{cut}{paired}{lpr}")
     typer.echo(f"report: {output_dir / 'language_rate.md'}")
 
 
