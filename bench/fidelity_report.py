@@ -42,12 +42,12 @@ def with_layer_means(row: dict) -> dict:
     return row
 
 
-def measured(rows: list[dict]) -> list[str]:
+def measured(rows: list[dict], metrics=METRICS) -> list[str]:
     """The metrics these rows carry (the LoRA study measures no generation)."""
-    return [key for key, _, _ in METRICS if key in with_layer_means(rows[0])]
+    return [key for key, _, _ in metrics if key in with_layer_means(rows[0])]
 
 
-def summarise(rows: list[dict], study: str) -> list[dict]:
+def summarise(rows: list[dict], study: str, metrics=METRICS) -> list[dict]:
     """One entry per (variant, targets, pooling): mean, spread and per-seed values of every metric."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -56,7 +56,7 @@ def summarise(rows: list[dict], study: str) -> list[dict]:
     for key, members in groups.items():
         entry = {"variant": key[0], "targets": key[1], "pooling": key[2], "label": group_label(key, study),
                  "seeds": [member["seed"] for member in members]}
-        for metric in measured(rows):
+        for metric in measured(rows, metrics):
             values = [member[metric] for member in members]
             entry[metric] = {"mean": statistics.fmean(values),
                              "spread": statistics.stdev(values) if len(values) > 1 else None, "values": values}
@@ -64,10 +64,10 @@ def summarise(rows: list[dict], study: str) -> list[dict]:
     return summary
 
 
-def compare(summary: list[dict], better: str, worse: str, metric: str) -> dict:
+def compare(summary: list[dict], better: str, worse: str, metric: str, metrics=METRICS) -> dict:
     """Is the mean of group ``better`` above that of ``worse`` (below, for a loss) by more than the spread?"""
     first, second = (next(entry for entry in summary if entry["label"] == label) for label in (better, worse))
-    higher_is_better = next(high for key, _, high in METRICS if key == metric)
+    higher_is_better = next(high for key, _, high in metrics if key == metric)
     difference = first[metric]["mean"] - second[metric]["mean"]
     spreads = [first[metric]["spread"], second[metric]["spread"]]
     spread = None if None in spreads else max(spreads)
@@ -95,10 +95,10 @@ PAPER_CLAIMS = (
 )
 
 
-def check_claims(summary: list[dict]) -> list[dict]:
+def check_claims(summary: list[dict], claims=PAPER_CLAIMS, metrics=METRICS) -> list[dict]:
     labels = {entry["label"] for entry in summary}
-    return [compare(summary, better, worse, metric) for better, worse, metric in PAPER_CLAIMS
-            if better in labels and worse in labels]
+    return [compare(summary, better, worse, metric, metrics) for better, worse, metric in claims
+            if better in labels and worse in labels and metric in summary[0]]
 
 
 def _cell(stat: dict) -> str:
@@ -107,25 +107,28 @@ def _cell(stat: dict) -> str:
 
 
 def render_markdown(summary: list[dict], claims: list[dict], rows: list[dict], commands: list[str],
-                    context: dict) -> str:
-    shown = [(key, title) for key, title, _ in METRICS if key in summary[0]]
+                    context: dict, metrics=METRICS) -> str:
+    shown = [(key, title) for key, title, _ in metrics if key in summary[0]]
     columns = ["model"] + [title for _, title in shown]
     table = [{"model": entry["label"], **{title: _cell(entry[key]) for key, title in shown}} for entry in summary]
     per_seed_columns = ["variant", "targets", "pooling", "seed", "retrieval_layer1_en_zh", "retrieval_layer1_zh_en",
                         "retrieval_last_en_zh", "retrieval_last_zh_en",
                         *[key for key in ("chrf", "bleu", "language_rate") if key in rows[0]], "held_out_cit_loss"]
+    per_seed_columns = context.get("per_seed_columns", per_seed_columns)
     lines = [
-        f"# Method fidelity ({context['study']} study{', quick' if context['quick'] else ''})",
+        f"# {context.get('title', 'Method fidelity')} ({context['study']} study{', quick' if context['quick'] else ''})",
         "",
         f"{context['date']} · {context['machine']} · load average at start {context['load_average_at_start']} · "
         f"{context['seconds']} s · seeds {context['seeds']}",
         "",
         f"```\n{context['command']}\n```",
         "",
-        "Mean ± sample standard deviation over seeds. Retrieval: top-1 among "
-        f"{context['scale']['retrieval_pairs']} held-out pairs (chance {1 / context['scale']['retrieval_pairs']:.3f}), "
-        "both directions averaged; 'pooling layer' is layer 1 for `last-1` (and for base and CIT), the last layer "
-        "for `last`. chrF++/BLEU and language rate: both directions, 0- and 1-shot, averaged.",
+        context.get("description") or (
+            "Mean ± sample standard deviation over seeds. Retrieval: top-1 among "
+            f"{context['scale']['retrieval_pairs']} held-out pairs (chance "
+            f"{1 / context['scale']['retrieval_pairs']:.3f}), both directions averaged; 'pooling layer' is layer 1 for "
+            "`last-1` (and for base and CIT), the last layer for `last`. chrF++/BLEU and language rate: both "
+            "directions, 0- and 1-shot, averaged."),
         "",
         markdown_table(table, columns),
     ]
@@ -141,14 +144,14 @@ def render_markdown(summary: list[dict], claims: list[dict], rows: list[dict], c
     return "\n".join(lines)
 
 
-def plot(summary: list[dict]):
+def plot(summary: list[dict], metrics=METRICS, plotted_keys=PLOTTED):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    titles = {key: title for key, title, _ in METRICS}
-    plotted = [key for key in PLOTTED if key in summary[0]] or ["retrieval_top1"]
+    titles = {key: title for key, title, _ in metrics}
+    plotted = [key for key in plotted_keys if key in summary[0]] or ["retrieval_top1"]
     if "chrf" not in summary[0]:  # the LoRA study: retrieval at both layers says where the alignment landed
         plotted = ["retrieval_layer1", "retrieval_last", "held_out_cit_loss"]
     figure, axes = plt.subplots(1, len(plotted), figsize=(4.2 * len(plotted), 3.2 + 0.18 * len(summary)))
@@ -168,15 +171,18 @@ def plot(summary: list[dict]):
     return figure
 
 
-def write_reports(out: Path, rows: list[dict], commands: list[str], context: dict) -> None:
+def write_reports(out: Path, rows: list[dict], commands: list[str], context: dict, metrics=METRICS,
+                  plotted=PLOTTED, claims=PAPER_CLAIMS) -> None:
+    """results.md / results.json / results.png. ``metrics``, ``plotted`` and ``claims`` default to this
+    experiment's; bench/real_model.py passes its own (more measurements, more pooling layers)."""
     import io
 
-    summary = summarise(rows, context["study"])
-    claims = check_claims(summary) if context["study"] == "main" else []
+    summary = summarise(rows, context["study"], metrics)
+    claims = check_claims(summary, claims, metrics) if context["study"] == "main" else []
     buffer = io.BytesIO()
-    figure = plot(summary)
+    figure = plot(summary, metrics, plotted)
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     write_atomically(out / "results.png", buffer.getvalue())
     write_json(out / "results.json", {"rows": rows, "summary": summary, "claims": claims, "commands": commands,
                                       "context": context})
-    write_atomically(out / "results.md", render_markdown(summary, claims, rows, commands, context))
+    write_atomically(out / "results.md", render_markdown(summary, claims, rows, commands, context, metrics))
