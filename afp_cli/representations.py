@@ -6,12 +6,17 @@ The official AFP code runs the whole model with every hidden state kept although
 forward pass stops right after the pooling layer, so with `last-1` the MCL pass costs one transformer block instead
 of all of them. Layer numbering follows transformers' ``output_hidden_states``: 0 is the embedding output (the input
 of the first block), k is the output of block k, and the final layer is the backbone's normalised last hidden state.
+
+Sentences may come packed (several a row, ``position_ids`` restarting per sentence, no padding mask:
+afp_cli/data/packing.py); their vectors are then pooled from each sentence's own tokens, the same as from a
+padded batch.
 """
 
 from __future__ import annotations
 
 import torch
 
+from afp_cli.data.packing import PackedRows
 from afp_cli.model import backbone, decoder_layers
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -44,17 +49,25 @@ class _StopForward(Exception):
     """Raised from a hook once the wanted hidden states are captured, to skip every later layer."""
 
 
-def hidden_states_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int | None) -> torch.Tensor:
+def hidden_states_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, layer: int | None,
+                     position_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Hidden states ``(batch, seq, hidden)`` equal to ``model(..., output_hidden_states=True).hidden_states[layer]``.
 
     Only the embeddings and blocks ``0 .. layer-1`` are executed; ``layer=None`` (or the model's depth) runs the
-    whole backbone but still skips the LM head. Works with peft-wrapped models and gradient checkpointing
-    (the hook disarms itself, so recomputation in backward passes through untouched).
+    whole backbone but still skips the LM head. Works with peft-wrapped models, gradient checkpointing (the hook
+    disarms itself, so recomputation in backward passes through untouched) and compiled blocks (the hooks sit
+    outside the compiled ``forward``: afp_cli/align/step_speed.py).
+
+    Args:
+        position_ids: packed rows' position ids (with ``attention_mask`` None); None: the model's own positions.
     """
     depth = model.config.num_hidden_layers
     encoder = backbone(model)
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    if position_ids is not None:
+        inputs["position_ids"] = position_ids
     if layer is None or layer == depth:
-        return encoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        return encoder(**inputs).last_hidden_state
     if not 0 <= layer < depth:
         raise ValueError(f"layer {layer} outside 0..{depth}")
 
@@ -78,7 +91,7 @@ def hidden_states_at(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
 
         handle = blocks[layer - 1].register_forward_hook(after_block)
     try:
-        encoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        encoder(**inputs)
     except _StopForward:
         pass
     finally:
@@ -88,7 +101,15 @@ def hidden_states_at(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     return captured[0]
 
 
-def sentence_vectors(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int | None,
-                     method: str) -> torch.Tensor:
-    """Sentence vectors ``(batch, hidden)``: hidden states of ``layer`` (None: final) pooled by ``method``."""
-    return pool(hidden_states_at(model, input_ids, attention_mask, layer), attention_mask, method)
+def sentence_vectors(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, layer: int | None,
+                     method: str, packing: PackedRows | None = None) -> torch.Tensor:
+    """Sentence vectors ``(sentences, hidden)``: hidden states of ``layer`` (None: final) pooled by ``method``.
+
+    Args:
+        packing: the layout of packed sentences (``attention_mask`` is then None); each sentence is taken out of
+            its row (for ``last``: the token at its start + length - 1) before pooling.
+    """
+    if packing is None:
+        return pool(hidden_states_at(model, input_ids, attention_mask, layer), attention_mask, method)
+    hidden, real = packing.unpack(hidden_states_at(model, input_ids, None, layer, packing.position_ids))
+    return pool(hidden, real, method)

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from afp_cli.data.tokenize import IGNORE_INDEX
 
 
-def causal_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                   mean_over: float | None = None) -> torch.Tensor:
+def causal_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor,
+                   mean_over: float | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Mean next-token cross-entropy over the target (non-masked) tokens.
 
     The LM head runs only on positions that predict a target: with prompts masked out this skips most of the
@@ -26,10 +26,15 @@ def causal_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         mean_over: divide the summed cross-entropy by this instead of this batch's target count. With W processes
             it is the global target count / W: the engine's average over processes then gives the mean over every
             target token of the global batch, as one process would (a mean of per-process means would not).
+        position_ids: packed rows' position ids, with ``attention_mask`` None (afp_cli/data/packing.py; the labels
+            then hold no target at the first token of a text, which the text before it would predict).
     """
     from afp_cli.model import backbone
 
-    hidden = backbone(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    if position_ids is not None:
+        inputs["position_ids"] = position_ids
+    hidden = backbone(model)(**inputs).last_hidden_state
     shifted_labels = labels[:, 1:]
     predicting = shifted_labels != IGNORE_INDEX
     if not predicting.any():  # every answer truncated away: no signal, but keep the graph connected
@@ -49,6 +54,11 @@ def retrieval_accuracy(sources: torch.Tensor, targets: torch.Tensor) -> float:
     targets = torch.nn.functional.normalize(targets, dim=-1)
     predicted = (sources @ targets.T).argmax(dim=-1)
     return float((predicted == torch.arange(len(sources), device=predicted.device)).float().mean())
+
+
+def packed_positions(packing) -> torch.Tensor | None:
+    """The position ids a packed batch's texts run with (afp_cli/data/packing.py); None for a padded batch."""
+    return None if packing is None else packing.position_ids
 
 
 def answer_tokens(labels: torch.Tensor | None) -> int:
@@ -88,12 +98,13 @@ def score_batches(model, batches: Iterable, pooling_layer: int | None, pooling_m
             batch = batch.to(device)
             tokens = answer_tokens(batch.instruction_labels)
             if tokens:
-                loss = through(causal_lm_loss, batch.instruction_ids, batch.instruction_mask, batch.instruction_labels)
+                loss = through(causal_lm_loss, batch.instruction_ids, batch.instruction_mask, batch.instruction_labels,
+                               None, packed_positions(batch.instruction_packing))
                 loss_sum += float(loss) * tokens
                 loss_tokens += tokens
             if batch.sentence_ids is not None:
                 vectors = through(sentence_vectors, batch.sentence_ids, batch.sentence_mask, pooling_layer,
-                                  pooling_method).float()
+                                  pooling_method, batch.sentence_packing).float()
                 columns = vectors.chunk(batch.sentences_per_example)
                 sources.append(columns[0])
                 targets.append(columns[1])

@@ -153,6 +153,11 @@ class DataConfig:
     held_out: int = _help("Number of training examples held out for evaluation (taken by the seeded shuffle).", 64)
     max_length: int = _help("Maximum tokens per sentence (MCL) and per instruction text (CIT); longer ones are "
                             "truncated and counted.", 512)
+    packing: bool = _help(
+        "Padding-free training batches: the texts of a micro-batch share rows (position ids restarting per text, "
+        "attention kept within each text), the same losses as padded rows with less padding computed. Checked on "
+        "the model at start-up: an architecture that mixes packed texts (XGLM, OPT, BLOOM) trains padded, with a "
+        "warning. Held-out evaluation stays padded.", False)
 
     def __post_init__(self) -> None:
         _require((self.train_file is None) != (self.build is None), "train_file",
@@ -192,6 +197,11 @@ class TrainConfig:
     cpu_threads: int | None = _help("torch threads on CPU (null: torch's default). 1 is fastest for tiny models "
                                     "and on busy machines.", None)
     gradient_checkpointing: bool = _help("Recompute activations in backward to save memory.", False)
+    compile: bool = _help(
+        "torch.compile each decoder block (LoRA inside) for the training passes, batch widths rounded up to few "
+        "sizes; the first steps compile (seconds on CUDA, a minute or more on a CPU, which needs a C++ compiler). "
+        "Off by default: slower on the CPU in bench/RESULTS.md, not measured on CUDA yet. Not with FSDP/DeepSpeed.",
+        False)
     log_every: int = _help("Write metrics.jsonl and update the progress line every N steps.", 10)
     eval_every: int = _help("Evaluate on the held-out slice every N steps (0: only before and after).", 500)
     save_every: int = _help("Write a checkpoint every N steps (0: only at the end).", 500)

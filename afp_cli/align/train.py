@@ -192,7 +192,7 @@ def loss_step(model, batch, config: AlignConfig) -> LossParts:
     mcl_value = cit_value = None
     if config.mcl.enabled:
         vectors = sentence_vectors(model, batch.sentence_ids, batch.sentence_mask, config.mcl.pooling_layer,
-                                   config.mcl.pooling_method)
+                                   config.mcl.pooling_method, batch.sentence_packing)
         if world_size > 1 and config.mcl.gather_negatives:
             # (columns × pairs, hidden) → rows of (columns, hidden) per pair, gathered, and back: all anchors of
             # the global batch, then all positives, [then all hard negatives]
@@ -209,7 +209,9 @@ def loss_step(model, batch, config: AlignConfig) -> LossParts:
         if world_size > 1:
             targets = float((batch.instruction_labels[:, 1:] != IGNORE_INDEX).sum())
             mean_over = max(sum_over_processes(targets), 1.0) / world_size
-        cit = causal_lm_loss(model, batch.instruction_ids, batch.instruction_mask, batch.instruction_labels, mean_over)
+        positions = None if batch.instruction_packing is None else batch.instruction_packing.position_ids
+        cit = causal_lm_loss(model, batch.instruction_ids, batch.instruction_mask, batch.instruction_labels, mean_over,
+                             positions)
         total = config.cit.weight * cit if total is None else total + config.cit.weight * cit
         cit_value = float(cit.detach())
     return LossParts(total, mcl_value, cit_value)
@@ -329,6 +331,14 @@ def setup_run(config: AlignConfig, examples, processes, console: Console, write_
     trainable, total = count_parameters(model)
     _describe(console, config, len(train_set), len(held_out_set), counts, trainable, total, device, model, processes)
     check_mcl_reach(model, config, console)
+    if config.data.packing or train.compile:
+        from afp_cli.align.step_speed import check_compile, check_packing, compile_blocks
+
+        if config.data.packing:  # a model that mixes packed texts trains padded (the config then says so)
+            check_packing(model, config, console)
+        if train.compile:
+            check_compile(device, processes)
+            compile_blocks(model)
     optimizer, scheduler = build_optimizer(model, config, processes.offloads_optimizer)
     entry, optimizer = processes.prepare(ModelEntry(model), optimizer, train.batch_size // processes.world_size)
     return Run(config, processes, model, entry, optimizer, scheduler, train_set, held_out_set, tokenizer, device,
@@ -402,7 +412,9 @@ def backward_micro_batch(run: Run, global_indices: list[int], last_of_step: bool
     indices); returns [total, mcl, cit] averaged over processes (0.0 for an objective that is off)."""
     share = len(global_indices) // run.processes.world_size
     mine = global_indices[run.processes.rank * share:(run.processes.rank + 1) * share]
-    batch = collate([run.train_set[index] for index in mine], run.tokenizer.pad_token_id).to(run.device)
+    # compiled blocks: widths rounded up to few sizes, so the compiled shapes repeat
+    batch = collate([run.train_set[index] for index in mine], run.tokenizer.pad_token_id, run.config.data.packing,
+                    bucket=run.config.train.compile, max_width=run.config.data.max_length).to(run.device)
     with run.autocast():
         parts = run.entry(loss_step, batch, run.config)
     run.processes.backward(parts.total, run.config.train.grad_accumulation, last_of_step)

@@ -1,4 +1,4 @@
-"""Tokenised training set, its held-out split, the seeded example order, and collation into padded batches."""
+"""Tokenised training set, its held-out split, the seeded example order, and collation into padded or packed batches."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from afp_cli.data.packing import PackedRows, bucket_width, fill_rows, pack
 from afp_cli.data.tokenize import IGNORE_INDEX, encode_instruction, encode_sentences
 from afp_cli.data.training_records import TrainingExample
 
@@ -81,33 +82,50 @@ def micro_batch_indices(micro_batch: int, batch_size: int, train_size: int, seed
 
 @dataclass
 class Batch:
-    """Padded tensors for one micro-batch (right padding; pooling does not depend on it)."""
+    """The tensors of one micro-batch: right-padded (one text a row), or packed (several texts a row).
 
-    sentence_ids: torch.Tensor | None  # (sentences_per_example × batch, seq): all sent0, then all sent1, [then hard negatives]
+    Padded: the masks mark the real tokens and the packings are None. Packed (``data.packing``): the masks are None,
+    each ``*_packing`` says where every text lies, and its ``position_ids`` restart per text, which is what
+    confines attention to each text (afp_cli/data/packing.py); a model gets either a mask or those position ids.
+    """
+
+    sentence_ids: torch.Tensor | None  # texts in order: all sent0, then all sent1, [then hard negatives]
     sentence_mask: torch.Tensor | None
     sentences_per_example: int
     instruction_ids: torch.Tensor | None
     instruction_mask: torch.Tensor | None
     instruction_labels: torch.Tensor | None
+    sentence_packing: PackedRows | None = None
+    instruction_packing: PackedRows | None = None
 
     def to(self, device) -> "Batch":
         def move(tensor):
             return None if tensor is None else tensor.to(device, non_blocking=True)
 
         return Batch(move(self.sentence_ids), move(self.sentence_mask), self.sentences_per_example,
-                     move(self.instruction_ids), move(self.instruction_mask), move(self.instruction_labels))
+                     move(self.instruction_ids), move(self.instruction_mask), move(self.instruction_labels),
+                     move(self.sentence_packing), move(self.instruction_packing))
 
     @property
     def token_count(self) -> int:
+        """Real tokens of the batch's sentences and instruction texts: padding is never counted."""
         total = 0
-        for mask in (self.sentence_mask, self.instruction_mask):
-            if mask is not None:
+        for mask, packing in ((self.sentence_mask, self.sentence_packing),
+                              (self.instruction_mask, self.instruction_packing)):
+            if packing is not None:
+                total += packing.token_count
+            elif mask is not None:
                 total += int(mask.sum())
         return total
 
+    @property
+    def position_count(self) -> int:
+        """Positions the model computes, padding included (``token_count`` / this = the share of useful work)."""
+        return sum(ids.numel() for ids in (self.sentence_ids, self.instruction_ids) if ids is not None)
 
-def _pad(rows: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(row) for row in rows)
+
+def _pad(rows: list[list[int]], value: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    width = width or max(len(row) for row in rows)
     ids = torch.full((len(rows), width), value, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for index, row in enumerate(rows):
@@ -116,15 +134,35 @@ def _pad(rows: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]
     return ids, mask
 
 
-def collate(examples: list[TokenizedExample], pad_token_id: int) -> Batch:
-    """One padded tensor for all sentences of the batch (a single MCL forward), one for the instruction texts."""
-    sentence_ids = sentence_mask = None
+def collate(examples: list[TokenizedExample], pad_token_id: int, packing: bool = False, bucket: bool = False,
+            max_width: int | None = None) -> Batch:
+    """One tensor for all sentences of the batch (a single MCL forward), one for the instruction texts.
+
+    Args:
+        packing: pack the texts (several a row, afp_cli/data/packing.py) instead of one a row.
+        bucket: round the width up with :func:`bucket_width` (compiled blocks: few distinct shapes).
+        max_width: packed rows' widest width (``data.max_length``; default: the longest text).
+    """
+    def width(texts: list[list[int]]) -> int | None:
+        return bucket_width(max(len(text) for text in texts)) if bucket else None
+
+    sentence_ids = sentence_mask = sentence_packing = None
     per_example = len(examples[0].sentences)
     if per_example:
         rows = [example.sentences[column] for column in range(per_example) for example in examples]
-        sentence_ids, sentence_mask = _pad(rows, pad_token_id)
-    instruction_ids = instruction_mask = instruction_labels = None
+        if packing:
+            sentence_ids, sentence_packing = pack(rows, pad_token_id, max_width, bucket)
+        else:
+            sentence_ids, sentence_mask = _pad(rows, pad_token_id, width(rows))
+    instruction_ids = instruction_mask = instruction_labels = instruction_packing = None
     if examples[0].instruction_ids:
-        instruction_ids, instruction_mask = _pad([example.instruction_ids for example in examples], pad_token_id)
-        instruction_labels, _ = _pad([example.instruction_labels for example in examples], IGNORE_INDEX)
-    return Batch(sentence_ids, sentence_mask, per_example, instruction_ids, instruction_mask, instruction_labels)
+        texts = [example.instruction_ids for example in examples]
+        labels = [example.instruction_labels for example in examples]
+        if packing:
+            instruction_ids, instruction_packing = pack(texts, pad_token_id, max_width, bucket)
+            instruction_labels = fill_rows(labels, instruction_packing, IGNORE_INDEX, first_value=IGNORE_INDEX)
+        else:
+            instruction_ids, instruction_mask = _pad(texts, pad_token_id, width(texts))
+            instruction_labels, _ = _pad(labels, IGNORE_INDEX, width(texts))
+    return Batch(sentence_ids, sentence_mask, per_example, instruction_ids, instruction_mask, instruction_labels,
+                 sentence_packing, instruction_packing)

@@ -1,0 +1,132 @@
+"""train.compile: compiled decoder blocks give the eager step's losses and LoRA gradients, run only in training
+passes, keep MCL's early stop and the parameter names, and compile a bounded number of graphs."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from rich.console import Console
+
+from afp_cli.align.config import build_config, load_config
+from afp_cli.align.step_speed import check_compile, compile_blocks
+from afp_cli.align.train import align, loss_step
+from afp_cli.data.batches import collate, tokenize_examples
+from afp_cli.data.training_records import read_training_file
+from afp_cli.errors import AfpError
+from afp_cli.model import decoder_layers
+from afp_cli.tiny import tiny_architecture
+from test_packing import assert_same_step, losses_and_gradients, lora_model  # tests/ is on sys.path under pytest
+
+DEMO_DATA = Path(__file__).resolve().parents[1] / "afp_cli" / "demo" / "tatoeba_en-zh.afp.jsonl"
+
+
+class CountingBackend:
+    """A torch.compile backend that runs the captured graph as it is and counts the graphs it was given."""
+
+    def __init__(self):
+        self.graphs = 0
+
+    def __call__(self, graph_module, example_inputs):
+        self.graphs += 1
+        return graph_module.forward
+
+
+def _batches(tokenizer, packing: bool):
+    examples = read_training_file(DEMO_DATA, True, True)[:24]
+    tokenized, _ = tokenize_examples(examples, tokenizer, 96, True, True, False, True)
+    return [collate(tokenized[start:start + 8], tokenizer.pad_token_id, packing, bucket=True, max_width=96)
+            for start in (0, 8, 16)]
+
+
+def test_compiled_blocks_run_only_in_training_passes_and_keep_the_early_stop_and_names(tiny_tokenizer):
+    model = lora_model("llama", tiny_tokenizer)
+    names = [name for name, _ in model.named_parameters()]
+    batch = _batches(tiny_tokenizer, packing=False)[0]
+    eager = losses_and_gradients(model, batch)
+    backend = CountingBackend()
+    assert compile_blocks(model, backend=backend) == 4
+    calls = []
+    handles = [block.register_forward_pre_hook(lambda module, args, index=index: calls.append(index))
+               for index, block in enumerate(decoder_layers(model))]
+    config = build_config({"model": {"name_or_path": "x"}, "data": {"train_file": "x"}, "mcl": {"weight": 1.0},
+                           "cit": {"weight": 0.0}, "train": {"batch_size": 8}})
+    loss_step(model, batch, config)  # MCL alone: pooling layer 1, so only block 0 runs
+    assert calls == [0] and backend.graphs >= 1
+    for handle in handles:
+        handle.remove()
+    assert_same_step(eager, losses_and_gradients(model, batch))
+    graphs = backend.graphs
+    model.eval()
+    with torch.no_grad():
+        loss_step(model, batch, config)
+    model.train()
+    assert backend.graphs == graphs  # evaluation runs eagerly: nothing new compiled
+    assert [name for name, _ in model.named_parameters()] == names  # checkpoints and adapters keep their keys
+
+
+def test_compile_refuses_sharding_engines_and_a_cpu_without_a_cpp_compiler(monkeypatch):
+    class Sharded:
+        shards_weights, engine = True, "FSDP"
+
+    class Plain:
+        shards_weights, engine = False, "plain"
+
+    with pytest.raises(AfpError, match="not supported with FSDP"):
+        check_compile("cpu", Sharded())
+    import torch._inductor.cpp_builder as cpp_builder
+
+    def missing():
+        raise RuntimeError("No working C++ compiler found in torch._inductor.config.cpp.cxx: (None, 'g++')")
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", missing)
+    with pytest.raises(AfpError, match="needs a C\\+\\+ compiler .*No working C\\+\\+ compiler found"):
+        check_compile("cpu", Plain())
+    check_compile("cuda", Plain())  # CUDA compiles with Triton: no C++ check
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("packing", [False, True])
+def test_inductor_compiled_steps_give_the_eager_losses_and_lora_gradients(tiny_tokenizer, packing):
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    model = lora_model("llama", tiny_tokenizer)
+    batches = _batches(tiny_tokenizer, packing)
+    eager = [losses_and_gradients(model, batch) for batch in batches]
+    compile_blocks(model)
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    for batch, expected in zip(batches, eager):  # three batches of different widths (and rows, when packed)
+        assert_same_step(expected, losses_and_gradients(model, batch))
+    # one graph per kind of block input (mask or none, static then dynamic shapes), not one per batch or block
+    assert counters["stats"]["unique_graphs"] <= 4, dict(counters["stats"])
+
+
+@pytest.mark.slow
+def test_align_with_compile_and_packing_trains_as_the_eager_padded_run_does(tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(DEMO_DATA.read_text(encoding="utf-8").splitlines()[:20]) + "\n", encoding="utf-8")
+    records = {}
+    for name, switches in (("eager", {}), ("compiled", {"data": {"packing": True}, "train": {"compile": True}})):
+        recipe = {
+            "model": {"architecture": tiny_architecture("llama"), "tokenizer_vocab_size": 400},
+            "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+            "data": {"train_file": str(data), "held_out": 4, "max_length": 48, **switches.get("data", {})},
+            "train": {"max_steps": 4, "batch_size": 6, "lr": 5e-3, "warmup_ratio": 0.0, "log_every": 1,
+                      "eval_every": 0, "save_every": 0, "seed": 0, "scheduler": "constant",
+                      **switches.get("train", {})},
+            "output_dir": str(tmp_path / name),
+        }
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+        align(load_config(path), console=Console(file=io.StringIO()))
+        records[name] = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    for eager, compiled in zip(records["eager"], records["compiled"], strict=True):
+        for key in ("loss", "mcl", "cit"):
+            assert compiled[key] == pytest.approx(eager[key], abs=1e-4), (key, eager, compiled)
