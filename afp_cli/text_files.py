@@ -136,6 +136,7 @@ DISK_FAULTS = {
     errno.EROFS: "read-only file system",
     errno.EACCES: "permission denied",
     errno.EFBIG: "file too large for the file-size limit (ulimit -f)",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
 }
 # torch.save's zip writer reports a failed write in its own words and without the errno
 _TORCH_WRITE_FAILURES = ("inline_container.cc", "PytorchStreamWriter failed writing")
@@ -167,6 +168,9 @@ def write_fault(error: BaseException, path: str | Path) -> str | None:
 
 
 def _probed_fault(path: Path) -> str | None:
+    """Why a write under ``path`` failed, asked of the disk and the process (torch's writer does not say)."""
+    import resource
+
     folder = _existing_ancestor(path)
     disk = os.statvfs(folder)
     if disk.f_flag & os.ST_RDONLY:
@@ -175,6 +179,8 @@ def _probed_fault(path: Path) -> str | None:
         return DISK_FAULTS[errno.ENOSPC]
     if not os.access(folder, os.W_OK):
         return DISK_FAULTS[errno.EACCES]
+    if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+        return DISK_FAULTS[errno.EFBIG]
     return None
 
 
@@ -209,6 +215,23 @@ def _whole_or_nothing(path: Path, what: str | None, undo: Callable[[], None]) ->
         raise DiskFault(f"could not write {subject}: {reason} ({free} free there)") from error
 
 
+def _made_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns the ones created, deepest first, for an undo to remove."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        created.mkdir(exist_ok=True)
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def _put_in_place(source: Path, target: Path) -> None:
     """Rename ``source`` to ``target``, replacing it: a file in one step, a folder set aside first and then removed."""
     if target.is_dir() and not target.is_symlink():
@@ -233,8 +256,15 @@ def streamed_atomically(path: str | Path, binary: bool = False, what: str | None
     """
     path = Path(path)
     temporary: list[Path] = []
-    with _whole_or_nothing(path, what, lambda: [name.unlink(missing_ok=True) for name in temporary]):
-        path.parent.mkdir(parents=True, exist_ok=True)
+    created: list[Path] = []
+
+    def undo() -> None:
+        for name in temporary:
+            name.unlink(missing_ok=True)
+        _remove_if_empty(created)
+
+    with _whole_or_nothing(path, what, undo):
+        created.extend(_made_folders(path.parent))
         handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         temporary.append(Path(temp_name))
         with os.fdopen(handle, "wb") if binary else os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
@@ -255,9 +285,16 @@ def folder_atomically(final: str | Path, what: str | None = None, into: bool = F
     """
     final = Path(final)
     temporary = final / ".tmp-outputs" if into else final.with_name(f".tmp-{final.name}")
-    with _whole_or_nothing(final, what, lambda: shutil.rmtree(temporary, ignore_errors=True)):
+    created: list[Path] = []
+
+    def undo() -> None:
+        shutil.rmtree(temporary, ignore_errors=True)
+        _remove_if_empty(created)
+
+    with _whole_or_nothing(final, what, undo):
         shutil.rmtree(temporary, ignore_errors=True)  # left by a run that was killed, not failed
-        temporary.mkdir(parents=True)
+        created.extend(_made_folders(temporary.parent))
+        temporary.mkdir()
         yield temporary
         if into:
             for item in sorted(temporary.iterdir()):

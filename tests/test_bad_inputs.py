@@ -53,6 +53,8 @@ CASES = [
     Case("align-out-of-range", ["align", RECIPE, "train.warmup_ratio=2"], {}, r"'train.warmup_ratio' must be in"),
     Case("align-unknown-option", ["align", RECIPE, "--bogus"], {}, r"No such option:? '?--bogus", usage=True),
     Case("align-existing-output", ["align", RECIPE], {"run/notes.txt": "precious"}, r"output folder is not empty"),
+    Case("align-output-is-a-file", ["align", RECIPE, "output_dir={tmp}/notes.txt"], {"notes.txt": "mine"},
+         r"notes.txt: output_dir is a file, not a folder"),
     # afp align: the training data
     Case("align-data-binary", ["align", RECIPE], {"data.jsonl": BINARY}, r"data.jsonl(:1)?: .*(UTF-8|binary)"),
     Case("align-data-latin1", ["align", RECIPE], {"data.jsonl": '{"sent0": "café"}\n'.encode("latin-1")},

@@ -47,6 +47,8 @@ def claim_output_dir(output_dir: Path, resume: bool, overwrite: bool,
     """
     if resume and overwrite:
         raise AfpError("--resume and --overwrite contradict each other: choose one")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise AfpError(f"{output_dir}: output_dir is a file, not a folder: give a folder's name")
     if resume and list_checkpoints(output_dir):
         checkpoint, damaged = resumable_checkpoint(output_dir)
         if accept_resume is not None:

@@ -547,21 +547,22 @@ class _InterruptFlag:
     _REPEAT_WINDOW_S = 1.0
 
     def __init__(self):
-        self.received: int | None = None  # the first signal's number
+        self.received: set[int] = set()
         self.stopped_by: str | None = None  # the signal the processes agreed to stop for
-        self._at = 0.0
+        self._first_at = 0.0
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame):
-        if self.received is None:
-            self.received, self._at = signum, time.monotonic()
-        elif signum == signal.SIGINT and time.monotonic() - self._at > self._REPEAT_WINDOW_S:
+        if signum == signal.SIGINT and self.received and time.monotonic() - self._first_at > self._REPEAT_WINDOW_S:
             raise KeyboardInterrupt
+        if not self.received:
+            self._first_at = time.monotonic()
+        self.received.add(signum)
 
     def vote(self, processes) -> str | None:
-        """The signal any process received (SIGTERM first: the scheduler's), the same on every process."""
-        sigterm, sigint = processes.mean([float(self.received == signal.SIGTERM),
-                                          float(self.received == signal.SIGINT)])
+        """The signal any process received (SIGTERM over SIGINT: the scheduler's), the same on every process."""
+        sigterm, sigint = processes.mean([float(signal.SIGTERM in self.received),
+                                          float(signal.SIGINT in self.received)])
         self.stopped_by = "SIGTERM" if sigterm > 0 else "SIGINT" if sigint > 0 else None
         return self.stopped_by
 

@@ -57,9 +57,22 @@ def align(
     as_yaml = {key: json.dumps(str(value)) if isinstance(value, (str, Path)) and value != "null" else value
                for key, value in shared.items() if value is not None}  # quoted: a folder named 123 stays a string
     config = load_config(recipe, [*(overrides or []), *(f"{key}={value}" for key, value in as_yaml.items())])
-    result = run_alignment(config, resume=resume, overwrite=overwrite, dry_run=dry_run, stop_after=stop_after)
+    try:
+        result = run_alignment(config, resume=resume, overwrite=overwrite, dry_run=dry_run, stop_after=stop_after)
+    except KeyboardInterrupt:  # a second Ctrl-C: the step and any checkpoint being written were dropped
+        typer.echo(f"aborted at once (a second Ctrl-C); {_where_to_continue(Path(config.output_dir))}", err=True)
+        raise typer.Exit(130) from None
     if result.stopped_by is not None:
         # 128 + the signal's number, as a shell reports a process the signal ended: a scheduler's requeue logic
         # (and a job script's `[ $? -eq 143 ]`) reads it so; the checkpoint is there either way
         typer.echo(f"stopped after step {result.steps} ({result.stopped_by}); continue with --resume", err=True)
         raise typer.Exit(128 + signal.Signals[result.stopped_by])
+
+
+def _where_to_continue(output_dir: Path) -> str:
+    from afp_cli.align.checkpoint import list_checkpoints
+
+    checkpoints = list_checkpoints(output_dir)
+    if not checkpoints:
+        return "no checkpoint was written yet: the run left nothing behind"
+    return f"last complete checkpoint: {checkpoints[-1]}; continue with --resume"
