@@ -254,10 +254,13 @@ def test_what_a_killed_run_left_half_written_is_ignored_and_removed_on_resume(ru
     for path in planted:  # what SIGKILL leaves in the middle of each writer
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half")
+    with (run / "metrics.jsonl").open("a") as metrics:
+        metrics.write('{"step": 5, "loss": 4.1')  # half a line
     code, out, err = run_cli("align", run_copy / "recipe.yaml", "--resume")
     assert code == 0 and err == "", err
     assert f"resumed from {run / 'checkpoints' / 'step-00000004'} (step 4)" in unwrapped(out)
     assert leftovers(run) == [] and not (run / "checkpoints" / ".engine-00000006").exists()
+    assert steps_logged(run) == list(range(1, 9))
     assert_same_adapter(run, reference)
 
 
@@ -266,6 +269,39 @@ def test_resume_where_no_checkpoint_was_written_yet_starts_the_run(tmp_path, run
     code, _, err = run_cli("align", recipe, "--resume")  # a requeued job's first start: no folder yet
     assert code == 0 and err == "", err
     assert_same_adapter(tmp_path / "run", reference)
+
+    # killed (SIGKILL) before its first checkpoint: the recipe, the base model and a few metrics lines
+    run = tmp_path / "run"
+    for name in ("checkpoints", "adapter_model.safetensors", "adapter_config.json", "summary.json", "README.md",
+                 "tokenizer.json", "tokenizer_config.json"):
+        shutil.rmtree(run / name) if (run / name).is_dir() else (run / name).unlink()
+    code, _, err = run_cli("align", recipe, "--resume")
+    assert code == 0, err
+    assert one_line(err) == (f"warning: {run}: its run stopped before its first checkpoint: starting it again from "
+                             "step 0")
+    assert_same_adapter(run, reference)
+    assert steps_logged(run) == list(range(1, 9))
+
+    (run / "notes.txt").write_text("not afp's")  # a folder holding anything else is not taken
+    shutil.rmtree(run / "checkpoints")
+    code, _, err = run_cli("align", recipe, "--resume")
+    assert_error(code, err, r"run: nothing to resume \(no checkpoint in .*checkpoints\)")
+
+
+def test_a_signal_before_the_first_step_stops_after_it(tmp_path, run_cli, monkeypatch):
+    import afp_cli.align.run_output as run_output
+
+    real = run_output.folder_atomically
+
+    def sigterm_while_the_base_model_is_saved(final, *args, **kwargs):
+        if Path(final).name == "base_model":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(final, *args, **kwargs)
+
+    monkeypatch.setattr(run_output, "folder_atomically", sigterm_while_the_base_model_is_saved)
+    code, _, err = run_cli("align", make_recipe(tmp_path))
+    assert code == 143 and one_line(err) == "stopped after step 1 (SIGTERM); continue with --resume", err
+    assert checkpoint_names(tmp_path / "run") == ["step-00000001"]
 
 
 # ------------------------------------------------------------------------------------------- a full disk

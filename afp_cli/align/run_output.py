@@ -139,10 +139,21 @@ def append_metrics(path: Path, record: dict[str, Any], writer) -> None:
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines written after the checkpoint we resume from, so the file reads as one run."""
+    """Drop metric lines written after the checkpoint we resume from, so the file reads as one run.
+
+    A last line without its line break is half a line a killed run was appending: it goes with the rest.
+    """
     if not path.exists():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
+    lines = path.read_text(encoding="utf-8").split("\n")[:-1]  # what follows the last line break is never whole
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            logged = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            raise AfpError(f"{path}:{number}: not a metrics line (damaged?): remove it and resume again") from None
+        if logged <= step:
+            kept.append(line)
     write_atomically(path, "".join(line + "\n" for line in kept))
 
 
