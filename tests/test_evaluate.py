@@ -66,6 +66,17 @@ def test_base_and_adapter_give_one_comparison_row_each(run_cli, base_and_adapter
     assert [s["doc_hash"] for s in samples["base"]] == [s["doc_hash"] for s in samples["adapter"]]
     assert [s["resps"] for s in samples["base"]] != [s["resps"] for s in samples["adapter"]]
 
+    # The adapter row's paired test is the exact McNemar test of these very per-document results.
+    from afp_cli.statistics import mcnemar_exact_p
+
+    adapter_only = sum(a["acc"] == 1 and b["acc"] == 0 for a, b in zip(samples["adapter"], samples["base"]))
+    base_only = sum(a["acc"] == 0 and b["acc"] == 1 for a, b in zip(samples["adapter"], samples["base"]))
+    assert adapter_row["test"] == "mcnemar-exact" and adapter_row["paired"] == "20 documents"
+    assert adapter_row["p_value"] == pytest.approx(mcnemar_exact_p(adapter_only, base_only))
+    assert adapter_row["p_holm"] == pytest.approx(adapter_row["p_value"])  # one tested row: Holm changes nothing
+    assert adapter_row["ci_low"] <= adapter_row["delta_vs_base"] <= adapter_row["ci_high"]
+    assert base_row["p_value"] is None and base_row["test"] is None
+
     code, _, stderr = run_cli(*arguments)  # an existing comparison is not replaced
     assert code == 2 and "already exists: pass --overwrite" in stderr
 
