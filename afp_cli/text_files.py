@@ -193,11 +193,11 @@ def _existing_ancestor(path: Path) -> Path:
 
 def human_size(count: float) -> str:
     """``1.5 MiB``: a size in the binary units ``df -h`` prints."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if count < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    power = 0
+    while count >= 1024 and power < len(units) - 1:
+        count, power = count / 1024, power + 1
+    return f"{count:.0f} B" if power == 0 else f"{count:.1f} {units[power]}"
 
 
 @contextlib.contextmanager
@@ -207,7 +207,8 @@ def _whole_or_nothing(path: Path, what: str | None, undo: Callable[[], None]) ->
         yield
     except BaseException as error:
         reason = write_fault(error, path)  # asked before undo() frees the room
-        undo()
+        with contextlib.suppress(OSError):  # a read-only disk may refuse the undo too; the first error is the news
+            undo()
         if reason is None:
             raise
         subject = f"{what} ({path})" if what else str(path)

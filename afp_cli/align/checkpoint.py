@@ -99,15 +99,16 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
 
 def _file_digests(folder: Path) -> dict[str, dict[str, Any]]:
     """Size and SHA-256 of every file below ``folder`` but the manifest, by path relative to it."""
-    digests = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.name != MANIFEST:
-            digest = hashlib.sha256()
-            with path.open("rb") as file:
-                while chunk := file.read(1 << 20):
-                    digest.update(chunk)
-            digests[path.relative_to(folder).as_posix()] = {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
-    return digests
+    return {path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+            for path in sorted(folder.rglob("*")) if path.is_file() and path.name != MANIFEST}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def checkpoint_damage(path: Path) -> str | None:
@@ -119,25 +120,24 @@ def checkpoint_damage(path: Path) -> str | None:
     if missing:
         return f"{', '.join(missing)} missing"
     if not (path / MANIFEST).is_file():
-        return _unparsable_file(path)
+        return _legacy_damage(path)
     try:
-        written = json.loads((path / MANIFEST).read_text(encoding="utf-8"))["files"]
-        sizes = {name: int(entry["bytes"]) for name, entry in written.items()}
+        written = {name: (int(entry["bytes"]), str(entry["sha256"]))
+                   for name, entry in json.loads((path / MANIFEST).read_text(encoding="utf-8"))["files"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return f"{MANIFEST} is unreadable"
-    for name, size in sizes.items():
+    for name, (size, _) in written.items():  # sizes first: a truncated file is found without reading any
         if not (path / name).is_file():
             return f"{name} missing"
         if (path / name).stat().st_size != size:
             return f"{name} has {(path / name).stat().st_size:,} bytes, {size:,} were written"
-    found = _file_digests(path)
-    for name, entry in written.items():
-        if found[name]["sha256"] != entry["sha256"]:
+    for name, (_, checksum) in written.items():
+        if _sha256(path / name) != checksum:
             return f"{name}: its checksum differs from the manifest's"
     return None
 
 
-def _unparsable_file(path: Path) -> str | None:
+def _legacy_damage(path: Path) -> str | None:
     """A checkpoint without a manifest (written before afp had one): each file must at least parse whole."""
     try:
         json.loads((path / STATE).read_text(encoding="utf-8"))["step"]
