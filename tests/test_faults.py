@@ -195,6 +195,7 @@ def signal_at_step(monkeypatch, step: int, *signals: int) -> None:
 
 @pytest.mark.parametrize("signals, name, code", [
     ((signal.SIGINT,), "SIGINT", 130),
+    ((signal.SIGINT, signal.SIGINT), "SIGINT", 130),  # torchrun forwarding the terminal's Ctrl-C at once
     ((signal.SIGTERM, signal.SIGTERM), "SIGTERM", 143),  # a launcher forwarding what the scheduler also sent
     ((signal.SIGINT, signal.SIGTERM), "SIGTERM", 143),  # the scheduler's signal decides the exit code
 ])
