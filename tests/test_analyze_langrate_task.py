@@ -61,6 +61,13 @@ def test_zero_shot_whole_answers_on_a_tiny_model(run_cli, tiny_model_dir, tmp_pa
     assert [record["arguments"][0][0] for record in records] == [
         "你早餐通常吃什么？ Answer in English:", "晚上怎样才能更快入睡？ Answer in English:"]
     assert records[0]["arguments"][0][1] == {"until": [], "do_sample": False, "max_gen_toks": 128}
+    short = tmp_path / "short"
+    code, _, err = run_cli("analyze", "language-rate", "-m", tiny_model_dir("llama"), "--directions", "zh-en",
+                           "--shots", "0", "--limit", 1, "--max-gen-toks", 4, "-o", short)
+    assert code == 0, err
+    samples = short / "language_rate_run" / "raw" / "base" / "0shot" / "samples_afp_langrate_zh-en.jsonl"
+    (record,) = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert record["arguments"][0][1]["max_gen_toks"] == 4
     saved = [json.loads(line)["text"] for line in (output / "language_rate_generations.jsonl").read_text().splitlines()]
     assert saved == [record["resps"][0][0] for record in records]  # whole generations, as lm-eval returned them
     data = output / "language_rate_run" / "data" / DATA_FOLDER / "zh-en"

@@ -107,6 +107,29 @@ def test_short_context_caps_generation_for_flores(run_cli, short_model, shared_d
     assert raw["configs"]["afp_flores_eng_Latn-zho_Hans"]["generation_kwargs"]["max_gen_toks"] == 32
 
 
+def test_max_gen_toks_lowers_a_generation_budget_and_never_raises_it(run_cli, long_model, shared_data, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "flores").symlink_to(shared_data / "flores-layout", target_is_directory=True)
+    budgets = {}
+    for requested in (5, 1000):  # the task's own budget is 256
+        out = tmp_path / f"out-{requested}"
+        code, _, stderr = run_cli("evaluate", "-m", long_model, "--tasks", "afp_flores_eng_Latn-zho_Hans",
+                                  "--data-dir", tmp_path / "data", "--limit", "2", "--num-fewshot", "0",
+                                  "--max-gen-toks", str(requested), "--device", "cpu", "-o", out)
+        assert code == 0, stderr
+        raw = json.loads((out / "raw" / "base" / "0shot" / "results.json").read_text(encoding="utf-8"))
+        budgets[requested] = raw["configs"]["afp_flores_eng_Latn-zho_Hans"]["generation_kwargs"]["max_gen_toks"]
+        assert json.loads((out / "comparison.json").read_text())["run"]["max_gen_toks"] == requested
+    assert budgets == {5: 5, 1000: 256}
+    answers = {}
+    for requested in budgets:
+        samples = tmp_path / f"out-{requested}" / "raw" / "base" / "0shot" / "samples_afp_flores_eng_Latn-zho_Hans.jsonl"
+        answers[requested] = [json.loads(line)["resps"][0][0] for line in samples.read_text().splitlines()]
+    # greedy decoding: the capped answers are the first tokens of the uncapped ones, and shorter
+    assert all(long.startswith(short) for short, long in zip(answers[5], answers[1000]))
+    assert sum(map(len, answers[5])) < sum(map(len, answers[1000]))
+
+
 def test_task_shots_hold_and_several_seeds_give_mean_and_spread(run_cli, long_model, shared_data, tmp_path):
     (tmp_path / "summarization").mkdir()
     rows = [{"article": f"Article number {i} about tea.", "summary": f"Tea {i}."} for i in range(3)]

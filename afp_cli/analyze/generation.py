@@ -35,6 +35,7 @@ class GenerationConfig:
     model_args: str = ""  # extra lm-eval model arguments for other backends
     seed: int = 0
     allow_other_base: bool = False  # load adapters on a base other than the one they were trained on
+    max_gen_toks: int | None = None  # at most this many new tokens per answer (None: the task's 128)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -80,7 +81,7 @@ def generate(config: GenerationConfig, inputs: Sequence[DirectionInputs], run_di
         model=config.model, tasks=tasks, adapters=list(config.adapters), num_fewshot=list(config.shots),
         output_dir=str(run_dir), data_dir=str(data_dir), batch_size=str(config.batch_size), device=config.device,
         dtype=config.dtype, backend=config.backend, model_args=config.model_args, seed=config.seed,
-        allow_other_base=config.allow_other_base,
+        allow_other_base=config.allow_other_base, max_gen_toks=config.max_gen_toks,
     ))
     # The runner lists the model labels it wrote raw/<label>/ folders for: base first, then each adapter.
     models = json.loads((run_dir / "comparison.json").read_text(encoding="utf-8"))["run"]["models"]

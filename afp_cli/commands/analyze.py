@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from afp_cli.commands.options import (
-    Adapters, AllowOtherBase, BatchSize, Device, Dtype, Model, OptionalModel, OutputDir, Overwrite, Seed,
+    Adapters, AllowOtherBase, BatchSize, Device, Dtype, MaxGenToks, Model, OptionalModel, OutputDir, Overwrite, Seed,
 )
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ def language_rate(
     backend: Annotated[str, typer.Option("--backend", help="lm-eval model type: hf (base weights shared across adapters), vllm, ...")] = "hf",
     model_args: Annotated[str, typer.Option("--model-args", help="Extra lm-eval model arguments for non-hf backends, key=value,key=value.")] = "",
     batch_size: BatchSize = 8,
+    max_gen_toks: MaxGenToks = None,
     min_letters: Annotated[int, typer.Option("--min-letters", help="Answers with fewer letters and no Chinese/Japanese character are undetermined.")] = 3,
     min_confidence: Annotated[float, typer.Option("--min-confidence", help="Below this detector confidence an answer is undetermined.")] = 0.5,
     min_script_share: Annotated[float, typer.Option("--min-script-share", help="Mixed answers: below this share of the main script, undetermined.")] = 0.75,
@@ -66,7 +67,7 @@ def language_rate(
     generation = None if model is None else GenerationConfig(
         model=model, adapters=tuple(adapter or ()), shots=tuple(parse_shots(shots)), batch_size=batch_size,
         device=device, dtype=dtype, backend=backend, model_args=model_args, seed=seed,
-        allow_other_base=allow_other_base)
+        allow_other_base=allow_other_base, max_gen_toks=max_gen_toks)
     config = LanguageRateConfig(
         output_dir=output_dir, generation=generation,
         questions=tuple(QuestionFile.parse(value) for value in questions or ()), sample=sample,

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from afp_cli.commands.options import (ADAPTER_FLAGS, MODEL_FLAGS, OUTPUT_DIR_FLAGS, AllowOtherBase, Device, Dtype,
-                                      Overwrite)
+                                      MaxGenToks, Overwrite)
 from afp_cli.errors import AfpError
 
 HELP = """Evaluate a base model and each adapter on lm-eval tasks (afp's tasks/ and lm-eval's built-ins).
@@ -76,6 +76,7 @@ def evaluate(
     bootstrap: Annotated[int, typer.Option(
         "--bootstrap", min=0, help="Paired-bootstrap resamples for the delta's interval and p-value of metrics other "
         "than accuracy (BLEU, chrF++, ROUGE, ...); 0: no bootstrap (accuracy keeps its exact McNemar test).")] = 1000,
+    max_gen_toks: MaxGenToks = None,
     overwrite: Overwrite = False,
     allow_other_base: AllowOtherBase = False,
 ) -> None:
@@ -88,7 +89,7 @@ def evaluate(
         include_path=None if include_path is None else str(include_path), demo_lang=demo_lang, limit=limit,
         batch_size=batch_size, device=device, dtype=dtype, backend=backend, model_args=model_args,
         seed=_integers(seed, "--seed"), overwrite=overwrite, demonstrations=demonstrations, allow_other_base=allow_other_base,
-        bootstrap=bootstrap,
+        bootstrap=bootstrap, max_gen_toks=max_gen_toks,
     )
     markdown, _ = run_evaluation(config)
     typer.echo(markdown.read_text(encoding="utf-8"))

@@ -32,3 +32,6 @@ AllowOtherBase = Annotated[bool, typer.Option(
     "--allow-other-base", help="Load adapters even on a base model whose architecture or weights differ from the "
     "one they were trained on (by default refused; a base that differs only in its path is accepted with a warning).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per forward pass.")]
+MaxGenToks = Annotated[Optional[int], typer.Option(
+    "--max-gen-toks", min=1, help="Generate at most N new tokens per answer (lower than a task's own max_gen_toks "
+    "only; e.g. 64 for sentence-level translation on a CPU). Default: each task's own.", show_default=False)]

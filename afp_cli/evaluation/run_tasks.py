@@ -74,12 +74,14 @@ class ContextLimits:
     * ``multiple_choice``: a choice longer than the context cannot be scored: one line naming task, document and
       lengths. Long contexts are fine: lm-eval truncates them from the left, keeping the choice.
     * ``generate_until``: ``max_gen_toks`` must be below the context (the prompt gets the rest): a longer one is
-      capped to half the context, with a warning naming the task and both lengths.
+      capped to half the context, with a warning naming the task and both lengths. ``max_gen_toks`` (the user's
+      ``--max-gen-toks``) lowers every generation task's own budget first, never raises it.
     """
 
     lm: Any
     limit: int | None = None
     notify: Callable[[str], None] = warn
+    max_gen_toks: int | None = None
 
     def __call__(self, task: Any) -> None:
         max_length = getattr(self.lm, "max_length", None)
@@ -94,6 +96,9 @@ class ContextLimits:
     def _cap_generation(self, task: Any, max_length: int) -> None:
         generation = dict(task.get_config("generation_kwargs") or {})
         requested = int(generation.get("max_gen_toks", getattr(self.lm, "max_gen_toks", 256)))
+        if self.max_gen_toks is not None and self.max_gen_toks < requested:
+            requested = generation["max_gen_toks"] = self.max_gen_toks
+            task.set_config(key="generation_kwargs", value=generation)
         if requested < max_length:
             return
         capped = max_length // 2

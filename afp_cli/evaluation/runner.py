@@ -48,6 +48,7 @@ class EvaluateConfig:
     demonstrations: str = "fixed"  # fixed: one k-shot set per seed (official); per-item: lm-eval's sampling
     allow_other_base: bool = False  # load adapters on a base other than the one they were trained on
     bootstrap: int = DEFAULT_RESAMPLES  # paired-bootstrap resamples for non-accuracy metrics; 0: no bootstrap
+    max_gen_toks: int | None = None  # generation tasks: at most this many new tokens (None: each task's own)
 
     def __post_init__(self) -> None:
         from afp_cli.evaluation.run_tasks import DEMONSTRATION_MODES
@@ -64,6 +65,8 @@ class EvaluateConfig:
             raise AfpError(f"--batch-size: a positive integer or 'auto' expected, got '{self.batch_size}'")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise AfpError(f"{self.data_dir}: --data-dir is not a folder")
+        if self.max_gen_toks is not None and self.max_gen_toks < 1:
+            raise AfpError(f"--max-gen-toks: a positive number of tokens expected, got {self.max_gen_toks}")
         if self.bootstrap < 0:
             raise AfpError(f"--bootstrap: a number of resamples (0 or more) expected, got {self.bootstrap}")
         if self.demonstrations not in DEMONSTRATION_MODES:
@@ -220,7 +223,7 @@ def run_evaluation(config: EvaluateConfig) -> tuple[Path, Path]:
     with _progress() as progress, _without_lm_eval_bars():
         job = progress.add_task("evaluating", total=(1 + len(config.adapters)) * len(shot_counts) * len(seeds))
         for label, lm in models:
-            manager.hooks = [ContextLimits(lm, config.limit), aggregations]
+            manager.hooks = [ContextLimits(lm, config.limit, max_gen_toks=config.max_gen_toks), aggregations]
             if config.demonstrations == "per-item":
                 manager.hooks.append(per_item_demonstrations)
             for shots in shot_counts:
