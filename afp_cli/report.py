@@ -26,8 +26,13 @@ def write_atomically(path: str | Path, data: str | bytes, what: str | None = Non
     return Path(path)
 
 
+def json_text(payload: Any) -> str:
+    """How afp writes every JSON report: UTF-8 as it is (Chinese stays readable), indented, newline-terminated."""
+    return json.dumps(payload, ensure_ascii=False, indent=2) + "\n"
+
+
 def write_json(path: str | Path, payload: Any, what: str | None = None) -> Path:
-    return write_atomically(path, json.dumps(payload, ensure_ascii=False, indent=2) + "\n", what)
+    return write_atomically(path, json_text(payload), what)
 
 
 def write_all_atomically(contents: Mapping[str | Path, str | bytes], what: str | None = None) -> list[Path]:

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from afp_cli.report import refuse_existing, write_atomically, write_json
+from afp_cli.report import json_text, refuse_existing, write_all_atomically
 
 
 def report_paths(output_dir: str | Path, stem: str, figures: tuple[str, ...]) -> dict[str, Path]:
@@ -35,11 +35,12 @@ def figure_png(figure) -> bytes:
 
 
 def write_report(paths: Mapping[str, Path], markdown: str, payload: Any, figures: Mapping[str, Any]) -> list[Path]:
-    """Write every file atomically (temp file + rename): a reader never sees half a report."""
-    written = [write_atomically(paths[name], figure_png(figure)) for name, figure in figures.items()]
-    written.append(write_json(paths["json"], payload))
-    written.append(write_atomically(paths["md"], markdown))
-    return written
+    """Write the report's files as one set (each to a temporary file, all renamed once all are written): a reader
+    never sees half a report, and a disk that fills on the last file leaves none of them changed."""
+    contents: dict[Path, str | bytes] = {paths[name]: figure_png(figure) for name, figure in figures.items()}
+    contents[paths["json"]] = json_text(payload)
+    contents[paths["md"]] = markdown
+    return write_all_atomically(contents, what="the report")
 
 
 @contextlib.contextmanager
