@@ -63,12 +63,16 @@ class Scale:
     translate_limit: int  # held-out sentences translated per direction and shot count
     rate_limit: int       # questions asked per direction and shot count
     task_limit: int       # PAWS-X / XCOPA items
+    translate_tokens: int = 64  # --max-gen-toks of the translations (a Tatoeba sentence needs far fewer)
+    answer_tokens: int = 48     # --max-gen-toks of the answers (cut at the first newline anyway)
+    eval_batch: int = 8
 
 
 SCALES = {
-    # 2 CPU cores: one seed of the six runs and their measurements in under two hours
-    "cpu": Scale(align_pairs=3000, held_out=500, dev=50, questions=200, steps=100, batch_size=16, max_length=64,
-                 lr=None, translate_limit=24, rate_limit=24, task_limit=200),
+    # 2 CPU cores: one seed of the four main runs and their measurements in about 80 minutes (a CIT step of 16
+    # examples takes 6-20 s on 2 shared cores); --pooling-layers 1 15 keeps the pooling study to the middle layer
+    "cpu": Scale(align_pairs=3000, held_out=500, dev=50, questions=200, steps=60, batch_size=16, max_length=64,
+                 lr=None, translate_limit=24, rate_limit=24, task_limit=100),
     # the machinery end to end in minutes (tests/test_real_model.py): numbers mean nothing at this size
     "smoke": Scale(align_pairs=200, held_out=40, dev=4, questions=4, steps=2, batch_size=8, max_length=48,
                    lr=None, translate_limit=2, rate_limit=2, task_limit=4),
@@ -102,8 +106,13 @@ def pooling_layers(depth: int) -> list[int]:
     return sorted({1, int(depth / 4 + 0.5), depth // 2, depth})
 
 
-def runs_for(depth: int) -> list[RunSpec]:
-    return [RunSpec("mcl", 1), RunSpec("cit", 1)] + [RunSpec("mcl+cit", layer) for layer in pooling_layers(depth)]
+def runs_for(depth: int, layers: list[int] | None = None) -> list[RunSpec]:
+    """The paper's three variants, then MCL + CIT at each further pooling layer, the middle one first (the
+    contrast with the official layer 1 that matters most, should a run have to stop early)."""
+    layers = pooling_layers(depth) if layers is None else sorted(set(layers) | {1})
+    further = sorted((layer for layer in layers if layer != 1), key=lambda layer: (layer != depth // 2, layer))
+    return [RunSpec("mcl", 1), RunSpec("cit", 1), RunSpec("mcl+cit", 1)] + [RunSpec("mcl+cit", layer)
+                                                                            for layer in further]
 
 
 # (row key, column title, higher is better): the method-fidelity columns, then what the real model adds
@@ -242,7 +251,10 @@ def phase(result_file: Path, run) -> float:
 def run_seed(seed: int, shared: dict, scale: Scale, recorder: Recorder, args) -> list[dict]:
     folder = args.out / f"seed-{seed}"
     depth, base = shared["depth"], args.model
-    specs = runs_for(depth)
+    specs = runs_for(depth, args.pooling_layers)
+    for spec in specs:
+        if not 1 <= spec.layer <= depth:
+            raise SystemExit(f"--pooling-layers {spec.layer}: the model has layers 1..{depth}")
     timings = json.loads((folder / "timings.json").read_text()) if (folder / "timings.json").is_file() else {}
     adapters = []
     for spec in specs:
@@ -259,7 +271,7 @@ def run_seed(seed: int, shared: dict, scale: Scale, recorder: Recorder, args) ->
     if args.train_only:
         return []
     adapter_args = [item for run_dir in adapters for item in ("--adapter", run_dir)]
-    common = ["--seed", seed, "--device", args.device, "--overwrite"]
+    common = ["--seed", seed, "--device", args.device, "--batch-size", scale.eval_batch, "--overwrite"]
     phase(folder / "alignment" / "alignment.json", lambda: recorder.afp(
         "analyze", "alignment", "--model", base, *adapter_args, "--pairs", shared["held_out_tsv"], "--layers", "all",
         "--pooling", "last", "--output-dir", folder / "alignment", *common))
@@ -269,7 +281,8 @@ def run_seed(seed: int, shared: dict, scale: Scale, recorder: Recorder, args) ->
     flores = ",".join(task for task, _ in FLORES_TASKS)
     phase(folder / "eval" / "comparison.json", lambda: recorder.afp(
         "evaluate", "--model", base, *adapter_args, "--tasks", flores, "--num-fewshot", "0,1",
-        "--data-dir", shared["data_dir"], "--limit", scale.translate_limit, "--output-dir", folder / "eval", *common))
+        "--data-dir", shared["data_dir"], "--limit", scale.translate_limit, "--max-gen-toks", scale.translate_tokens,
+        "--output-dir", folder / "eval", *common))
     phase(folder / "understanding" / "comparison.json", lambda: recorder.afp(
         "evaluate", "--model", base, *adapter_args, "--tasks", ",".join(task for task, _ in UNDERSTANDING_TASKS),
         "--num-fewshot", "0", "--data-dir", SHARED_DATA, "--limit", scale.task_limit,
@@ -277,7 +290,8 @@ def run_seed(seed: int, shared: dict, scale: Scale, recorder: Recorder, args) ->
     phase(folder / "rate" / "language_rate.json", lambda: recorder.afp(
         "analyze", "language-rate", "--model", base, *adapter_args, "--questions", shared["questions"],
         "--demonstrations", shared["demonstrations"], "--directions", "en-zh,zh-en", "--shots", "0,1",
-        "--limit", scale.rate_limit, "--output-dir", folder / "rate", *common))
+        "--limit", scale.rate_limit, "--max-gen-toks", scale.answer_tokens, "--output-dir", folder / "rate",
+        *common))
     labels = ["base"] + [run_dir.name for run_dir in adapters]
     return collect_rows(seed, folder, [None, *specs], labels, depth, timings)
 
@@ -389,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--device", default="cpu")
     run.add_argument("--threads", type=int, default=2, help="torch threads of each afp command on the CPU")
     run.add_argument("--parallel", type=Path, default=PARALLEL, help="the en-zh TSV the parts are cut from")
+    run.add_argument("--pooling-layers", type=int, nargs="+", default=None,
+                     help="MCL + CIT pooling layers to compare (default: 1, a quarter, the middle, the last)")
     run.add_argument("--train-only", action="store_true", help="only the alignment runs (measure them later)")
     run.add_argument("--fresh", action="store_true", help="delete --out first (default: keep finished phases)")
     args = parser.parse_args(argv)
