@@ -43,6 +43,12 @@ PRESETS = {
                   "max_position_embeddings": 2048, "vocab_size": 256008},
     "xglm-small": {"model_type": "xglm", "d_model": 256, "ffn_dim": 1024, "num_layers": 6, "attention_heads": 4,
                    "max_position_embeddings": 1024, "vocab_size": 16000},
+    # SmolLM2-135M's published config (LLaMA architecture: packing works on it, not on XGLM), at random, for a
+    # machine without the weights (a GPU lent without ~/.cache/afp/models)
+    "smollm2-135m": {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+                     "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64,
+                     "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "tie_word_embeddings": True,
+                     "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}, "vocab_size": 49152},
 }
 
 
