@@ -109,6 +109,18 @@ def test_inductor_compiled_steps_give_the_eager_losses_and_lora_gradients(tiny_t
 
 
 @pytest.mark.slow
+def test_compiled_blocks_under_gradient_checkpointing_recompute_to_the_eager_gradients(tiny_tokenizer):
+    model = lora_model("llama", tiny_tokenizer)
+    batch = _batches(tiny_tokenizer, packing=True)[0]
+    eager = losses_and_gradients(model, batch)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+    compile_blocks(model)  # the recomputation in backward runs the compiled forward too (grad on, training mode)
+    for _ in range(2):
+        assert_same_step(eager, losses_and_gradients(model, batch))
+
+
+@pytest.mark.slow
 def test_align_with_compile_and_packing_trains_as_the_eager_padded_run_does(tmp_path):
     data = tmp_path / "data.jsonl"
     data.write_text("\n".join(DEMO_DATA.read_text(encoding="utf-8").splitlines()[:20]) + "\n", encoding="utf-8")
