@@ -72,7 +72,7 @@ SCALES = {
     # 2 CPU cores: one seed of the four main runs and their measurements in about 80 minutes (a CIT step of 16
     # examples takes 6-20 s on 2 shared cores); --pooling-layers 1 15 keeps the pooling study to the middle layer
     "cpu": Scale(align_pairs=3000, held_out=500, dev=50, questions=200, steps=60, batch_size=16, max_length=64,
-                 lr=None, translate_limit=24, rate_limit=24, task_limit=100),
+                 lr=None, translate_limit=16, rate_limit=16, task_limit=100, eval_batch=16),
     # the machinery end to end in minutes (tests/test_real_model.py): numbers mean nothing at this size
     "smoke": Scale(align_pairs=200, held_out=40, dev=4, questions=4, steps=2, batch_size=8, max_length=48,
                    lr=None, translate_limit=2, rate_limit=2, task_limit=4),
