@@ -148,8 +148,7 @@ def measure(args) -> dict:
 
         from afp_cli.align.step_speed import check_packing
 
-        config = build_config({"model": {"name_or_path": "bench"}, "data": {"train_file": "bench", "packing": True}})
-        if not check_packing(model, config, Console(file=sys.stderr)):
+        if not check_packing(model, Console(file=sys.stderr)):
             raise SystemExit(f"{args.mode}: this architecture does not keep packed texts apart (see the warning)")
     if "compile" in switches:
         from afp_cli.align.step_speed import compile_blocks

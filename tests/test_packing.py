@@ -13,7 +13,7 @@ import yaml
 from rich.console import Console
 
 from afp_cli.align.config import build_config, load_config
-from afp_cli.align.step_speed import check_packing, packing_difference
+from afp_cli.align.step_speed import check_packing, packing_difference, packs_batches
 from afp_cli.align.train import align, loss_step
 from afp_cli.data.batches import TokenizedExample, collate, tokenize_examples
 from afp_cli.data.packing import bucket_width, fill_rows, pack, plan_rows
@@ -152,9 +152,10 @@ def test_architectures_that_mix_packed_texts_train_padded_with_a_warning(tiny_to
     assert packing_difference(model) > 1e-2
     config = build_config({"model": {"name_or_path": "x"}, "data": {"train_file": "x", "packing": True}})
     console = Console(file=io.StringIO(), width=400)
-    assert check_packing(model, config, console) is False
-    assert config.data.packing is False
+    assert packs_batches(model, config, console) is False
     assert f"data.packing: {model_type} does not keep packed texts apart" in console.file.getvalue()
+    assert config.data.packing is True  # the recipe keeps what was asked: a resume compares equal
+    assert check_packing(build_model(tiny_architecture("llama"), tiny_tokenizer), console) is True
 
 
 def _recipe(folder: Path, model_type: str, packing: bool) -> Path:
@@ -192,9 +193,17 @@ def test_align_with_packing_trains_as_the_padded_run_does(tmp_path):
         assert packed_result.held_out_after[key] == pytest.approx(value, abs=1e-4)
 
 
-def test_align_on_an_architecture_that_mixes_packed_texts_trains_padded_and_says_so(tmp_path):
-    config = load_config(_recipe(tmp_path, "opt", True))
+def test_align_on_an_architecture_that_mixes_packed_texts_trains_padded_says_so_and_resumes(tmp_path):
+    recipe = _recipe(tmp_path, "opt", True)
     console = Console(file=io.StringIO(), width=400)
-    align(config, console=console)
+    align(load_config(recipe), console=console, stop_after=2)
     assert "data.packing: opt does not keep packed texts apart" in console.file.getvalue()
-    assert yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())["data"]["packing"] is False
+    assert yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())["data"]["packing"] is True
+    assert align(load_config(recipe), resume=True, console=console).steps == 4
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    # the same losses as a run asked for padded batches: the resumed run trained padded too
+    padded = tmp_path / "padded"
+    padded.mkdir()
+    align(load_config(_recipe(padded, "opt", False)), console=console)
+    for line, padded_line in zip(metrics, (padded / "run" / "metrics.jsonl").read_text().splitlines(), strict=True):
+        assert json.loads(line)["loss"] == pytest.approx(json.loads(padded_line)["loss"], abs=1e-6)

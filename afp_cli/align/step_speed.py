@@ -15,6 +15,7 @@ LM head's input has a data-dependent size).
 from __future__ import annotations
 
 import logging
+import weakref
 
 import torch
 from rich.console import Console
@@ -102,11 +103,8 @@ def packing_difference(model) -> float:
     return max(differences)
 
 
-def check_packing(model, config, console: Console) -> bool:
-    """Keep ``data.packing`` on if the model keeps packed texts apart; otherwise warn and resolve it to false.
-
-    recipe.yaml then records what ran (padded batches), as it records a resolved learning rate.
-    """
+def check_packing(model, console: Console) -> bool:
+    """Whether the model keeps packed texts apart (:func:`packing_difference` within rounding); warns when not."""
     _quiet_packed_rows_warning()
     dtype = next(model.parameters()).dtype
     tolerance = PACKING_TOLERANCE.get(dtype, 2.5e-2)
@@ -121,9 +119,24 @@ def check_packing(model, config, console: Console) -> bool:
         reason = (f"its hidden states for packed texts differ from the texts run apart by {difference:.2g} "
                   f"(relative; rounding allows {tolerance:g})")
     console.print(f"[yellow]warning:[/] data.packing: {architecture} does not keep packed texts apart: {reason}. "
-                  "Training on padded batches (recipe.yaml records data.packing: false).", highlight=False)
-    config.data.packing = False
+                  "Training on padded batches.", highlight=False)
     return False
+
+
+_PACKING_WORKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def packs_batches(model, config, console: Console | None = None) -> bool:
+    """``data.packing`` as it applies to ``model``: on where the model keeps packed texts apart.
+
+    Checked once per model (at set-up, where the warning is printed); the recipe keeps what was asked, so a resume
+    compares equal, and the same recipe packs on a model that allows it.
+    """
+    if not config.data.packing:
+        return False
+    if model not in _PACKING_WORKS:
+        _PACKING_WORKS[model] = check_packing(model, console or Console(stderr=True))
+    return _PACKING_WORKS[model]
 
 
 class _PackedRowsFilter(logging.Filter):

@@ -332,10 +332,9 @@ def setup_run(config: AlignConfig, examples, processes, console: Console, write_
     _describe(console, config, len(train_set), len(held_out_set), counts, trainable, total, device, model, processes)
     check_mcl_reach(model, config, console)
     if config.data.packing or train.compile:
-        from afp_cli.align.step_speed import check_compile, check_packing, compile_blocks
+        from afp_cli.align.step_speed import check_compile, compile_blocks, packs_batches
 
-        if config.data.packing:  # a model that mixes packed texts trains padded (the config then says so)
-            check_packing(model, config, console)
+        packs_batches(model, config, console)  # a model that mixes packed texts trains padded, with a warning
         if train.compile:
             check_compile(device, processes)
             compile_blocks(model)
@@ -412,8 +411,13 @@ def backward_micro_batch(run: Run, global_indices: list[int], last_of_step: bool
     indices); returns [total, mcl, cit] averaged over processes (0.0 for an objective that is off)."""
     share = len(global_indices) // run.processes.world_size
     mine = global_indices[run.processes.rank * share:(run.processes.rank + 1) * share]
+    packing = False
+    if run.config.data.packing:  # where the model keeps packed texts apart (checked once, at set-up)
+        from afp_cli.align.step_speed import packs_batches
+
+        packing = packs_batches(run.model, run.config)
     # compiled blocks: widths rounded up to few sizes, so the compiled shapes repeat
-    batch = collate([run.train_set[index] for index in mine], run.tokenizer.pad_token_id, run.config.data.packing,
+    batch = collate([run.train_set[index] for index in mine], run.tokenizer.pad_token_id, packing,
                     bucket=run.config.train.compile, max_width=run.config.data.max_length).to(run.device)
     with run.autocast():
         parts = run.entry(loss_step, batch, run.config)
