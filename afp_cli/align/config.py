@@ -157,7 +157,8 @@ class DataConfig:
         "Padding-free training batches: the texts of a micro-batch share rows (position ids restarting per text, "
         "attention kept within each text), the same losses as padded rows with less padding computed. Checked on "
         "the model at start-up: an architecture that mixes packed texts (XGLM, OPT, BLOOM) trains padded, with a "
-        "warning. Held-out evaluation stays padded.", False)
+        "warning. Held-out evaluation stays padded. Off by default, though faster (bench/RESULTS.md): with LoRA "
+        "dropout the random draws differ from padded rows, so existing recipes would change their numbers.", False)
 
     def __post_init__(self) -> None:
         _require((self.train_file is None) != (self.build is None), "train_file",
@@ -199,9 +200,10 @@ class TrainConfig:
     gradient_checkpointing: bool = _help("Recompute activations in backward to save memory.", False)
     compile: bool = _help(
         "torch.compile each decoder block (LoRA inside) for the training passes, batch widths rounded up to few "
-        "sizes; the first steps compile (seconds on CUDA, a minute or more on a CPU, which needs a C++ compiler). "
-        "Off by default: slower on the CPU in bench/RESULTS.md, not measured on CUDA yet. Not with FSDP/DeepSpeed.",
-        False)
+        "sizes. The first step compiles (minutes on a CPU, which needs a C++ compiler); then about 2x the eager "
+        "step on a CPU for SmolLM2-135M (bench/RESULTS.md), not measured on CUDA yet. Off by default: a short run "
+        "would not earn back the compile time, and rounding and dropout draws differ from eager. Not with "
+        "FSDP/DeepSpeed.", False)
     log_every: int = _help("Write metrics.jsonl and update the progress line every N steps.", 10)
     eval_every: int = _help("Evaluate on the held-out slice every N steps (0: only before and after).", 500)
     save_every: int = _help("Write a checkpoint every N steps (0: only at the end).", 500)
