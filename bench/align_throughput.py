@@ -70,7 +70,7 @@ def build(args):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from afp_cli.model import add_lora
+    from afp_cli.model.loading import add_lora
 
     # as afp align: bf16 base weights under LoRA on CUDA; fp32 master weights (bf16 autocast) for full fine-tuning
     dtype = torch.bfloat16 if args.device.startswith("cuda") and not args.full else torch.float32
@@ -120,10 +120,10 @@ def data_batches(args) -> list:
 
 def bench_tokenizer(args, examples):
     if args.model:
-        from afp_cli.model import load_tokenizer
+        from afp_cli.model.loading import load_tokenizer
 
         return load_tokenizer(args.model)
-    from afp_cli.tiny import train_tokenizer  # a preset has no tokenizer: a BPE of its vocabulary size at most
+    from afp_cli.model.tiny import train_tokenizer  # a preset has no tokenizer: a BPE of its vocabulary size at most
 
     texts = [text for example in examples for text in (example.sent0, example.sent1, example.clm_text)]
     return train_tokenizer(texts, vocab_size=min(PRESETS[args.preset]["vocab_size"], 8000))

@@ -61,7 +61,7 @@ def pretrain(texts: list[str], settings: PretrainSettings, cache_dir: Path, log=
     import torch
 
     from afp_cli.data.batches import _pad as pad_right  # afp's own right padding: one copy in the repository
-    from afp_cli.tiny import build_model, train_tokenizer
+    from afp_cli.model.tiny import build_model, train_tokenizer
 
     torch.manual_seed(settings.seed)
     tokenizer = train_tokenizer(texts, vocab_size=settings.vocab_size)

@@ -19,7 +19,7 @@ _TOKENIZER_TEXTS = [
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     """A byte-level BPE tokenizer (vocab 400) with <pad>, <s> (prepended) and </s>."""
-    from afp_cli.tiny import train_tokenizer
+    from afp_cli.model.tiny import train_tokenizer
 
     return train_tokenizer(_TOKENIZER_TEXTS, vocab_size=400)
 
@@ -30,8 +30,8 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
 
     Load it with ``AutoModelForCausalLM.from_pretrained(path)`` exactly like a hub model.
     """
-    from afp_cli.model import quiet_saving
-    from afp_cli.tiny import build_model, tiny_architecture
+    from afp_cli.model.loading import quiet_saving
+    from afp_cli.model.tiny import build_model, tiny_architecture
 
     cache: dict[str, Path] = {}
 

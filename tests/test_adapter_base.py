@@ -7,9 +7,9 @@ import json
 import pytest
 
 from afp_cli.errors import AfpError
-from afp_cli.adapter_base import check_adapter_base
-from afp_cli.model import quiet_saving
-from afp_cli.tiny import build_model, tiny_architecture
+from afp_cli.model.adapter_base import check_adapter_base
+from afp_cli.model.loading import quiet_saving
+from afp_cli.model.tiny import build_model, tiny_architecture
 
 
 @pytest.fixture

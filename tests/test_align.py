@@ -14,7 +14,7 @@ from rich.console import Console
 
 from afp_cli.align.config import load_config
 from afp_cli.data.batches import micro_batch_indices
-from afp_cli.tiny import tiny_architecture
+from afp_cli.model.tiny import tiny_architecture
 from afp_cli.align.train import align
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "afp_cli" / "demo" / "tatoeba_en-zh.afp.jsonl"
@@ -200,7 +200,7 @@ def test_gradient_checkpointing_gives_the_same_training_as_without(tmp_path, dat
 
 
 def test_a_local_pretrained_model_trains_and_its_adapter_points_back_to_it(tmp_path, data_file, tiny_model_dir):
-    from afp_cli.adapter_base import check_adapter_base
+    from afp_cli.model.adapter_base import check_adapter_base
 
     model_dir = tiny_model_dir("gpt2")
     recipe = write_recipe(tmp_path, data_file, model={"name_or_path": str(model_dir), "architecture": None},
@@ -219,7 +219,7 @@ def test_a_local_pretrained_model_trains_and_its_adapter_points_back_to_it(tmp_p
 def test_hard_negatives_enter_the_mcl_loss(tmp_path, data_file):
     from afp_cli.data.batches import collate, tokenize_examples
     from afp_cli.data.training_records import read_training_file
-    from afp_cli.tiny import train_tokenizer
+    from afp_cli.model.tiny import train_tokenizer
 
     records = [json.loads(line) for line in data_file.read_text(encoding="utf-8").splitlines()]
     with_negatives = tmp_path / "hard.jsonl"

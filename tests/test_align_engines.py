@@ -89,7 +89,7 @@ def test_a_full_fine_tuning_model_loaded_in_deepspeeds_dtype_runs_where_casting_
     # bf16 weights (seen on an H200). Loading in the engine's dtype casts the buffers too.
     from afp_cli.align.config import build_config
     from afp_cli.align.train import load_base_model
-    from afp_cli.tiny import train_tokenizer
+    from afp_cli.model.tiny import train_tokenizer
 
     from test_align import tiny_architecture
 

@@ -37,7 +37,7 @@ def hand_scores(model_dir: Path, data: Path, layer: int) -> dict[str, float]:
 
     from afp_cli.data.batches import tokenize_examples
     from afp_cli.data.training_records import read_training_file
-    from afp_cli.representations import sentence_vectors
+    from afp_cli.model.representations import sentence_vectors
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
@@ -141,7 +141,7 @@ def test_an_aligned_adapter_differs_from_the_base_and_the_base_row_is_the_plain_
 
 
 def test_afp_align_held_out_numbers_are_what_afp_analyze_loss_gives_on_the_held_out_lines(tmp_path, tiny_model_dir):
-    # one scoring loop (afp_cli/scoring.py) for training's held-out slice and for analysis: the same numbers
+    # one scoring loop (afp_cli/model/scoring.py) for training's held-out slice and for analysis: the same numbers
     from afp_cli.align.config import load_config
     from afp_cli.align.train import align
     from afp_cli.analyze.loss_run import run_loss

@@ -70,8 +70,8 @@ def test_a_run_prints_no_library_bars_or_notices(tmp_path, tiny_tokenizer):
     import subprocess
     import sys
 
-    from afp_cli.model import quiet_saving
-    from afp_cli.tiny import build_model, tiny_architecture
+    from afp_cli.model.loading import quiet_saving
+    from afp_cli.model.tiny import build_model, tiny_architecture
 
     model_dir = tmp_path / "model"
     with quiet_saving():

@@ -18,8 +18,8 @@ from afp_cli.align.train import align, loss_step
 from afp_cli.data.batches import collate, tokenize_examples
 from afp_cli.data.training_records import read_training_file
 from afp_cli.errors import AfpError
-from afp_cli.model import decoder_layers
-from afp_cli.tiny import tiny_architecture
+from afp_cli.model.blocks import decoder_layers
+from afp_cli.model.tiny import tiny_architecture
 from test_packing import assert_same_step, losses_and_gradients, lora_model  # tests/ is on sys.path under pytest
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "afp_cli" / "demo" / "tatoeba_en-zh.afp.jsonl"

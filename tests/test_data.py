@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from afp_cli.commands import data as data_command
 from afp_cli.data.build import build_mixture, ensure_mixture, mixture_stats
-from afp_cli.data.mixture_config import MixtureConfig
+from afp_cli.data.mixture_config import MixturePart
 from afp_cli.data.readers import read_instructions, read_parallel
 from afp_cli.data.stats import percentiles
 from afp_cli.errors import AfpError
@@ -41,7 +41,7 @@ def write_instructions(folder: Path, languages: list[str], size: int, as_list: t
 
 
 def build(tmp_path: Path, name: str = "out.jsonl", **settings) -> tuple[list[dict], dict]:
-    report = build_mixture(MixtureConfig(**settings), tmp_path / name, overwrite=True)
+    report = build_mixture(MixturePart(**settings), tmp_path / name, overwrite=True)
     lines = (tmp_path / name).read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines], report
 
@@ -197,7 +197,7 @@ def test_empty_untranslated_and_duplicate_records_are_counted(tmp_path):
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path, two_languages):
     settings = dict(mode="bilingual", languages=["en", "zh"], instructions=str(two_languages), repeat=1.5)
     for name, seed in (("a.jsonl", 7), ("b.jsonl", 7), ("c.jsonl", 8)):
-        build_mixture(MixtureConfig(seed=seed, **settings), tmp_path / name)
+        build_mixture(MixturePart(seed=seed, **settings), tmp_path / name)
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
     assert (tmp_path / "a.jsonl").read_bytes() != (tmp_path / "c.jsonl").read_bytes()
 
@@ -216,7 +216,7 @@ def test_memory_does_not_grow_with_repeat(tmp_path, two_languages):
     peaks = []
     for repeat in (1, 20):
         tracemalloc.start()
-        build_mixture(MixtureConfig(mode="bilingual", languages=["en", "zh"], instructions=str(two_languages), repeat=repeat),
+        build_mixture(MixturePart(mode="bilingual", languages=["en", "zh"], instructions=str(two_languages), repeat=repeat),
                       tmp_path / f"r{repeat}.jsonl")
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
@@ -244,11 +244,11 @@ def test_stats_of_a_file_match_the_build_summary_and_count_tokens(tmp_path, two_
 
 def test_ensure_mixture_builds_once_and_rebuilds_when_an_input_or_setting_changes(tmp_path):
     folder = write_instructions(tmp_path / "bx", ["en", "zh"], size=20)
-    config = MixtureConfig(mode="bilingual", languages=["en", "zh"], instructions=str(folder), seed=1)
+    config = MixturePart(mode="bilingual", languages=["en", "zh"], instructions=str(folder), seed=1)
     first = ensure_mixture(config, tmp_path / "cache")
     stamp = first.stat().st_mtime_ns
     assert ensure_mixture(config, tmp_path / "cache") == first and first.stat().st_mtime_ns == stamp
-    other_seed = ensure_mixture(MixtureConfig(mode="bilingual", languages=["en", "zh"], instructions=str(folder), seed=2), tmp_path / "cache")
+    other_seed = ensure_mixture(MixturePart(mode="bilingual", languages=["en", "zh"], instructions=str(folder), seed=2), tmp_path / "cache")
     assert other_seed != first
     english = (folder / "en.json").read_text(encoding="utf-8")
     (folder / "en.json").write_text(english.replace('"[en] instruction 5"', '"[en] instruction five"'), encoding="utf-8")

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from afp_cli.data.build import build_mixture, ensure_mixture, pin_hub_inputs
 from afp_cli.data.hub import HubReference
-from afp_cli.data.mixture_config import MixSpec, MixtureConfig
+from afp_cli.data.mixture_config import Mixture, MixturePart
 from afp_cli.errors import AfpError
 
 BACTRIAN = "MBZUAI/Bactrian-X"
@@ -99,7 +99,7 @@ def test_reference_syntax_round_trips_and_bad_ones_name_the_option():
         with pytest.raises(AfpError, match=message):
             HubReference.parse(text, "--parallel")
     with pytest.raises(AfpError, match=r"one config per language \(Bactrian-X layout\); drop '@en'"):
-        MixtureConfig(mode="bilingual", languages=["en", "zh"], instructions=f"hf://{BACTRIAN}@en")
+        MixturePart(mode="bilingual", languages=["en", "zh"], instructions=f"hf://{BACTRIAN}@en")
 
 
 # ----------------------------------------------------------------------------------------------- loading, conversion
@@ -107,9 +107,9 @@ def test_reference_syntax_round_trips_and_bad_ones_name_the_option():
 
 def test_bactrian_from_the_hub_builds_the_same_bytes_as_the_same_rows_on_disk(tmp_path, hub):
     settings = dict(mode="bilingual", languages=["en", "zh"], cross_prob=0.5, repeat=2, seed=3)
-    build_mixture(MixtureConfig(instructions=f"hf://{BACTRIAN}", **settings), tmp_path / "hub.jsonl")
+    build_mixture(MixturePart(instructions=f"hf://{BACTRIAN}", **settings), tmp_path / "hub.jsonl")
     local = write_local_bactrian(tmp_path / "bx", hub)
-    build_mixture(MixtureConfig(instructions=str(local), **settings), tmp_path / "local.jsonl")
+    build_mixture(MixturePart(instructions=str(local), **settings), tmp_path / "local.jsonl")
     assert (tmp_path / "hub.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
     assert len(examples(tmp_path / "hub.jsonl")) == 24
     assert sorted(hub.loads) == [(BACTRIAN, "en", COMMIT_A), (BACTRIAN, "zh", COMMIT_A)]
@@ -118,7 +118,7 @@ def test_bactrian_from_the_hub_builds_the_same_bytes_as_the_same_rows_on_disk(tm
 
 
 def test_opus_translation_column_and_two_text_columns_give_the_pairs(tmp_path, hub):
-    build_mixture(MixtureConfig(mode="translation", languages=["en", "zh"], parallel=f"hf://{OPUS}@en-zh", change_prob=0.0),
+    build_mixture(MixturePart(mode="translation", languages=["en", "zh"], parallel=f"hf://{OPUS}@en-zh", change_prob=0.0),
                   tmp_path / "opus.jsonl")
     pairs = sorted((example["sent0"], example["sent1"]) for example in examples(tmp_path / "opus.jsonl"))
     assert pairs == sorted((f"sentence {i}", f"句子 {i}") for i in range(10))
@@ -127,7 +127,7 @@ def test_opus_translation_column_and_two_text_columns_give_the_pairs(tmp_path, h
     hub.data[("someone/pairs", "plain")] = [{"id": i, "source": f"sentence {i}", "target": f"句子 {i}"} for i in range(4)]
     for config in ("zh-en", "plain"):
         out = tmp_path / f"{config}.jsonl"
-        build_mixture(MixtureConfig(mode="translation", languages=["en", "zh"], parallel=f"hf://someone/pairs@{config}",
+        build_mixture(MixturePart(mode="translation", languages=["en", "zh"], parallel=f"hf://someone/pairs@{config}",
                                     change_prob=0.0), out)
         assert sorted((e["sent0"], e["sent1"]) for e in examples(out)) == [(f"sentence {i}", f"句子 {i}") for i in range(4)]
 
@@ -164,8 +164,8 @@ def test_instructions_only_a_loading_script_reads_come_from_their_files_at_the_s
     repo = script_repo(hub, monkeypatch, tmp_path, {f"data/{lang}.json.gz": hub.data[(BACTRIAN, lang)]
                                                     for lang in ("en", "zh")})
     settings = dict(mode="bilingual", languages=["en", "zh"], cross_prob=0.5, repeat=2, seed=3)
-    build_mixture(MixtureConfig(instructions=f"hf://{repo}", **settings), tmp_path / "script.jsonl")
-    build_mixture(MixtureConfig(instructions=f"hf://{BACTRIAN}", **settings), tmp_path / "loaded.jsonl")
+    build_mixture(MixturePart(instructions=f"hf://{repo}", **settings), tmp_path / "script.jsonl")
+    build_mixture(MixturePart(instructions=f"hf://{BACTRIAN}", **settings), tmp_path / "loaded.jsonl")
     assert (tmp_path / "script.jsonl").read_bytes() == (tmp_path / "loaded.jsonl").read_bytes()
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert warnings == [f"warning: hf://{repo}?revision={COMMIT_A}: read by a loading script, which datasets "
@@ -193,12 +193,12 @@ def test_a_loading_script_without_files_afp_can_read_is_one_line(tmp_path, hub, 
 def test_rows_in_the_wrong_schema_name_dataset_config_row_and_field(tmp_path, hub):
     hub.data[(BACTRIAN, "zh")][2].pop("output")
     with pytest.raises(AfpError, match=rf"hf://{BACTRIAN}\?revision={COMMIT_A} \(config zh\): row 3: field 'output': missing"):
-        build_mixture(MixtureConfig(mode="bilingual", languages=["en", "zh"], instructions=f"hf://{BACTRIAN}"), tmp_path / "o.jsonl")
+        build_mixture(MixturePart(mode="bilingual", languages=["en", "zh"], instructions=f"hf://{BACTRIAN}"), tmp_path / "o.jsonl")
     hub.data[("someone/pairs", "en-zh")] = [{"a": "x", "b": "y", "c": "z"}]
     with pytest.raises(AfpError, match="expected a 'translation' column or two text columns, found columns a, b, c"):
-        build_mixture(MixtureConfig(mode="translation", languages=["en", "zh"], parallel="hf://someone/pairs"), tmp_path / "o.jsonl")
+        build_mixture(MixturePart(mode="translation", languages=["en", "zh"], parallel="hf://someone/pairs"), tmp_path / "o.jsonl")
     with pytest.raises(AfpError, match="BuilderConfig 'fr' not found"):
-        build_mixture(MixtureConfig(mode="bilingual", languages=["en", "fr"], instructions=f"hf://{BACTRIAN}"), tmp_path / "o.jsonl")
+        build_mixture(MixturePart(mode="bilingual", languages=["en", "fr"], instructions=f"hf://{BACTRIAN}"), tmp_path / "o.jsonl")
     assert not (tmp_path / "o.jsonl").exists()
 
 
@@ -206,7 +206,7 @@ def test_rows_in_the_wrong_schema_name_dataset_config_row_and_field(tmp_path, hu
 
 
 def test_the_cache_key_follows_the_revision_and_a_cached_mixture_needs_no_download(tmp_path, hub):
-    config = MixtureConfig(mode="bilingual", languages=["en", "zh"], instructions=f"hf://{BACTRIAN}", seed=1)
+    config = MixturePart(mode="bilingual", languages=["en", "zh"], instructions=f"hf://{BACTRIAN}", seed=1)
     first = ensure_mixture(config, tmp_path / "mixtures")
     assert len(hub.loads) == 2
     assert ensure_mixture(config, tmp_path / "mixtures") == first and len(hub.loads) == 2  # reused, not downloaded
@@ -214,7 +214,7 @@ def test_the_cache_key_follows_the_revision_and_a_cached_mixture_needs_no_downlo
     hub.data[(BACTRIAN, "en")][5]["instruction"] = "[en] instruction five"
     second = ensure_mixture(config, tmp_path / "mixtures")
     assert second != first and '"sent0": "[en] instruction five"' in second.read_text(encoding="utf-8")
-    pinned = MixtureConfig(mode="bilingual", languages=["en", "zh"], instructions=f"hf://{BACTRIAN}?revision={COMMIT_A}", seed=1)
+    pinned = MixturePart(mode="bilingual", languages=["en", "zh"], instructions=f"hf://{BACTRIAN}?revision={COMMIT_A}", seed=1)
     assert ensure_mixture(pinned, tmp_path / "mixtures") == first  # pinning the old commit finds the old build
     hub.offline = True  # offline, the pin recorded online still finds the cached build
     assert ensure_mixture(config, tmp_path / "mixtures") == second
@@ -290,18 +290,18 @@ def test_fetched_recipe_inputs_build_the_same_mixture_offline(tmp_path, hub, run
     recipe.write_text(yaml.safe_dump({"model": {"architecture": {"model_type": "llama"}}, "data": {"build": parts}}))
     code, _, stderr = run_cli("data", "fetch", "--recipe", recipe, "-o", tmp_path / "inputs")
     assert code == 0, stderr
-    online = build_mixture(MixSpec.from_mappings(parts, seed=4), tmp_path / "online.jsonl")
+    online = build_mixture(Mixture.from_mappings(parts, seed=4), tmp_path / "online.jsonl")
     hub.offline = True
     local = [{**parts[0], "instructions": str(tmp_path / "inputs" / "Bactrian-X")},
              {**parts[1], "parallel": str(tmp_path / "inputs" / "opus-100" / "en-zh.jsonl")}]
-    offline = build_mixture(MixSpec.from_mappings(local, seed=4), tmp_path / "offline.jsonl")
+    offline = build_mixture(Mixture.from_mappings(local, seed=4), tmp_path / "offline.jsonl")
     assert (tmp_path / "online.jsonl").read_bytes() == (tmp_path / "offline.jsonl").read_bytes()
     assert online["parts"] == offline["parts"] == {"bilingual": 36, "translation": 30}
 
 
 def test_pin_keeps_a_pinned_reference_without_asking_the_hub(hub):
     hub.offline = True
-    spec = pin_hub_inputs(MixtureConfig(mode="bilingual", languages=["en", "zh"], instructions=f"hf://{BACTRIAN}?revision={COMMIT_B}"))
+    spec = pin_hub_inputs(MixturePart(mode="bilingual", languages=["en", "zh"], instructions=f"hf://{BACTRIAN}?revision={COMMIT_B}"))
     assert spec.parts[0].instructions == f"hf://{BACTRIAN}?revision={COMMIT_B}"
 
 

@@ -136,7 +136,7 @@ def test_answer_in_language_names_match_the_official_table():
 def test_align_prints_one_warning_line_for_skipped_empty_answers(tmp_path, run_cli):
     import yaml
 
-    from afp_cli.tiny import tiny_architecture
+    from afp_cli.model.tiny import tiny_architecture
 
     empty = {**GOOD, "clm_text": "Hello Answer in Chinese: ", "clm_prompt_len": 25}
     data = tmp_path / "official.jsonl"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from afp_cli.data.build import build_mixture
-from afp_cli.data.mixture_config import MixSpec, MixtureConfig
+from afp_cli.data.mixture_config import Mixture, MixturePart
 from afp_cli.errors import AfpError
 from test_data import write_instructions
 
@@ -34,7 +34,7 @@ def lines(path: Path) -> list[dict]:
 
 
 def test_official_mix_has_each_part_in_full_interleaved_at_random(tmp_path, inputs):
-    report = build_mixture(MixSpec.from_mappings(official_parts(*inputs), seed=5), tmp_path / "mix.jsonl")
+    report = build_mixture(Mixture.from_mappings(official_parts(*inputs), seed=5), tmp_path / "mix.jsonl")
     examples = lines(tmp_path / "mix.jsonl")
     assert report["parts"] == {"bilingual": 120, "translation": 180} and len(examples) == 300
     assert report["inputs"]["bilingual"]["usable"] == 40 and report["inputs"]["translation"]["usable"] == 60
@@ -44,17 +44,17 @@ def test_official_mix_has_each_part_in_full_interleaved_at_random(tmp_path, inpu
     runs = sum(1 for a, b in zip(parts, parts[1:]) if a != b)
     assert runs > 100  # a random interleaving of 120 and 180 changes part about 144 times
     # each part is its own single-part build, in the same order
-    alone = build_mixture(MixtureConfig(**official_parts(*inputs)[1], seed=6), tmp_path / "t.jsonl")
+    alone = build_mixture(MixturePart(**official_parts(*inputs)[1], seed=6), tmp_path / "t.jsonl")
     assert alone["examples"] == 180
     assert [e for e in examples if e["part"] == "translation"] == [{**e, "part": "translation"} for e in lines(tmp_path / "t.jsonl")]
 
 
 def test_mix_is_fixed_by_the_seed_and_one_part_is_the_plain_build(tmp_path, inputs):
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        build_mixture(MixSpec.from_mappings(official_parts(*inputs), seed=seed), tmp_path / f"{name}.jsonl")
+        build_mixture(Mixture.from_mappings(official_parts(*inputs), seed=seed), tmp_path / f"{name}.jsonl")
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes() != (tmp_path / "c.jsonl").read_bytes()
-    build_mixture(MixSpec.from_mappings(official_parts(*inputs)[0], seed=3), tmp_path / "one.jsonl")
-    build_mixture(MixtureConfig(**official_parts(*inputs)[0], seed=3), tmp_path / "plain.jsonl")
+    build_mixture(Mixture.from_mappings(official_parts(*inputs)[0], seed=3), tmp_path / "one.jsonl")
+    build_mixture(MixturePart(**official_parts(*inputs)[0], seed=3), tmp_path / "plain.jsonl")
     assert (tmp_path / "one.jsonl").read_bytes() == (tmp_path / "plain.jsonl").read_bytes()
     assert "part" not in lines(tmp_path / "one.jsonl")[0]
 
@@ -63,13 +63,13 @@ def test_a_bad_part_is_named_and_nothing_is_written(tmp_path, inputs):
     parts = official_parts(*inputs)
     parts[1]["repeat"] = 0
     with pytest.raises(AfpError, match=r"data.build\[1\]: --repeat: must be > 0, got 0"):
-        MixSpec.from_mappings(parts, seed=0)
+        Mixture.from_mappings(parts, seed=0)
     parts[1] = {**official_parts(*inputs)[1], "parallel": str(inputs[1].with_name("missing.tsv"))}
     with pytest.raises(AfpError, match="missing.tsv: parallel file not found"):
-        build_mixture(MixSpec.from_mappings(parts, seed=0), tmp_path / "o.jsonl")
+        build_mixture(Mixture.from_mappings(parts, seed=0), tmp_path / "o.jsonl")
     assert not (tmp_path / "o.jsonl").exists()
     with pytest.raises(AfpError, match=r"data.build\[0\]: unexpected keyword argument 'cross'"):
-        MixSpec.from_mappings([{"mode": "bilingual", "cross": 0.5}], seed=0)
+        Mixture.from_mappings([{"mode": "bilingual", "cross": 0.5}], seed=0)
 
 
 def test_recipe_build_list_resolves_each_parts_path_and_seeds_parts_apart(tmp_path, inputs):
@@ -118,7 +118,7 @@ def test_cli_mix_of_part_files_and_stats_per_part(tmp_path, inputs, run_cli):
 
 
 def test_counts_by_direction_follow_each_parts_probabilities(tmp_path, inputs):
-    build_mixture(MixSpec.from_mappings(official_parts(*inputs), seed=0), tmp_path / "m.jsonl")
+    build_mixture(Mixture.from_mappings(official_parts(*inputs), seed=0), tmp_path / "m.jsonl")
     by_part = Counter((e["part"], e["src_lang"] != e["tgt_lang"]) for e in lines(tmp_path / "m.jsonl"))
     assert by_part[("translation", False)] == 0  # translation examples always cross languages
     assert 30 <= by_part[("bilingual", True)] <= 90  # cross 0.5 of 120 (4 sigma: 60 ± 22)

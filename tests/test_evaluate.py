@@ -15,7 +15,7 @@ def base_and_adapter(tmp_path_factory, tiny_tokenizer):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from afp_cli.tiny import build_model, tiny_architecture
+    from afp_cli.model.tiny import build_model, tiny_architecture
 
     root = tmp_path_factory.mktemp("evaluate")
     base = root / "base"

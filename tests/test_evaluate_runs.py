@@ -10,7 +10,7 @@ import pytest
 
 
 def _tiny_model(folder, tokenizer, positions: int):
-    from afp_cli.tiny import build_model, tiny_architecture
+    from afp_cli.model.tiny import build_model, tiny_architecture
 
     model = build_model(tiny_architecture("llama"), tokenizer, seed=0)
     model.config.max_position_embeddings = positions

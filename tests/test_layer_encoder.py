@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from afp_cli.representations import hidden_states_at
-from afp_cli.model import decoder_layers
-from afp_cli.tiny import TINY_ARCHITECTURES, build_model, tiny_architecture
+from afp_cli.model.representations import hidden_states_at
+from afp_cli.model.blocks import decoder_layers
+from afp_cli.model.tiny import TINY_ARCHITECTURES, build_model, tiny_architecture
 
 INPUT_IDS = torch.tensor([[1, 50, 60, 70, 80], [1, 90, 100, 0, 0]])
 MASK = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from afp_cli.errors import AfpError
-from afp_cli.lora_targets import mcl_reach_warning, pooling_reach, resolve_targets
-from afp_cli.model import add_lora, merge_adapter
-from afp_cli.tiny import build_model, tiny_architecture
+from afp_cli.model.lora_targets import mcl_reach_warning, pooling_reach, resolve_targets
+from afp_cli.model.loading import add_lora, merge_adapter
+from afp_cli.model.tiny import build_model, tiny_architecture
 
 EMBEDDING_NAMES = {
     "llama": "model.embed_tokens", "xglm": "model.embed_tokens", "qwen2": "model.embed_tokens",
@@ -59,7 +59,7 @@ def test_presets_resolve_to_the_named_module_sets(models):
 
 
 def _mcl_gradients(model, pooling_layer: int) -> dict[str, float]:
-    from afp_cli.representations import sentence_vectors
+    from afp_cli.model.representations import sentence_vectors
     from afp_cli.align.losses import info_nce
 
     ids = torch.randint(5, 300, (8, 10), generator=torch.Generator().manual_seed(0))

@@ -7,8 +7,8 @@ import torch
 
 from afp_cli.data.tokenize import IGNORE_INDEX
 from afp_cli.align.losses import info_nce
-from afp_cli.representations import last_token_index, pool
-from afp_cli.scoring import causal_lm_loss
+from afp_cli.model.representations import last_token_index, pool
+from afp_cli.model.scoring import causal_lm_loss
 
 # Two sequences of length 4, hidden size 2; row 0 has 3 real tokens, row 1 has 2.
 TOKENS = [[[1.0, 0.0], [2.0, 1.0], [3.0, 5.0]], [[4.0, 2.0], [0.0, -6.0]]]
@@ -79,7 +79,7 @@ def test_symmetric_info_nce_averages_both_directions():
 
 
 def test_causal_lm_loss_equals_transformers_loss_on_the_same_targets(tiny_tokenizer):
-    from afp_cli.tiny import build_model, tiny_architecture
+    from afp_cli.model.tiny import build_model, tiny_architecture
 
     model = build_model(tiny_architecture("llama"), tiny_tokenizer, seed=1).eval()
     input_ids = torch.tensor([[1, 40, 41, 42, 43, 44], [1, 50, 51, 52, 0, 0]])

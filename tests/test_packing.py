@@ -19,8 +19,8 @@ from afp_cli.data.batches import TokenizedExample, collate, tokenize_examples
 from afp_cli.data.packing import bucket_width, fill_rows, pack, plan_rows
 from afp_cli.data.tokenize import IGNORE_INDEX
 from afp_cli.data.training_records import read_training_file
-from afp_cli.model import add_lora
-from afp_cli.tiny import build_model, tiny_architecture
+from afp_cli.model.loading import add_lora
+from afp_cli.model.tiny import build_model, tiny_architecture
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "afp_cli" / "demo" / "tatoeba_en-zh.afp.jsonl"
 NO_DROPOUT = {"gpt2": {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}}  # GPT-2's own dropout is 0.1

@@ -65,7 +65,7 @@ def test_zero_shot_evaluate_runs_with_the_test_split_alone(run_cli, tiny_model_d
 
 
 def test_evaluate_and_analyze_label_adapters_alike(tmp_path):
-    from afp_cli.analyze.variants import adapter_labels as analyze_labels
+    from afp_cli.model.variants import adapter_labels as analyze_labels
     from afp_cli.evaluation.runner import model_labels as evaluate_labels
 
     adapters = [tmp_path / "a" / "final", tmp_path / "b" / "final", tmp_path / "cit", tmp_path / "base"]

@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from afp_cli.errors import AfpError
-from afp_cli.lora_targets import TARGET_PRESETS
-from afp_cli.pooling_spec import parse_pooling
+from afp_cli.model.lora_targets import TARGET_PRESETS
+from afp_cli.model.pooling import parse_pooling
 from afp_cli.text_files import read_text
 
 
@@ -72,7 +72,7 @@ class ModelConfig:
 
 
 @dataclass
-class LoraSettings:
+class LoRAConfig:
     enabled: bool = _help("Train LoRA adapters (true) or all weights (false, as the official code does).", True)
     r: int = _help("LoRA rank.", 16)
     alpha: int = _help("LoRA scaling numerator; usually 2 × r.", 32)
@@ -170,11 +170,11 @@ class DataConfig:
 
 
     def mixture(self, seed: int = 0):
-        """The `afp data` mixture (a MixSpec) that ``build`` describes, mixed by ``seed``; parts may set their own."""
-        from afp_cli.data.mixture_config import MixSpec
+        """The `afp data` mixture (a Mixture) that ``build`` describes, mixed by ``seed``; parts may set their own."""
+        from afp_cli.data.mixture_config import Mixture
 
         try:
-            return MixSpec.from_mappings(self.build, seed)
+            return Mixture.from_mappings(self.build, seed)
         except AfpError as error:
             raise ConfigValueError("build", str(error).removeprefix("data.build: ")) from None
 
@@ -229,14 +229,14 @@ class AlignConfig:
     model: ModelConfig
     data: DataConfig
     output_dir: str = _help("Where the adapter, checkpoints and metrics go.", "runs/afp")
-    lora: LoraSettings = _help("LoRA settings.", None)
+    lora: LoRAConfig = _help("LoRA settings.", None)
     mcl: MCLConfig = _help("Multilingual contrastive learning.", None)
     cit: CITConfig = _help("Cross-lingual instruction tuning.", None)
     train: TrainConfig = _help("Optimisation and loop.", None)
     merge: bool = _help("Also write the base model with the adapter merged in, to <output_dir>/merged.", False)
 
     def __post_init__(self) -> None:
-        self.lora = self.lora or LoraSettings()
+        self.lora = self.lora or LoRAConfig()
         self.mcl = self.mcl or MCLConfig()
         self.cit = self.cit or CITConfig()
         self.train = self.train or TrainConfig()
@@ -253,7 +253,7 @@ class AlignConfig:
 
 # ---------------------------------------------------------------------------------------------- loading
 
-_SECTIONS: dict[str, type] = {"model": ModelConfig, "lora": LoraSettings, "mcl": MCLConfig, "cit": CITConfig,
+_SECTIONS: dict[str, type] = {"model": ModelConfig, "lora": LoRAConfig, "mcl": MCLConfig, "cit": CITConfig,
                               "data": DataConfig, "train": TrainConfig}
 
 
@@ -492,5 +492,5 @@ def reference_markdown() -> str:
     return "\n".join(blocks)
 
 
-__all__ = ["AlignConfig", "ModelConfig", "LoraSettings", "MCLConfig", "CITConfig", "DataConfig", "TrainConfig",
+__all__ = ["AlignConfig", "ModelConfig", "LoRAConfig", "MCLConfig", "CITConfig", "DataConfig", "TrainConfig",
            "load_config", "build_config", "parse_override", "config_to_yaml", "reference_markdown"]

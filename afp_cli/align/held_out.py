@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from afp_cli.align.config import AlignConfig
 from afp_cli.data.batches import collate
-from afp_cli.scoring import score_batches
+from afp_cli.model.scoring import score_batches
 
 
 def evaluate_held_out(model, examples, config: AlignConfig, pad_token_id: int, device: str, autocast,

@@ -1,5 +1,5 @@
 """The two AFP objectives: InfoNCE over sentence vectors (MCL) here, masked causal-LM loss (CIT) in
-afp_cli/scoring.py (analysis measures it too), and their weighted sum.
+afp_cli/model/scoring.py (analysis measures it too), and their weighted sum.
 
 Li et al., "Improving In-context Learning of Multilingual Generative Language Models with Cross-lingual
 Alignment" (NAACL 2024). MCL pulls the sentence vectors of a translation pair together against in-batch

@@ -17,7 +17,7 @@ from typing import Any
 
 from afp_cli.align.checkpoint import CHECKPOINTS, list_checkpoints, resumable_checkpoint, set_aside
 from afp_cli.errors import AfpError, warn
-from afp_cli.model import merge_adapter, quiet_saving
+from afp_cli.model.loading import merge_adapter, quiet_saving
 from afp_cli.report import write_atomically, write_json
 from afp_cli.text_files import DiskFault, append_text, folder_atomically
 

@@ -5,7 +5,7 @@ Compilation is regional, as PyTorch's recipe for transformers advises: each deco
 torch.compile, with its LoRA layers inside. The blocks of a model are the same code with different weights, so they
 share one compiled graph per kind of input (compile time is that of one block, not of the whole model). Only
 ``forward`` is replaced, not the module call: the hooks that stop MCL's pass at the pooling layer
-(afp_cli/representations.py) run eagerly around it, and parameter names (checkpoints, adapters) do not change.
+(afp_cli/model/representations.py) run eagerly around it, and parameter names (checkpoints, adapters) do not change.
 The compiled code runs only in training passes (grad on, training mode), including the recomputation of gradient
 checkpointing; held-out evaluation and generation with the returned model run eagerly, so they give the numbers
 they gave before and compile nothing. The embeddings, the answer-only LM head and the losses stay eager too (the
@@ -22,7 +22,7 @@ from rich.console import Console
 
 from afp_cli.data.packing import pack
 from afp_cli.errors import AfpError
-from afp_cli.model import backbone, decoder_layers
+from afp_cli.model.blocks import backbone, decoder_layers
 
 # What a packed row may differ from the same texts run apart, relative to the hidden state's size: rounding only.
 # Measured (transformers 5.24, random weights): 1e-7-6e-7 in fp32 and up to 0.016 in bf16 (30 layers) where

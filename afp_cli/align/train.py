@@ -34,11 +34,11 @@ from afp_cli.data.training_records import read_training_file
 from afp_cli.align.distributed import all_gather_with_grad, process_count, start_processes, sum_over_processes
 from afp_cli.errors import AfpError
 from afp_cli.align.held_out import evaluate_held_out
-from afp_cli.representations import sentence_vectors
+from afp_cli.model.representations import sentence_vectors
 from afp_cli.align.losses import LossParts, info_nce
-from afp_cli.model import add_lora, count_parameters, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
+from afp_cli.model.loading import add_lora, count_parameters, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
 from afp_cli.report import write_atomically
-from afp_cli.scoring import causal_lm_loss
+from afp_cli.model.scoring import causal_lm_loss
 from afp_cli.align.run_output import (BASE_MODEL_DIR, METRICS_FILE, append_metrics, claim_output_dir, open_tensorboard,
                                 save_built_base_model, save_outputs, truncate_metrics)
 
@@ -61,7 +61,7 @@ def build_tokenizer(config: AlignConfig, texts: list[str]):
     model = config.model
     if model.tokenizer or model.name_or_path:
         return load_tokenizer(model.tokenizer or model.name_or_path, model.trust_remote_code)
-    from afp_cli.tiny import train_tokenizer
+    from afp_cli.model.tiny import train_tokenizer
 
     return train_tokenizer(texts, vocab_size=model.tokenizer_vocab_size)
 
@@ -81,7 +81,7 @@ def load_base_model(config: AlignConfig, tokenizer, device: str, engine_dtype: t
     if engine_dtype is not None:
         dtype = engine_dtype
     if model_config.architecture is not None:
-        from afp_cli.tiny import build_model as build_random_model
+        from afp_cli.model.tiny import build_model as build_random_model
 
         model = build_random_model(model_config.architecture, tokenizer, seed=config.train.seed).to(device, dtype)
     else:
@@ -116,7 +116,7 @@ def make_trainable(model, config: AlignConfig):
 
 def check_mcl_reach(model, config: AlignConfig, console: Console) -> None:
     """Warn when MCL pools a layer below which (almost) nothing is trained: its loss would barely move."""
-    from afp_cli.lora_targets import mcl_reach_warning, pooling_reach
+    from afp_cli.model.lora_targets import mcl_reach_warning, pooling_reach
 
     layer = config.mcl.pooling_layer
     if not config.mcl.enabled or layer is None:

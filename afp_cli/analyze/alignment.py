@@ -22,7 +22,7 @@ from afp_cli.languages import get_language
 UNIFORMITY_T = 2.0  # Wang & Isola's t; alignment uses their alpha = 2 (squared distance)
 
 
-# Pooling methods of afp_cli.representations.pool, the training recipe's names (padding-side safe).
+# Pooling methods of afp_cli.model.representations.pool, the training recipe's names (padding-side safe).
 POOLINGS: tuple[str, ...] = ("last", "avg", "max")
 
 
@@ -105,8 +105,8 @@ def pooled_states(
     """
     import torch
 
-    from afp_cli.representations import pool
-    from afp_cli.model import backbone
+    from afp_cli.model.representations import pool
+    from afp_cli.model.blocks import backbone
 
     collected: dict[int, list] = {layer: [] for layer in layers}
     count = len(pairs.sources)

@@ -62,7 +62,7 @@ class AlignmentConfig:
 
 
 def run_alignment(config: AlignmentConfig) -> list[dict[str, Any]]:
-    from afp_cli.analyze.variants import load_variants
+    from afp_cli.model.variants import load_variants
 
     paths = report_paths(config.output_dir, REPORT_STEM, ("layers", "map"))
     check_writable(paths, config.overwrite)

@@ -26,7 +26,7 @@ from afp_cli.analyze.output import check_writable, progress, report_paths, write
 from afp_cli.data.training_records import CIT_KEYS, TrainingExample, read_training_file
 from afp_cli.errors import AfpError, located, warn
 from afp_cli.report import markdown_table
-from afp_cli.pooling_spec import Pooling, parse_pooling
+from afp_cli.model.pooling import Pooling, parse_pooling
 
 REPORT_STEM = "loss"
 
@@ -125,9 +125,9 @@ def read_examples(path: Path, max_examples: int | None) -> FileContents:
 def run_loss(config: LossConfig) -> list[dict[str, Any]]:
     """Score the base model and each adapter on ``config.data``; write loss.md and loss.json; return the rows."""
     from afp_cli.analyze.alignment_run import model_config
-    from afp_cli.analyze.variants import load_variants
+    from afp_cli.model.variants import load_variants
     from afp_cli.data.batches import collate, tokenize_examples
-    from afp_cli.scoring import answer_tokens
+    from afp_cli.model.scoring import answer_tokens
 
     paths = report_paths(config.output_dir, REPORT_STEM, ())
     check_writable(paths, config.overwrite)
@@ -160,7 +160,7 @@ def score_model(model, batches, pooling: Pooling, advance=lambda count: None) ->
     pairs), with dropout off, no gradients, and bf16 autocast on CUDA only (as `afp align` evaluates)."""
     import torch
 
-    from afp_cli.scoring import score_batches
+    from afp_cli.model.scoring import score_batches
 
     device = model.device
     autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda"

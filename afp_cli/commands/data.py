@@ -14,8 +14,8 @@ from afp_cli.data.mixture_config import (
     DEFAULT_TEMPLATE,
     DEFAULT_TEMPLATE_NO_INPUT,
     DEFAULT_TRANSLATION_TEMPLATES,
-    MixSpec,
-    MixtureConfig,
+    Mixture,
+    MixturePart,
 )
 
 app = typer.Typer(
@@ -50,11 +50,11 @@ def _languages(first: list[str], more: list[str] | None) -> list[str]:
 
 def _build(mode: str, languages: list[str], more_languages: list[str] | None, output: Path, tokenizer: str | None,
            overwrite: bool, official_format: bool, **settings) -> None:
-    config = MixtureConfig(mode=mode, languages=_languages(languages, more_languages), audit_fields=not official_format, **settings)
+    config = MixturePart(mode=mode, languages=_languages(languages, more_languages), audit_fields=not official_format, **settings)
     _write(config, output, tokenizer, overwrite)
 
 
-def _write(mixture: MixtureConfig | MixSpec, output: Path, tokenizer: str | None, overwrite: bool) -> None:
+def _write(mixture: MixturePart | Mixture, output: Path, tokenizer: str | None, overwrite: bool) -> None:
     from afp_cli.data.build import build_mixture
     from afp_cli.data.stats import render
 
@@ -66,7 +66,7 @@ def _write(mixture: MixtureConfig | MixSpec, output: Path, tokenizer: str | None
 def _load_tokenizer(name: str | None):
     if name is None:
         return None
-    from afp_cli.model import load_tokenizer
+    from afp_cli.model.loading import load_tokenizer
 
     return load_tokenizer(name)
 
@@ -150,7 +150,7 @@ def mix(
     labels, mappings = read_parts(parts)
     if official_format:
         mappings = [{**mapping, "audit_fields": False} for mapping in mappings]
-    _write(MixSpec.from_mappings(mappings, seed, labels=labels), output, tokenizer, overwrite)
+    _write(Mixture.from_mappings(mappings, seed, labels=labels), output, tokenizer, overwrite)
 
 
 @app.command(epilog="Examples: afp data fetch --recipe recipes/xglm-564m_en-zh.yaml -o afp-inputs/ · "

@@ -17,7 +17,7 @@ from typing import Any
 
 from afp_cli.text_files import streamed_atomically
 from afp_cli.data.hub import HubReference, cached_copy, fetched_path, resolve_revision
-from afp_cli.data.mixture_config import MixSpec, MixtureConfig
+from afp_cli.data.mixture_config import Mixture, MixturePart
 from afp_cli.data.sampling import build_examples, interleave
 from afp_cli.data.stats import MixtureStats, TokenLengths, read_mixture
 from afp_cli.errors import AfpError
@@ -36,18 +36,18 @@ def meta_path(output: Path) -> Path:
     return output.with_name(output.name + ".meta.json")
 
 
-def as_spec(mixture: MixSpec | MixtureConfig) -> MixSpec:
-    return mixture if isinstance(mixture, MixSpec) else MixSpec([mixture], mixture.seed)
+def as_spec(mixture: Mixture | MixturePart) -> Mixture:
+    return mixture if isinstance(mixture, Mixture) else Mixture([mixture], mixture.seed)
 
 
-def fetch_command(part: MixtureConfig, ref: HubReference) -> str:
+def fetch_command(part: MixturePart, ref: HubReference) -> str:
     """What to do when the hub cannot be reached: fetch on another machine, copy, read the copy (one line)."""
     local = fetched_path(ref, part.input_kind, part.languages, Path("DIR"))
     return (f"on a machine with internet run `afp data fetch --{part.input_kind} {ref} --languages "
             f"{' '.join(part.languages)} -o DIR`, copy DIR here and use {local} as {part.input_kind}")
 
 
-def pin_hub_inputs(mixture: MixSpec | MixtureConfig) -> MixSpec:
+def pin_hub_inputs(mixture: Mixture | MixturePart) -> Mixture:
     """The same mixture with every ``hf://`` input pinned to a commit (needs the hub, or a pin recorded earlier)."""
     spec = as_spec(mixture)
     parts = []
@@ -57,10 +57,10 @@ def pin_hub_inputs(mixture: MixSpec | MixtureConfig) -> MixSpec:
             pinned = resolve_revision(ref, part.input_kind, fetch_command(part, ref), cache_root() / "hub" / "refs")
             part = dataclasses.replace(part, **{part.input_kind: str(pinned)})
         parts.append(part)
-    return MixSpec(parts, spec.seed)
+    return Mixture(parts, spec.seed)
 
 
-def localize(part: MixtureConfig) -> MixtureConfig:
+def localize(part: MixturePart) -> MixturePart:
     """``part`` reading a local copy of its (pinned) hub input; local inputs unchanged."""
     ref = part.hub_reference
     if ref is None:
@@ -70,7 +70,7 @@ def localize(part: MixtureConfig) -> MixtureConfig:
     return dataclasses.replace(part, **{part.input_kind: str(local)})
 
 
-def build_mixture(mixture: MixSpec | MixtureConfig, output: str | Path, tokenizer: Any = None,
+def build_mixture(mixture: Mixture | MixturePart, output: str | Path, tokenizer: Any = None,
                   overwrite: bool = False) -> dict:
     """Build ``mixture`` into ``output`` (JSON lines) and return its statistics (see stats.MixtureStats.as_dict)."""
     output = Path(output)
@@ -116,7 +116,7 @@ def mixture_stats(path: str | Path, tokenizer: Any = None) -> dict:
     return stats.as_dict(inputs)
 
 
-def ensure_mixture(mixture: MixSpec | MixtureConfig, cache_dir: str | Path) -> Path:
+def ensure_mixture(mixture: Mixture | MixturePart, cache_dir: str | Path) -> Path:
     """The mixture file for ``mixture``, built once into ``cache_dir`` (for a recipe's ``data:`` section).
 
     The cache key covers every part's settings, the mix seed, the format version, each local input file's path,
@@ -133,14 +133,14 @@ def ensure_mixture(mixture: MixSpec | MixtureConfig, cache_dir: str | Path) -> P
     return target
 
 
-def _config_record(config: MixtureConfig) -> dict:
+def _config_record(config: MixturePart) -> dict:
     record = asdict(config)
     if config.hub_reference is None:
         record[config.input_kind] = str(Path(config.source).resolve())
     return record
 
 
-def cache_key(spec: MixSpec) -> str:
+def cache_key(spec: Mixture) -> str:
     """Hash of what decides the bytes of a mixture (``spec``'s hub inputs must be pinned)."""
     parts = []
     for part in spec.parts:
@@ -156,7 +156,7 @@ def _fingerprint(source: Path) -> list:
     return [(str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns) for path in files if path.is_file()]
 
 
-def pinned_build_section(section: dict | list, spec: MixSpec) -> dict | list:
+def pinned_build_section(section: dict | list, spec: Mixture) -> dict | list:
     """A recipe's ``data.build`` with each part's hub input replaced by its pinned reference (for recipe.yaml)."""
     parts = section if isinstance(section, list) else [section]
     pinned = []

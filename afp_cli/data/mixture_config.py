@@ -55,8 +55,9 @@ def check_template(text: str, allowed: set[str], option: str) -> Template:
 
 
 @dataclass
-class MixtureConfig:
-    """One mixture. ``languages[0]`` is the pivot: MCL pairs are (pivot sentence, its translation)."""
+class MixturePart:
+    """One part of a mixture, built on its own (one `afp data` mode). ``languages[0]`` is the pivot: MCL pairs are
+    (pivot sentence, its translation)."""
 
     mode: str
     languages: list[str]
@@ -146,14 +147,14 @@ def _option(name: str) -> str:
 
 
 @dataclass
-class MixSpec:
+class Mixture:
     """A training mixture: one or more parts, built each with its own seed and interleaved at random by ``seed``.
 
     The official training file is two builds concatenated and shuffled (``cat bilingual translation | shuf``,
     chongli17/CrossLingualAlignment README); a mix of those two parts is that file, streamed.
     """
 
-    parts: list[MixtureConfig]
+    parts: list[MixturePart]
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -166,7 +167,7 @@ class MixSpec:
 
     @classmethod
     def from_mappings(cls, parts: dict[str, Any] | list[Any], seed: int, where: str = "data.build",
-                      labels: list[str] | None = None) -> MixSpec:
+                      labels: list[str] | None = None) -> Mixture:
         """Parts from YAML (a recipe's ``data.build``, part files): one mapping, or a list of mappings.
 
         Part ``i`` gets the seed ``seed + i`` unless it sets its own, so two parts never share a random stream.
@@ -180,9 +181,9 @@ class MixSpec:
                 raise AfpError(f"{label}: each part must be a mapping (mode, languages, instructions or parallel, ...), "
                                f"got {mapping!r}")
             try:
-                built.append(MixtureConfig(**{"seed": seed + index, **mapping}))
+                built.append(MixturePart(**{"seed": seed + index, **mapping}))
             except TypeError as error:  # an unknown key
-                message = str(error).replace("MixtureConfig.__init__() got an ", "")
+                message = str(error).replace("MixturePart.__init__() got an ", "")
                 raise AfpError(f"{label}: {message}") from None
             except AfpError as error:
                 raise AfpError(f"{label}: {error}") from None

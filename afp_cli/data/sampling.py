@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from afp_cli.data.mixture_config import MixtureConfig, Template
+from afp_cli.data.mixture_config import MixturePart, Template
 from afp_cli.data.readers import InstructionRecord, find_instruction_file, read_instructions, read_parallel
 from afp_cli.errors import AfpError, located
 from afp_cli.languages import language_name
@@ -41,8 +41,9 @@ class InputCounts:
 
 
 @dataclass
-class Mixture:
-    """A lazily generated mixture: iterate ``examples`` once; ``counts`` is final as soon as it is built."""
+class PartExamples:
+    """The examples of one built part, generated lazily: iterate ``examples`` once; ``counts`` is final as soon as it
+    is built."""
 
     counts: InputCounts
     total: int
@@ -68,7 +69,7 @@ def example_count(repeat: float, usable: int, unit: str) -> int:
     return total
 
 
-def build_examples(config: MixtureConfig) -> Mixture:
+def build_examples(config: MixturePart) -> PartExamples:
     if config.mode == "translation":
         return _translation_mixture(config)
     return _instruction_mixture(config)
@@ -167,7 +168,7 @@ class _Cycle:
         return item
 
 
-def _instruction_mixture(config: MixtureConfig) -> Mixture:
+def _instruction_mixture(config: MixturePart) -> PartExamples:
     counts = InputCounts()
     languages = config.languages
     pivot, others = languages[0], languages[1:]
@@ -197,7 +198,7 @@ def _instruction_mixture(config: MixtureConfig) -> Mixture:
             prompt = template.prompt(instruction=question.instruction, input=question.input, language=language_name(target))
             yield _example(config, pair[0], pair[1], prompt, answer, source, target, ids[index], (pivot, other))
 
-    return Mixture(counts, total, generate())
+    return PartExamples(counts, total, generate())
 
 
 def _multilingual_direction(rng: random.Random, languages: list[str], cross_prob: float, change_prob: float) -> tuple[str, str, str]:
@@ -215,7 +216,7 @@ def _multilingual_direction(rng: random.Random, languages: list[str], cross_prob
 # ----------------------------------------------------------------------------------------------- translation mode
 
 
-def _translation_mixture(config: MixtureConfig) -> Mixture:
+def _translation_mixture(config: MixturePart) -> PartExamples:
     counts = InputCounts()
     source_lang, target_lang = config.languages
     seen: set[tuple[str, str]] = set()
@@ -247,10 +248,10 @@ def _translation_mixture(config: MixtureConfig) -> Mixture:
             prompt = rng.choice(templates).prompt(input=text, language=language_name(target))
             yield _example(config, text, translation, prompt, translation, source, target, pair.id, (source, target))
 
-    return Mixture(counts, total, generate())
+    return PartExamples(counts, total, generate())
 
 
-def _example(config: MixtureConfig, sent0: str, sent1: str, prompt: str, answer: str, source: str, target: str, record_id: str, pair_languages: tuple[str, str]) -> dict:
+def _example(config: MixturePart, sent0: str, sent1: str, prompt: str, answer: str, source: str, target: str, record_id: str, pair_languages: tuple[str, str]) -> dict:
     """The official four fields first (their order is what the official trainer reads), then the audit fields."""
     example = {"sent0": sent0, "sent1": sent1, "clm_text": prompt + answer, "clm_prompt_len": len(prompt)}
     if config.audit_fields:
@@ -262,7 +263,7 @@ def _example(config: MixtureConfig, sent0: str, sent1: str, prompt: str, answer:
 # ----------------------------------------------------------------------------------------------- mixing parts
 
 
-def interleave(mixtures: list[Mixture], names: list[str], seed: int, label_parts: bool) -> Iterator[dict]:
+def interleave(mixtures: list[PartExamples], names: list[str], seed: int, label_parts: bool) -> Iterator[dict]:
     """All examples of all parts in a uniformly random interleaving, streamed.
 
     The official file is ``cat part1 part2 | shuf``. Each part's stream is already in random order, so drawing the

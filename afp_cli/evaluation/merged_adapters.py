@@ -11,7 +11,7 @@ import re
 import shutil
 from pathlib import Path
 
-from afp_cli.model import read_adapter_config
+from afp_cli.model.loading import read_adapter_config
 
 # Input-embedding module names of the architectures afp trains (llama/mistral/qwen, gpt2, bloom/xglm, gpt-neox).
 EMBEDDING_MODULES = ("embed_tokens", "wte", "word_embeddings", "embed_in")
@@ -33,7 +33,7 @@ def merge_into_base(base_model: str, adapter_dir: str | Path, destination: Path)
     ``destination``; written to a temporary folder beside it first, so a failure leaves nothing half-saved."""
     from peft import PeftModel
 
-    from afp_cli.model import load_causal_lm, load_tokenizer, quiet_saving
+    from afp_cli.model.loading import load_causal_lm, load_tokenizer, quiet_saving
 
     staging = destination.with_name(f".{destination.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)

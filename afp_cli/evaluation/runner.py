@@ -22,7 +22,7 @@ from afp_cli.errors import AfpError
 from afp_cli.evaluation import tasks as task_lookup
 from afp_cli.evaluation.comparison import add_deltas, over_seeds, result_rows, shots_run, write_comparison
 from afp_cli.evaluation.significance import PairedTests, collect_items
-from afp_cli.labels import model_labels
+from afp_cli.model.variants import model_labels
 from afp_cli.report import refuse_existing, write_atomically, write_json
 from afp_cli.statistics import DEFAULT_RESAMPLES
 
@@ -79,7 +79,7 @@ class EvaluateConfig:
 
 
 def _check_adapters(config: EvaluateConfig) -> None:
-    from afp_cli.adapter_base import check_adapter_base
+    from afp_cli.model.adapter_base import check_adapter_base
 
     for adapter in config.adapters:
         if not Path(adapter).is_dir():
@@ -88,27 +88,16 @@ def _check_adapters(config: EvaluateConfig) -> None:
 
 
 def _hf_models(config: EvaluateConfig) -> Iterator[tuple[str, Any]]:
-    """Yield (label, lm-eval LM) for the base model and each adapter, the base weights loaded once."""
+    """Yield (label, lm-eval LM) for the base model and each adapter, the base weights loaded once: one HFLM around
+    the model, with the variant's adapter switched on (afp_cli/model/variants.py, shared with afp analyze)."""
     from lm_eval.models.huggingface import HFLM
 
-    from afp_cli.model import load_adapters, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
+    from afp_cli.model.variants import load_variants
 
-    device = resolve_device(config.device)
-    tokenizer = load_tokenizer(config.model)
-    model = load_causal_lm(config.model, resolve_dtype(config.dtype, device), device)
-    model.eval()
+    loaded = load_variants(config.model, config.adapters, config.device, config.dtype, check_bases=False)
     batch_size = config.batch_size if config.batch_size == "auto" else int(config.batch_size)
-    labels = model_labels(config.adapters)
-    if not config.adapters:
-        yield labels[0], HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-        return
-    peft_model, names = load_adapters(model, config.adapters)  # checked by _check_adapters
-    peft_model.eval()
-    lm = HFLM(pretrained=peft_model, tokenizer=tokenizer, batch_size=batch_size)
-    with peft_model.disable_adapter():
-        yield labels[0], lm
-    for label, name in zip(labels[1:], names):
-        peft_model.set_adapter(name)
+    lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=batch_size)
+    for label, _ in loaded.variants():
         yield label, lm
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from afp_cli.data.packing import PackedRows
-from afp_cli.model import backbone, decoder_layers
+from afp_cli.model.blocks import backbone, decoder_layers
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Index of the last non-padding position of each row, correct for left AND right padding.

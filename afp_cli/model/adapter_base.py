@@ -24,7 +24,7 @@ _SAMPLE_BYTES = 1 << 20  # fingerprint: the first and last MiB of every weights 
 
 def check_adapter_base(adapter_dir: str | Path, base_model: str, allow_other_base: bool = False) -> None:
     """Refuse an adapter trained on a different model than ``base_model``; warn when only the name differs."""
-    from afp_cli.model import read_adapter_config
+    from afp_cli.model.loading import read_adapter_config
 
     trained_on = read_adapter_config(adapter_dir).get("base_model_name_or_path")
     if trained_on is None or _same_name(trained_on, base_model):

@@ -29,7 +29,7 @@ def causal_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor 
         position_ids: packed rows' position ids, with ``attention_mask`` None (afp_cli/data/packing.py; the labels
             then hold no target at the first token of a text, which the text before it would predict).
     """
-    from afp_cli.model import backbone
+    from afp_cli.model.blocks import backbone
 
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
     if position_ids is not None:
@@ -83,7 +83,7 @@ def score_batches(model, batches: Iterable, pooling_layer: int | None, pooling_m
         through: the engine's wrapped entry (``through(compute, *args)`` runs ``compute(model, *args)``), so that
             FSDP or DeepSpeed gather the weights for the passes; every process must then call this alike.
     """
-    from afp_cli.representations import sentence_vectors
+    from afp_cli.model.representations import sentence_vectors
 
     if through is None:
         def through(compute, *args):

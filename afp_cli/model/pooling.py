@@ -1,6 +1,6 @@
 """The pooling spelling recipes and commands share (``last-1``, ``avg-3``, ``max``), parsed without importing torch.
 
-Reading a recipe or a command line must not wait for torch; the pooling itself is afp_cli/representations.py.
+Reading a recipe or a command line must not wait for torch; the pooling itself is afp_cli/model/representations.py.
 """
 
 from __future__ import annotations

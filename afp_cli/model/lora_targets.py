@@ -84,7 +84,7 @@ def block_linear_names(model) -> list[str]:
     Relative names match the same layer in every block and nothing outside the blocks, so the LM head (and any
     projection around the backbone) is never adapted.
     """
-    from afp_cli.model import decoder_layers
+    from afp_cli.model.blocks import decoder_layers
 
     names: list[str] = []
     for name, module in decoder_layers(model)[0].named_modules():
@@ -114,7 +114,7 @@ class PoolingReach:
 
 def pooling_reach(model, layer: int) -> PoolingReach:
     """Count the trainable parameters whose change can move the hidden states of ``layer``."""
-    from afp_cli.model import decoder_layers
+    from afp_cli.model.blocks import decoder_layers
 
     embedding = model.get_input_embeddings()
     embedding_parameters = {id(param) for param in embedding.parameters()}

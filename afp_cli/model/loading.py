@@ -72,28 +72,6 @@ def _not_found_message(what: str, name_or_path: str, error: OSError) -> str:
     return f"cannot load {what} '{name_or_path}'{offline}: {first_line}"
 
 
-def decoder_layers(model):
-    """The ModuleList of transformer blocks of a causal LM (plain or peft-wrapped), found by its length.
-
-    Every supported architecture keeps its blocks in one ModuleList whose length is ``num_hidden_layers``
-    (GPT-2/BLOOM ``transformer.h``, LLaMA/XGLM ``model.layers``, OPT ``model.decoder.layers``, ...).
-    """
-    import torch
-
-    depth = model.config.num_hidden_layers
-    for _, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == depth:
-            return module
-    raise RuntimeError(f"no ModuleList of {depth} decoder layers found in {type(model).__name__}")
-
-
-def backbone(model):
-    """The transformer without its LM head (``model.model``, ``model.transformer``, ...), peft wrapping removed."""
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    return getattr(model, model.base_model_prefix)
-
-
 def read_adapter_config(adapter_dir: str | Path) -> dict[str, Any]:
     """The ``adapter_config.json`` of a PEFT adapter folder; a folder without one is a user error."""
     config_path = Path(adapter_dir) / "adapter_config.json"
@@ -166,14 +144,14 @@ def add_lora(model, r: int, alpha: int, dropout: float, targets: str = "auto",
              target_modules: list[str] | str | None = None, seed: int = 0):
     """Wrap ``model`` with fresh LoRA adapters (seeded init); only the adapters stay trainable.
 
-    ``targets`` is a preset of afp_cli/lora_targets.py; ``target_modules`` (PEFT names) wins when given.
+    ``targets`` is a preset of afp_cli/model/lora_targets.py; ``target_modules`` (PEFT names) wins when given.
     """
     import warnings
 
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from afp_cli.lora_targets import resolve_targets
+    from afp_cli.model.lora_targets import resolve_targets
 
     resolved = resolve_targets(model, targets, target_modules)
     torch.manual_seed(seed)
