@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from afp_cli.analyze.alignment import POOLINGS, alignment_metrics, parse_layers, pooled_states, project_2d, read_pairs
-from afp_cli.analyze.output import check_writable, progress, report_paths, write_report
+from afp_cli.analyze.output import check_writable, report_paths, write_report
 from afp_cli.analyze.plots import metrics_by_layer, projection_map
 from afp_cli.errors import AfpError
+from afp_cli.progress import counting
 from afp_cli.report import markdown_table
 
 REPORT_STEM = "alignment"
@@ -75,7 +76,7 @@ def run_alignment(config: AlignmentConfig) -> list[dict[str, Any]]:
     collected_layers = sorted(set(layers) | {config.plot_layer})
     rows, panels = [], []
     count = len(pairs.sources)
-    with progress("encoding pairs", total=count * len(loaded.labels)) as advance:
+    with counting("encoding pairs", total=count * len(loaded.labels)) as advance:
         for label, model in loaded.variants():
             states = pooled_states(model, loaded.tokenizer, pairs, collected_layers, config.pooling,
                                    config.batch_size, config.max_length, advance)

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from afp_cli.analyze.output import check_writable, progress, report_paths, write_report
+from afp_cli.analyze.output import check_writable, report_paths, write_report
 from afp_cli.data.training_records import CIT_KEYS, TrainingExample, read_training_file
 from afp_cli.errors import AfpError, located, warn
 from afp_cli.report import markdown_table
 from afp_cli.model.pooling import Pooling, parse_pooling
+from afp_cli.progress import counting
 
 REPORT_STEM = "loss"
 
@@ -142,7 +143,7 @@ def run_loss(config: LossConfig) -> list[dict[str, Any]]:
     batches = [collate(tokenized[start:start + config.batch_size], loaded.tokenizer.pad_token_id)
                for start in range(0, len(tokenized), config.batch_size)]
     rows = []
-    with progress("scoring", total=len(batches) * len(loaded.labels)) as advance:
+    with counting("scoring", total=len(batches) * len(loaded.labels)) as advance:
         for label, model in loaded.variants():
             rows.append({"model": label, **score_model(model, batches, pooling, advance)})
     add_changes(rows)

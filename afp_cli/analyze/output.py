@@ -1,9 +1,8 @@
-"""An analysis's outputs: report files (Markdown, JSON, PNG) written atomically, and progress on the terminal."""
+"""An analysis's outputs: report files (Markdown, JSON, PNG) written atomically."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +41,3 @@ def write_report(paths: Mapping[str, Path], markdown: str, payload: Any, figures
     contents[paths["md"]] = markdown
     return write_all_atomically(contents, what="the report")
 
-
-@contextlib.contextmanager
-def progress(description: str, total: int) -> Iterator[Any]:
-    """A Rich progress bar; yields ``advance(n)``. It draws on stderr, so reports printed on stdout stay clean."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, transient=True, disable=not console.is_terminal)
-    with bar:
-        task = bar.add_task(description, total=total)
-        yield lambda count=1: bar.advance(task, count)

@@ -172,7 +172,10 @@ def fetch(
     if recipe is not None and (instructions or parallel):
         raise AfpError("fetch: give --recipe or --instructions/--parallel, not both")
     if recipe is not None:
-        wanted = inputs_of_recipe(recipe)
+        from afp_cli.align.config import load_config
+
+        data = load_config(recipe).data
+        wanted = inputs_of_recipe(recipe, data.mixture() if data.build is not None else None)
     else:
         wanted = inputs_of_options(instructions, parallel, _languages(languages or [], more_languages))
     for line in fetch_inputs(wanted, output_dir, limit, overwrite):

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from afp_cli.data.hub import HubReference, fetched_path, local_name, resolve_revision, write_local
+from afp_cli.data.mixture_config import Mixture
 from afp_cli.errors import AfpError
 from afp_cli.languages import get_language
+from afp_cli.progress import counting
 from afp_cli.report import refuse_existing, write_json
 
 
@@ -43,15 +45,18 @@ def inputs_of_options(instructions: str | None, parallel: str | None, languages:
     return wanted
 
 
-def inputs_of_recipe(recipe: Path) -> list[HubInput]:
-    """Every hf:// input of a recipe's ``data.build``; instruction parts of one dataset share one fetch."""
-    from afp_cli.align.config import load_config
+def inputs_of_recipe(recipe: Path, mixture: Mixture | None) -> list[HubInput]:
+    """Every hf:// input of a recipe's ``data.build``; instruction parts of one dataset share one fetch.
 
-    data = load_config(recipe).data
-    if data.build is None:
+    Args:
+        recipe: the recipe's path, named in the errors.
+        mixture: its ``data.build`` as a Mixture (the command layer reads the recipe); None when the recipe reads
+            ``data.train_file`` instead.
+    """
+    if mixture is None:
         raise AfpError(f"{recipe}: the recipe reads data.train_file; only data.build inputs come from the hub")
     wanted: dict[tuple[str, HubReference], HubInput] = {}
-    for part in data.mixture().parts:
+    for part in mixture.parts:
         ref = part.hub_reference
         if ref is None:
             continue
@@ -67,8 +72,6 @@ def inputs_of_recipe(recipe: Path) -> list[HubInput]:
 
 def fetch_inputs(inputs: list[HubInput], output_dir: Path, limit: int | None, overwrite: bool) -> list[str]:
     """Copy each input to ``output_dir``; returns the lines that tell the user where each copy is."""
-    from afp_cli.analyze.output import progress
-
     plans = []
     for item in inputs:
         ref = item.reference if limit is None else dataclasses.replace(item.reference, limit=limit)
@@ -81,7 +84,7 @@ def fetch_inputs(inputs: list[HubInput], output_dir: Path, limit: int | None, ov
     for item, ref, folder, _ in plans:
         hint = "afp data fetch needs the hub: run it on a machine with internet (or check HF_HUB_OFFLINE)"
         pinned = resolve_revision(ref, item.option, hint)
-        target = write_local(pinned, item.kind, item.languages, folder, item.option, hint, progress=progress)
+        target = write_local(pinned, item.kind, item.languages, folder, item.option, hint, progress=counting)
         write_json(folder / "source.json", {"reference": str(pinned), "kind": item.kind, "languages": item.languages})
         lines.append(f"{item.kind}: {target}   # {pinned}")
     lines.append("copy the folder to the machine that trains and set these paths as data.build's "

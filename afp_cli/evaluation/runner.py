@@ -23,6 +23,7 @@ from afp_cli.evaluation import tasks as task_lookup
 from afp_cli.evaluation.comparison import add_deltas, over_seeds, result_rows, shots_run, write_comparison
 from afp_cli.evaluation.significance import PairedTests, collect_items
 from afp_cli.model.variants import model_labels
+from afp_cli.progress import progress_bar
 from afp_cli.report import refuse_existing, write_atomically, write_json
 from afp_cli.statistics import DEFAULT_RESAMPLES
 
@@ -170,11 +171,8 @@ def _without_lm_eval_bars() -> Iterator[None]:
 
 def _progress():
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console()  # a log or a pipe gets the results, not progress frames
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), console=console, transient=False, disable=not console.is_terminal)
+    return progress_bar(Console(), transient=False)  # a log or a pipe gets the results, not progress frames
 
 
 def _shots_folder(requested: int | None, results: dict[str, Any]) -> str:
