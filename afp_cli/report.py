@@ -6,24 +6,12 @@ Shared by `afp evaluate` and `afp analyze` so every report looks alike and none 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from afp_cli.errors import AfpError
-from afp_cli.text_files import streamed_atomically
-
-
-def write_atomically(path: str | Path, data: str | bytes, what: str | None = None) -> Path:
-    """Write to a temporary file beside ``path``, then rename: readers see the old file or the whole new one.
-
-    A full disk, a quota or an unwritable folder is one line (text_files.DiskFault, exit 2) naming ``what``
-    (default: the path) and the room left, and nothing half-written is left beside ``path``.
-    """
-    with streamed_atomically(path, binary=isinstance(data, bytes), what=what) as file:
-        file.write(data)
-    return Path(path)
+from afp_cli.text_files import write_atomically  # the one atomic writer (align/train.py and bench/ still import it here)
 
 
 def json_text(payload: Any) -> str:
@@ -33,17 +21,6 @@ def json_text(payload: Any) -> str:
 
 def write_json(path: str | Path, payload: Any, what: str | None = None) -> Path:
     return write_atomically(path, json_text(payload), what)
-
-
-def write_all_atomically(contents: Mapping[str | Path, str | bytes], what: str | None = None) -> list[Path]:
-    """Files that belong together (a report's Markdown, JSON and figures): every one is written to its temporary
-    file first and renamed only when all are, so a full disk leaves none of them changed, not half a report."""
-    with ExitStack() as stack:
-        for path, data in contents.items():
-            file = stack.enter_context(streamed_atomically(path, binary=isinstance(data, bytes), what=what))
-            file.write(data)
-            file.flush()  # a full disk says so here, before any file of the set is renamed
-    return [Path(path) for path in contents]
 
 
 def format_cell(value: Any, digits: int = 4) -> str:

@@ -5,10 +5,12 @@ is UTF-8. A file that is not (Latin-1, UTF-16,
 a binary file given by mistake, a gzip file without ``.gz``) is a user error that names the file and the line
 where decoding failed, never a ``UnicodeDecodeError`` traceback.
 
-Every file afp writes goes through ``streamed_atomically`` (one file), ``folder_atomically`` (a folder of files a
-library writes: checkpoints, models, adapters) or ``append_text`` (a log that grows, metrics.jsonl): each either
-lands whole or leaves nothing behind, and a write the disk refuses (full, over quota, read-only, not permitted)
-is a ``DiskFault``: one line naming what was being written, why, and the room left on that disk.
+Every file afp writes goes through ``streamed_atomically`` (one file; ``write_atomically`` with the data in hand,
+``write_all_atomically`` for files that belong together), ``folder_atomically`` (a folder of files a library
+writes: checkpoints, models, adapters, generations), ``replacing_folder`` (a folder a run writes in place, the old
+one kept aside until it succeeds) or ``append_text`` (a log that grows, metrics.jsonl): each either lands whole or
+leaves nothing behind, and a write the disk refuses (full, over quota, read-only, not permitted) is a
+``DiskFault``: one line naming what was being written, why, and the room left on that disk.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import re
 import shutil
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
@@ -252,7 +254,7 @@ def streamed_atomically(path: str | Path, binary: bool = False, what: str | None
                         ) -> Iterator[TextIO | BinaryIO]:
     """Write to a temporary file beside ``path``, then rename: readers see the old file or the whole new one.
 
-    report.write_atomically is this with the data in hand. A failure removes the temporary file and leaves
+    write_atomically is this with the data in hand. A failure removes the temporary file and leaves
     ``path`` as it was; a write the disk refused is a DiskFault naming ``what`` (default: the path).
     """
     path = Path(path)
@@ -272,6 +274,28 @@ def streamed_atomically(path: str | Path, binary: bool = False, what: str | None
             yield file
         os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600; an output gets the usual permissions
         _put_in_place(Path(temp_name), path)
+
+
+def write_atomically(path: str | Path, data: str | bytes, what: str | None = None) -> Path:
+    """Write to a temporary file beside ``path``, then rename: readers see the old file or the whole new one.
+
+    A full disk, a quota or an unwritable folder is one line (a DiskFault, exit 2) naming ``what`` (default: the
+    path) and the room left, and nothing half-written is left beside ``path``.
+    """
+    with streamed_atomically(path, binary=isinstance(data, bytes), what=what) as file:
+        file.write(data)
+    return Path(path)
+
+
+def write_all_atomically(contents: Mapping[str | Path, str | bytes], what: str | None = None) -> list[Path]:
+    """Files that belong together (a report's Markdown, JSON and figures): every one is written to its temporary
+    file first and renamed only when all are, so a full disk leaves none of them changed, not half a report."""
+    with contextlib.ExitStack() as stack:
+        for path, data in contents.items():
+            file = stack.enter_context(streamed_atomically(path, binary=isinstance(data, bytes), what=what))
+            file.write(data)
+            file.flush()  # a full disk says so here, before any file of the set is renamed
+    return [Path(path) for path in contents]
 
 
 @contextlib.contextmanager
@@ -303,6 +327,40 @@ def folder_atomically(final: str | Path, what: str | None = None, into: bool = F
             temporary.rmdir()
         else:
             _put_in_place(temporary, final)
+
+
+@contextlib.contextmanager
+def replacing_folder(folder: Path, keep_on_failure: Callable[[], bool]) -> Iterator[None]:
+    """Empty ``folder`` for a body that writes into it in place (a training run: its checkpoints must lie where a
+    resume looks for them), and put it back as it was if the body fails.
+
+    What ``folder`` held waits beside it, hidden as ``.<name>.replaced``, and is removed when the body succeeds. A
+    failure removes what the body wrote (``folder``, or the outermost folder it was missing) and puts the old
+    contents back, unless ``keep_on_failure()`` says what the body wrote is worth more (a run with a checkpoint):
+    then the old contents go. A ``.<name>.replaced`` left by a body that was killed, not failed, is removed first.
+    """
+    existed = folder.is_dir()
+    created = folder  # the outermost folder the body creates (folder or a missing parent of it)
+    while not created.parent.exists():
+        created = created.parent
+    replaced = folder.with_name(f".{folder.name}.replaced")
+    shutil.rmtree(replaced, ignore_errors=True)
+    if existed and any(folder.iterdir()):
+        os.replace(folder, replaced)
+        folder.mkdir()
+    try:
+        yield
+    except BaseException:
+        if keep_on_failure():
+            shutil.rmtree(replaced, ignore_errors=True)
+            raise
+        shutil.rmtree(folder if existed else created, ignore_errors=True)
+        if replaced.exists():
+            os.replace(replaced, folder)
+        elif existed:
+            folder.mkdir()  # it was there, empty, before the body
+        raise
+    shutil.rmtree(replaced, ignore_errors=True)
 
 
 def append_text(path: str | Path, text: str, what: str | None = None) -> None:

@@ -222,6 +222,7 @@ def test_adapter_with_embedding_lora_is_merged_for_vllm(long_model, tmp_path):
     merged = tmp_path / "out" / "merged" / "embedding"
     assert served == [("embedding", str(merged), None), ("attention", str(long_model), attention)]
     assert len(notes) == 1 and "merged into a copy of the base" in notes[0]
+    assert [path.name for path in merged.parent.iterdir()] == ["embedding"]  # no temporary folder left beside it
 
     ids = torch.tensor([[5, 17, 42, 99, 7]])
     reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(long_model), embedding).eval()

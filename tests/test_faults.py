@@ -423,7 +423,7 @@ def test_a_metrics_line_the_disk_refuses_is_cut_off_again(tmp_path, run_cli, mon
 
 
 def test_the_writers_leave_nothing_half_written_when_the_disk_refuses(tmp_path):
-    from afp_cli.report import write_all_atomically, write_atomically
+    from afp_cli.text_files import write_all_atomically, write_atomically
 
     (tmp_path / "kept.md").write_text("the old report")
     with pytest.raises(text_files.DiskFault, match=r"could not write .*kept.md: file too large"):
@@ -438,6 +438,29 @@ def test_the_writers_leave_nothing_half_written_when_the_disk_refuses(tmp_path):
             write_all_atomically({tmp_path / "kept.md": "new", tmp_path / "b.json": "y" * 5000})
     assert sorted(path.name for path in tmp_path.iterdir()) == ["kept.md"]
     assert (tmp_path / "kept.md").read_text() == "the old report"
+
+
+
+def test_replacing_folder_puts_the_old_contents_back_unless_the_new_are_kept(tmp_path):
+    from afp_cli.text_files import replacing_folder
+
+    def attempt(folder, keep, fail=True):
+        with contextlib.suppress(KeyError):
+            with replacing_folder(folder, keep_on_failure=lambda: keep):
+                assert not folder.exists() or not any(folder.iterdir())  # emptied for the body
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "new.txt").write_text("new")
+                if fail:
+                    raise KeyError("the body failed")
+        return sorted(path.name for path in tmp_path.rglob("*"))
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "old.txt").write_text("old")
+    assert attempt(run, keep=False) == ["old.txt", "run"]  # put back, nothing of the new left, no .run.replaced
+    assert attempt(run, keep=True) == ["new.txt", "run"]  # the new kept, the old gone
+    assert attempt(run, keep=False, fail=False) == ["new.txt", "run"]
+    assert attempt(tmp_path / "a" / "b", keep=False) == ["new.txt", "run"]  # the missing parents it made go too
 
 
 def test_torch_save_failing_on_a_full_disk_is_told_from_other_runtime_errors(tmp_path, monkeypatch):

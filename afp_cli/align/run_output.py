@@ -8,7 +8,6 @@ checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,8 +17,8 @@ from typing import Any
 from afp_cli.align.checkpoint import CHECKPOINTS, list_checkpoints, resumable_checkpoint, set_aside
 from afp_cli.errors import AfpError, warn
 from afp_cli.model.loading import merge_adapter, quiet_saving
-from afp_cli.report import write_atomically, write_json
-from afp_cli.text_files import DiskFault, append_text, folder_atomically
+from afp_cli.report import write_json
+from afp_cli.text_files import DiskFault, append_text, folder_atomically, replacing_folder, write_atomically
 
 METRICS_FILE = "metrics.jsonl"
 BASE_MODEL_DIR = "base_model"
@@ -66,30 +65,17 @@ def claim_output_dir(output_dir: Path, resume: bool, overwrite: bool,
         if output_dir.is_dir() and any(output_dir.iterdir()):
             warn(f"{output_dir}: its run stopped before its first checkpoint: starting it again from step 0")
         overwrite = True
-    existed = output_dir.is_dir()
-    created = output_dir  # the outermost folder this run creates (output_dir or a missing parent of it)
-    while not created.parent.exists():
-        created = created.parent
-    if existed and any(output_dir.iterdir()) and not overwrite:
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
         raise AfpError(f"{output_dir}: output folder is not empty: pass --overwrite to replace it or --resume to "
                        "continue its run")
-    replaced = output_dir.with_name(f".{output_dir.name}.replaced")
-    shutil.rmtree(replaced, ignore_errors=True)  # left by a run that was killed, not failed
-    if existed and any(output_dir.iterdir()):
-        os.replace(output_dir, replaced)
-        output_dir.mkdir()
-    try:
-        with _naming_the_last_checkpoint(output_dir):
-            yield None
-    except BaseException as error:
-        if list_checkpoints(output_dir):
-            shutil.rmtree(replaced, ignore_errors=True)
-            raise
-        _undo_claim(output_dir, created, existed, replaced)
-        if isinstance(error, DiskFault):
+    with replacing_folder(output_dir, keep_on_failure=lambda: bool(list_checkpoints(output_dir))):
+        try:
+            with _naming_the_last_checkpoint(output_dir):
+                yield None
+        except DiskFault as error:
+            if list_checkpoints(output_dir):
+                raise
             raise DiskFault(f"{error} (no checkpoint was written yet: the run left nothing behind)") from error
-        raise
-    shutil.rmtree(replaced, ignore_errors=True)
 
 
 @contextmanager
@@ -120,14 +106,6 @@ def remove_leftovers(output_dir: Path) -> None:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
-
-
-def _undo_claim(output_dir: Path, created: Path, existed: bool, replaced: Path) -> None:
-    shutil.rmtree(output_dir if existed else created, ignore_errors=True)
-    if replaced.exists():
-        os.replace(replaced, output_dir)
-    elif existed:
-        output_dir.mkdir()  # it was there, empty, before the run
 
 
 def append_metrics(path: Path, record: dict[str, Any], writer) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from afp_cli.analyze.language_rate import Generation, read_generations
 from afp_cli.analyze.questions import DirectionInputs
 from afp_cli.errors import AfpError
-from afp_cli.report import write_atomically
+from afp_cli.text_files import write_atomically
 
 TASK_FAMILY = "afp_langrate"
 DATA_FOLDER = "langrate"  # tasks/afp_langrate/*.yaml read {data_dir}/langrate/{src}-{tgt}/{test,demos}.jsonl

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from afp_cli.report import json_text, refuse_existing, write_all_atomically
+from afp_cli.report import json_text, refuse_existing
+from afp_cli.text_files import write_all_atomically
 
 
 def report_paths(output_dir: str | Path, stem: str, figures: tuple[str, ...]) -> dict[str, Path]:

@@ -6,11 +6,7 @@ comparison) is written to a temporary folder and renamed to ``language_rate_run/
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +25,7 @@ from afp_cli.analyze.questions import (
 from afp_cli.analyze.rate_report import render_markdown
 from afp_cli.errors import AfpError
 from afp_cli.languages import get_language
-from afp_cli.report import write_atomically
+from afp_cli.text_files import folder_atomically, write_atomically
 
 REPORT_STEM = "language_rate"
 RUN_FOLDER = "language_rate_run"
@@ -113,24 +109,11 @@ def plan_directions(config: LanguageRateConfig) -> list[DirectionInputs]:
 
 
 def _generate_into_run_folder(generation: GenerationConfig, inputs: list[DirectionInputs], final: Path) -> list[Generation]:
-    """Generate in a temporary folder beside ``final`` and rename it when complete; on failure remove it (and the
-    output folder, when this run created it and left it empty)."""
-    output_dir = final.parent
-    created = [folder for folder in (output_dir, *output_dir.parents) if not folder.exists()]  # innermost first
-    output_dir.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(dir=output_dir, prefix=f".{final.name}."))
-    try:
-        generations = generate(generation, inputs, temporary)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        for folder in created:
-            with contextlib.suppress(OSError):  # only if still empty
-                folder.rmdir()
-        raise
-    if final.exists():  # --overwrite (checked before anything ran)
-        shutil.rmtree(final)
-    os.replace(temporary, final)
-    return generations
+    """Generate in a temporary folder beside ``final`` and put it in place when complete (replacing the one
+    --overwrite allows, checked before anything ran); on failure remove it (and the output folder, when this run
+    created it and left it empty)."""
+    with folder_atomically(final, "the generations") as temporary:
+        return generate(generation, inputs, temporary)
 
 
 def _inputs_summary(inputs: DirectionInputs, config: LanguageRateConfig) -> dict[str, Any]:

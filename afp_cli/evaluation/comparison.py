@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from afp_cli.evaluation.significance import metric_label
-from afp_cli.report import markdown_table, write_atomically, write_json
+from afp_cli.report import markdown_table, write_json
+from afp_cli.text_files import write_atomically
 
 COLUMNS = ("task", "shots", "metric", "model", "value", "stderr", "seeds", "spread", "delta_vs_base")
 DELTA_COLUMN = "Δ base [95 % CI] p"

@@ -8,10 +8,10 @@ docs/evaluate.md. Merging (``merge_and_unload``) gives the same weights a PEFT m
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 from afp_cli.model.loading import read_adapter_config
+from afp_cli.text_files import folder_atomically
 
 # Input-embedding module names of the architectures afp trains (llama/mistral/qwen, gpt2, bloom/xglm, gpt-neox).
 EMBEDDING_MODULES = ("embed_tokens", "wte", "word_embeddings", "embed_in")
@@ -35,15 +35,8 @@ def merge_into_base(base_model: str, adapter_dir: str | Path, destination: Path)
 
     from afp_cli.model.loading import load_causal_lm, load_tokenizer, quiet_saving
 
-    staging = destination.with_name(f".{destination.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
     model = PeftModel.from_pretrained(load_causal_lm(base_model), str(adapter_dir)).merge_and_unload()
-    try:
-        with quiet_saving():
-            model.save_pretrained(staging)
-            load_tokenizer(base_model).save_pretrained(staging)
-        shutil.rmtree(destination, ignore_errors=True)
-        staging.rename(destination)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with folder_atomically(destination, "the merged model") as staging, quiet_saving():
+        model.save_pretrained(staging)
+        load_tokenizer(base_model).save_pretrained(staging)
     return destination

@@ -24,8 +24,9 @@ from afp_cli.evaluation.comparison import add_deltas, over_seeds, result_rows, s
 from afp_cli.evaluation.significance import PairedTests, collect_items
 from afp_cli.model.variants import model_labels
 from afp_cli.progress import progress_bar
-from afp_cli.report import refuse_existing, write_atomically, write_json
+from afp_cli.report import refuse_existing, write_json
 from afp_cli.statistics import DEFAULT_RESAMPLES
+from afp_cli.text_files import write_atomically
 
 
 @dataclass
