@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from afp_cli.commands.options import OUTPUT_DIR_FLAGS
+from afp_cli.commands.options import OUTPUT_DIR_FLAGS, OutputFile, OverwriteFile
 from afp_cli.errors import AfpError
 from afp_cli.data.mixture_config import (
     DEFAULT_TEMPLATE,
@@ -34,12 +34,10 @@ Parallel = Annotated[str, typer.Option("--parallel", "-p", help="Translation pai
 CrossProb = Annotated[float, typer.Option("--cross-prob", "-x", help="Share of CIT examples answered in another language than the question's (0: the paper's MIT ablation).")]
 ChangeProb = Annotated[float, typer.Option("--change-prob", "-c", help="multilingual: other->pivot instead of pivot->other; translation: swap the direction.")]
 Repeat = Annotated[float, typer.Option("--repeat", "-r", help="Examples = int(repeat x usable source records); fractions allowed.")]
-Seed = Annotated[int, typer.Option("--seed", help="Same seed, same inputs: byte-identical output.")]
-Output = Annotated[Path, typer.Option("--output", "-o", help="Output JSON lines file (a .meta.json goes beside it).")]
+BuildSeed = Annotated[int, typer.Option("--seed", help="Same seed, same inputs: byte-identical output.")]
 Template = Annotated[str, typer.Option("--template", help="CIT template for records with an input.")]
 TemplateNoInput = Annotated[str, typer.Option("--template-no-input", help="CIT template for records without an input.")]
 OfficialFormat = Annotated[bool, typer.Option("--official-format", help="Write only sent0, sent1, clm_text, clm_prompt_len: the official trainer counts columns and misreads extra ones.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")]
 Tokenizer = Annotated[Optional[str], typer.Option("--tokenizer", help="Also report lengths in tokens of this tokenizer (hub name or local path).")]
 
 
@@ -74,17 +72,17 @@ def _load_tokenizer(name: str | None):
 @app.command(epilog="Example: afp data bilingual --instructions bactrian-x/ --languages en zh --cross-prob 0.5 --repeat 3 --seed 0 -o en-zh.jsonl")
 def bilingual(
     instructions: Instructions,
-    output: Output,
+    output: OutputFile,
     languages: Languages,
     more_languages: MoreLanguages = None,
     cross_prob: CrossProb = 0.5,
     repeat: Repeat = 1.0,
-    seed: Seed = 0,
+    seed: BuildSeed = 0,
     template: Template = DEFAULT_TEMPLATE,
     template_no_input: TemplateNoInput = DEFAULT_TEMPLATE_NO_INPUT,
     official_format: OfficialFormat = False,
     tokenizer: Tokenizer = None,
-    overwrite: Overwrite = False,
+    overwrite: OverwriteFile = False,
 ) -> None:
     """Two languages aligned by id: MCL pairs are the aligned instructions, CIT answers cross with --cross-prob."""
     _build("bilingual", languages, more_languages, output, tokenizer, overwrite, official_format,
@@ -95,18 +93,18 @@ def bilingual(
 @app.command(epilog="Example: afp data multilingual --instructions bactrian-x/ --languages en zh th tr sw --cross-prob 0.5 --change-prob 0.5 -o x5.jsonl")
 def multilingual(
     instructions: Instructions,
-    output: Output,
+    output: OutputFile,
     languages: Languages,
     more_languages: MoreLanguages = None,
     cross_prob: CrossProb = 0.5,
     change_prob: ChangeProb = 0.5,
     repeat: Repeat = 1.0,
-    seed: Seed = 0,
+    seed: BuildSeed = 0,
     template: Template = DEFAULT_TEMPLATE,
     template_no_input: TemplateNoInput = DEFAULT_TEMPLATE_NO_INPUT,
     official_format: OfficialFormat = False,
     tokenizer: Tokenizer = None,
-    overwrite: Overwrite = False,
+    overwrite: OverwriteFile = False,
 ) -> None:
     """Pivot (first language) and others: MCL pairs pivot<->other, CIT pivot->other, other->pivot or monolingual."""
     _build("multilingual", languages, more_languages, output, tokenizer, overwrite, official_format,
@@ -117,16 +115,16 @@ def multilingual(
 @app.command(epilog="Example: afp data translation --parallel en-zh.tsv --languages en zh --change-prob 0.5 --repeat 1.5 -o en-zh-mt.jsonl")
 def translation(
     parallel: Parallel,
-    output: Output,
+    output: OutputFile,
     languages: Languages,
     more_languages: MoreLanguages = None,
     change_prob: ChangeProb = 0.5,
     repeat: Repeat = 1.0,
-    seed: Seed = 0,
+    seed: BuildSeed = 0,
     translation_template: Annotated[Optional[list[str]], typer.Option("--translation-template", help="Repeat for several; one is drawn per example. Default: the paper's two.")] = None,
     official_format: OfficialFormat = False,
     tokenizer: Tokenizer = None,
-    overwrite: Overwrite = False,
+    overwrite: OverwriteFile = False,
 ) -> None:
     """Parallel sentences: MCL pairs are the translations, CIT texts ask for the translation."""
     _build("translation", languages, more_languages, output, tokenizer, overwrite, official_format,
@@ -137,11 +135,11 @@ def translation(
 @app.command(epilog="Example: afp data mix recipes/parts/bactrian-x_en-zh.yaml recipes/parts/opus-100_en-zh.yaml --seed 0 -o en-zh.train.jsonl")
 def mix(
     parts: Annotated[list[Path], typer.Argument(help="Part files: YAML, each one part (or a list of parts) with the keys of a recipe's data.build (mode, languages, instructions or parallel, cross_prob, change_prob, repeat, seed, templates). Relative paths are relative to the file.", show_default=False)],
-    output: Output,
+    output: OutputFile,
     seed: Annotated[int, typer.Option("--seed", help="Mixes the parts; part i is built with seed + i unless it sets its own.")] = 0,
     official_format: OfficialFormat = False,
     tokenizer: Tokenizer = None,
-    overwrite: Overwrite = False,
+    overwrite: OverwriteFile = False,
 ) -> None:
     """Several parts in one file, interleaved at random: the official training file is a bilingual build of
     Bactrian-X (cross 0.5, repeat 3) mixed with a translation build of parallel text (change 0.5, repeat 3)."""
@@ -163,7 +161,7 @@ def fetch(
     languages: Annotated[Optional[list[str]], typer.Option("--languages", "-l", help="Languages to fetch (instructions: one config each): --languages en zh.")] = None,
     more_languages: MoreLanguages = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N rows of each config.")] = None,
-    overwrite: Overwrite = False,
+    overwrite: OverwriteFile = False,
 ) -> None:
     """Copy hub inputs to a folder, for a machine without internet: fetch here, copy the folder there, point the
     recipe's instructions/parallel at it (the lines to use are printed)."""

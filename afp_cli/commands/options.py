@@ -3,6 +3,7 @@
 `-m/--model`, `-a/--adapter`, `-o/--output-dir`, `--overwrite`, `--seed`, `--device`, `--dtype` and
 `--batch-size` mean the same thing in `afp evaluate`, `afp analyze …` and `afp data …`; a command that needs
 another help text or default still uses the name and short flag from here (``typer.Option(*MODEL_FLAGS, …)``).
+The one exception: `afp data`'s builders write one file, so their `-o` is `--output`, a file (``OutputFile``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import typer
 MODEL_FLAGS = ("--model", "-m")
 ADAPTER_FLAGS = ("--adapter", "-a")
 OUTPUT_DIR_FLAGS = ("--output-dir", "-o")
+OUTPUT_FILE_FLAGS = ("--output", "-o")  # afp data: a file, where every other command's -o is a folder
 
 Model = Annotated[str, typer.Option(*MODEL_FLAGS, help="Base model: hub name or local folder.", show_default=False)]
 OptionalModel = Annotated[Optional[str], typer.Option(*MODEL_FLAGS, help="Base model: hub name or local folder.",
@@ -24,6 +26,9 @@ Adapters = Annotated[Optional[list[str]], typer.Option(
     show_default=False)]
 OutputDir = Annotated[Path, typer.Option(*OUTPUT_DIR_FLAGS, help="Folder for the results (Markdown, JSON, PNG).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing results in the output folder.")]
+OutputFile = Annotated[Path, typer.Option(*OUTPUT_FILE_FLAGS,
+                                          help="Output JSON lines file (a .meta.json goes beside it).")]
+OverwriteFile = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for every random choice (demonstrations, sampling, pairs).")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")]
 Dtype = Annotated[str, typer.Option("--dtype", help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, "
