@@ -133,7 +133,7 @@ def measure(args) -> dict:
     import torch
 
     from afp_cli.align.config import build_config
-    from afp_cli.align.train import loss_step
+    from afp_cli.align.losses import objective
     from afp_cli.data.batches import collate
 
     base, switches = parse_mode(args.mode)
@@ -176,7 +176,7 @@ def measure(args) -> dict:
         optimizer.zero_grad(set_to_none=True)
         with autocast():
             if afp:
-                loss = loss_step(model, batch, config).total
+                loss = objective(model, batch, config).total
             else:
                 loss = model(input_ids=batch.instruction_ids, attention_mask=batch.instruction_mask,
                              labels=batch.instruction_labels).loss

@@ -78,9 +78,9 @@ def one_step(recipe: Path, gather_negatives: bool, indices: list[int] | None = N
     run = setup_run(config, examples, processes, Console(file=io.StringIO()), write_files=False)
     if indices is None:
         indices = micro_batch_indices(0, config.train.batch_size, len(run.train_set), config.train.seed)
-    total, mcl, cit, _ = backward_micro_batch(run, indices)
+    result = backward_micro_batch(run, indices)
     gradients = {name: param.grad.clone() for name, param in run.model.named_parameters() if param.requires_grad}
-    return {"mcl": mcl, "cit": cit, "total": total, "gradients": gradients, "indices": indices}
+    return {"mcl": result.mcl, "cit": result.cit, "total": result.total, "gradients": gradients, "indices": indices}
 
 
 def test_one_step_on_two_processes_equals_one_process_with_the_doubled_batch(recipe, tmp_path):

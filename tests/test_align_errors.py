@@ -89,17 +89,17 @@ def test_pooling_layer_beyond_the_model(tmp_path, run_cli):
 def test_a_loss_that_becomes_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, run_cli, monkeypatch):
     import afp_cli.align.train as train_module
 
-    real_loss_step = train_module.loss_step
+    real_objective = train_module.objective
     calls = []
 
     def poisoned(model, batch, config):
         calls.append(1)
-        parts = real_loss_step(model, batch, config)
+        parts = real_objective(model, batch, config)
         if len(calls) == 3:
             parts.total = parts.total * float("nan")
         return parts
 
-    monkeypatch.setattr(train_module, "loss_step", poisoned)
+    monkeypatch.setattr(train_module, "objective", poisoned)
     recipe = write_recipe(tmp_path, data_with(tmp_path, GOOD_LINES), train={"max_steps": 5, "save_every": 2})
     code, _, err = run_cli("align", recipe)
     assert_one_line_error(code, err, r"loss became nan at step 3: training stopped \(last good checkpoint: "
@@ -151,13 +151,13 @@ def test_a_failure_after_a_checkpoint_keeps_it_and_names_it(tmp_path, run_cli, m
     from afp_cli.errors import AfpError
 
     recipe = write_recipe(tmp_path, data_with(tmp_path, GOOD_LINES), train={"max_steps": 4, "save_every": 2})
-    real_loop = afp_cli.align.train._loop
+    real_loop = afp_cli.align.train.train_loop
 
     def loop_then_fail(*args, **kwargs):
         real_loop(*args, **kwargs)
         raise AfpError("disk full while writing the adapter")
 
-    monkeypatch.setattr(afp_cli.align.train, "_loop", loop_then_fail)
+    monkeypatch.setattr(afp_cli.align.train, "train_loop", loop_then_fail)
     code, _, err = run_cli("align", recipe)
     assert_one_line_error(code, err, r"disk full while writing the adapter \(last complete checkpoint: .*"
                                      r"step-0*4; continue with --resume\)")

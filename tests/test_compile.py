@@ -13,8 +13,9 @@ import yaml
 from rich.console import Console
 
 from afp_cli.align.config import build_config, load_config
+from afp_cli.align.losses import objective
 from afp_cli.align.step_speed import check_compile, compile_blocks
-from afp_cli.align.train import align, loss_step
+from afp_cli.align.train import align
 from afp_cli.data.batches import collate, tokenize_examples
 from afp_cli.data.training_records import read_training_file
 from afp_cli.errors import AfpError
@@ -55,7 +56,7 @@ def test_compiled_blocks_run_only_in_training_passes_and_keep_the_early_stop_and
                for index, block in enumerate(decoder_layers(model))]
     config = build_config({"model": {"name_or_path": "x"}, "data": {"train_file": "x"}, "mcl": {"weight": 1.0},
                            "cit": {"weight": 0.0}, "train": {"batch_size": 8}})
-    loss_step(model, batch, config)  # MCL alone: pooling layer 1, so only block 0 runs
+    objective(model, batch, config)  # MCL alone: pooling layer 1, so only block 0 runs
     assert calls == [0] and backend.graphs >= 1
     for handle in handles:
         handle.remove()
@@ -63,7 +64,7 @@ def test_compiled_blocks_run_only_in_training_passes_and_keep_the_early_stop_and
     graphs = backend.graphs
     model.eval()
     with torch.no_grad():
-        loss_step(model, batch, config)
+        objective(model, batch, config)
     model.train()
     assert backend.graphs == graphs  # evaluation runs eagerly: nothing new compiled
     assert [name for name, _ in model.named_parameters()] == names  # checkpoints and adapters keep their keys

@@ -13,8 +13,9 @@ import yaml
 from rich.console import Console
 
 from afp_cli.align.config import build_config, load_config
+from afp_cli.align.losses import objective
 from afp_cli.align.step_speed import check_packing, packing_difference, packs_batches
-from afp_cli.align.train import align, loss_step
+from afp_cli.align.train import align
 from afp_cli.data.batches import TokenizedExample, collate, tokenize_examples
 from afp_cli.data.packing import bucket_width, fill_rows, pack, plan_rows
 from afp_cli.data.tokenize import IGNORE_INDEX
@@ -81,7 +82,7 @@ def losses_and_gradients(model, batch, pooling="last-1"):
     config = build_config({"model": {"name_or_path": "x"}, "data": {"train_file": "x"},
                            "train": {"batch_size": 8}, "mcl": {"pooling": pooling}})
     model.zero_grad(set_to_none=True)
-    parts = loss_step(model, batch, config)
+    parts = objective(model, batch, config)
     parts.total.backward()
     gradients = {name: parameter.grad.clone() for name, parameter in model.named_parameters()
                  if parameter.requires_grad}
@@ -118,10 +119,10 @@ def test_a_target_at_a_texts_first_token_is_not_learned_from_the_text_before_it(
     tokenized = [TokenizedExample([], ids, list(ids)) for ids in ([11, 12, 13, 14], [21, 22, 23], [31, 32, 33, 34, 35])]
     model = lora_model("llama", tiny_tokenizer)
     config = build_config({"model": {"name_or_path": "x"}, "data": {"train_file": "x"}, "mcl": {"weight": 0.0}})
-    padded = loss_step(model, collate(tokenized, tiny_tokenizer.pad_token_id), config)
+    padded = objective(model, collate(tokenized, tiny_tokenizer.pad_token_id), config)
     packed_batch = collate(tokenized, tiny_tokenizer.pad_token_id, packing=True, bucket=True)
     assert packed_batch.instruction_ids.shape == (2, 8)  # 5 tokens → rows 8 wide, which hold the 4 and the 3
-    packed = loss_step(model, packed_batch, config)
+    packed = objective(model, packed_batch, config)
     assert packed.cit == pytest.approx(padded.cit, abs=1e-5)
 
 

@@ -1,7 +1,10 @@
 """`afp align`, top to bottom: output dir → data → tokenizer → model + LoRA → optimizer and schedule → loop → adapter.
 
-Each optimizer step accumulates ``grad_accumulation`` micro-batches; each micro-batch gives one MCL loss (one
-forward of all its sentences, stopped at the pooling layer) and one CIT loss (prompt tokens masked). Checkpoints
+The loop (``train_loop``) takes one optimizer step at a time (``train_step``), adds its micro-batches to the
+current ``MetricsWindow``, and logs, evaluates and writes checkpoints when the ``Schedule`` says so. Each optimizer
+step accumulates ``grad_accumulation`` micro-batches; each micro-batch gives one MCL loss (one forward of all its
+sentences, stopped at the pooling layer) and one CIT loss (prompt tokens masked), weighted and summed by
+afp_cli/align/losses.py:objective. Checkpoints
 hold everything needed to continue bit-for-bit on CPU: weights, optimizer, schedule, RNG, and the step (the data
 order is a pure function of seed and step).
 
@@ -24,23 +27,22 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from afp_cli.align.checkpoint import (CHECKPOINTS, TrainingState, checkpoint_step, checkpoint_world_size, list_checkpoints,
-                                 load_checkpoint, rng_state, save_checkpoint)
-from afp_cli.align.config import AlignConfig, config_to_yaml
-from afp_cli.align.resume_check import check_resume as check_resumed_recipe
-from afp_cli.data.batches import TokenCounts, collate, micro_batch_indices, split_held_out, tokenize_examples
-from afp_cli.data.tokenize import IGNORE_INDEX
-from afp_cli.data.training_records import read_training_file
-from afp_cli.align.distributed import all_gather_with_grad, process_count, start_processes, sum_over_processes
-from afp_cli.errors import AfpError
+from afp_cli.align.checkpoint import (CHECKPOINTS, TrainingState, checkpoint_step, checkpoint_world_size,
+                                      list_checkpoints, load_checkpoint, rng_state, save_checkpoint)
+from afp_cli.align.config import AlignConfig, TrainConfig, config_to_yaml
+from afp_cli.align.distributed import start_processes
 from afp_cli.align.held_out import evaluate_held_out
-from afp_cli.model.representations import sentence_vectors
-from afp_cli.align.losses import LossParts, info_nce
-from afp_cli.model.loading import add_lora, count_parameters, load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
-from afp_cli.report import write_atomically
-from afp_cli.model.scoring import causal_lm_loss
+from afp_cli.align.losses import objective
+from afp_cli.align.resume_check import check_resume as check_resumed_recipe
 from afp_cli.align.run_output import (BASE_MODEL_DIR, METRICS_FILE, append_metrics, claim_output_dir, open_tensorboard,
-                                save_built_base_model, save_outputs, truncate_metrics)
+                                      save_built_base_model, save_outputs, truncate_metrics)
+from afp_cli.data.batches import TokenCounts, collate, micro_batch_indices, split_held_out, tokenize_examples
+from afp_cli.data.training_records import read_training_file
+from afp_cli.errors import AfpError
+from afp_cli.model.loading import (add_lora, count_parameters, load_causal_lm, load_tokenizer, resolve_device,
+                                   resolve_dtype)
+from afp_cli.progress import progress_bar
+from afp_cli.text_files import write_atomically
 
 
 @dataclass
@@ -157,7 +159,7 @@ def build_optimizer(model, config: AlignConfig, offload_to_cpu: bool = False):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-# ------------------------------------------------------------------------------------------- losses
+# ------------------------------------------------------------------------------------------- the engine
 
 
 class ModelEntry(torch.nn.Module):
@@ -177,44 +179,6 @@ class ModelEntry(torch.nn.Module):
     def forward(self, compute, *args):
         """``compute(model, *args)``, inside the engine."""
         return compute(self.model, *args)
-
-
-def loss_step(model, batch, config: AlignConfig) -> LossParts:
-    """Weighted MCL + CIT loss of one micro-batch (this process's share of it, with several processes).
-
-    With several processes and ``mcl.gather_negatives``, MCL scores the sentence vectors of every process (the
-    global batch, in rank order: the same matrix one process would build) and its value is the same on every
-    process; CIT is normalised by the global count of answer tokens. Either way the engine's average of the
-    processes' gradients is the gradient one process would get on the whole global batch.
-    """
-    world_size = process_count()
-    total = None
-    mcl_value = cit_value = None
-    if config.mcl.enabled:
-        vectors = sentence_vectors(model, batch.sentence_ids, batch.sentence_mask, config.mcl.pooling_layer,
-                                   config.mcl.pooling_method, batch.sentence_packing)
-        if world_size > 1 and config.mcl.gather_negatives:
-            # (columns × pairs, hidden) → rows of (columns, hidden) per pair, gathered, and back: all anchors of
-            # the global batch, then all positives, [then all hard negatives]
-            per_pair = vectors.unflatten(0, (batch.sentences_per_example, -1)).transpose(0, 1)
-            vectors = all_gather_with_grad(per_pair).transpose(0, 1).flatten(0, 1)
-        columns = vectors.chunk(batch.sentences_per_example)
-        hard_negatives = columns[2] if len(columns) > 2 else None
-        mcl = info_nce(columns[0], columns[1], config.mcl.temperature, hard_negatives,
-                       config.mcl.hard_negative_weight, config.mcl.symmetric)
-        total = config.mcl.weight * mcl
-        mcl_value = float(mcl.detach())
-    if config.cit.enabled:
-        mean_over = None
-        if world_size > 1:
-            targets = float((batch.instruction_labels[:, 1:] != IGNORE_INDEX).sum())
-            mean_over = max(sum_over_processes(targets), 1.0) / world_size
-        positions = None if batch.instruction_packing is None else batch.instruction_packing.position_ids
-        cit = causal_lm_loss(model, batch.instruction_ids, batch.instruction_mask, batch.instruction_labels, mean_over,
-                             positions)
-        total = config.cit.weight * cit if total is None else total + config.cit.weight * cit
-        cit_value = float(cit.detach())
-    return LossParts(total, mcl_value, cit_value)
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -370,7 +334,7 @@ def _setup_and_train(config: AlignConfig, examples, last_checkpoint: Path | None
         state.extra["held_out_before"] = run.evaluate()
     run.model.train()
     writer = open_tensorboard(output_dir, train.tensorboard) if processes.is_main else None
-    stopped_early = _loop(run, state, output_dir, stop_after, console, writer, interrupted)
+    stopped_early = train_loop(run, state, stop_after, console, writer, interrupted)
     if writer is not None:
         writer.close()
     result = AlignResult(output_dir, state.step, state.extra.get("held_out_before", {}), stopped_early=stopped_early,
@@ -406,9 +370,22 @@ def resolve_train_file(config: AlignConfig, console: Console) -> Path:
     return path
 
 
-def backward_micro_batch(run: Run, global_indices: list[int], last_of_step: bool = True) -> list[float]:
+# ------------------------------------------------------------------------------------------- one step
+
+
+@dataclass
+class MicroBatchResult:
+    """One micro-batch's losses, averaged over processes (0.0 for an objective that is off), and its tokens, summed."""
+
+    total: float
+    mcl: float
+    cit: float
+    tokens: float
+
+
+def backward_micro_batch(run: Run, global_indices: list[int], last_of_step: bool = True) -> MicroBatchResult:
     """Forward and backward of this process's share of one micro-batch (given by the global batch's example
-    indices); returns [total, mcl, cit] averaged over processes (0.0 for an objective that is off)."""
+    indices)."""
     share = len(global_indices) // run.processes.world_size
     mine = global_indices[run.processes.rank * share:(run.processes.rank + 1) * share]
     packing = False
@@ -420,85 +397,127 @@ def backward_micro_batch(run: Run, global_indices: list[int], last_of_step: bool
     batch = collate([run.train_set[index] for index in mine], run.tokenizer.pad_token_id, packing,
                     bucket=run.config.train.compile, max_width=run.config.data.max_length).to(run.device)
     with run.autocast():
-        parts = run.entry(loss_step, batch, run.config)
+        parts = run.entry(objective, batch, run.config)
     run.processes.backward(parts.total, run.config.train.grad_accumulation, last_of_step)
-    values = [float(parts.total.detach()), parts.mcl or 0.0, parts.cit or 0.0]
-    return run.processes.mean(values) + [run.processes.sum(batch.token_count)]
+    total, mcl, cit = run.processes.mean([float(parts.total.detach()), parts.mcl or 0.0, parts.cit or 0.0])
+    return MicroBatchResult(total, mcl, cit, run.processes.sum(batch.token_count))
 
 
-def _loop(run: Run, state, output_dir, stop_after, console, writer, interrupted) -> bool:
+def train_step(run: Run, step: int) -> list[MicroBatchResult]:
+    """Optimizer step ``step + 1``: ``grad_accumulation`` micro-batches, clipping, then optimizer and schedule.
+
+    A loss or gradient norm that is not finite stops the run with the last good checkpoint named.
+    """
+    train, processes = run.config.train, run.processes
+    run.optimizer.zero_grad(set_to_none=True)
+    results = []
+    for micro in range(train.grad_accumulation):
+        indices = micro_batch_indices(step * train.grad_accumulation + micro, train.batch_size, len(run.train_set),
+                                      train.seed)
+        last_of_step = micro == train.grad_accumulation - 1
+        # the gradient all-reduce waits for the step's last micro-batch
+        with nullcontext() if last_of_step else processes.no_sync(run.entry):
+            result = backward_micro_batch(run, indices, last_of_step)
+        if not math.isfinite(result.total):
+            _diverged(run, step + 1, f"loss became {result.total}")
+        results.append(result)
+    if train.max_grad_norm > 0:
+        parameters = [param for param in run.model.parameters() if param.requires_grad]
+        norm = processes.clip_grad_norm(run.entry, parameters, train.max_grad_norm)
+        if norm is not None and not torch.isfinite(norm):
+            _diverged(run, step + 1, f"gradient norm became {float(norm)}")
+    run.optimizer.step()
+    run.scheduler.step()
+    return results
+
+
+class MetricsWindow:
+    """The micro-batches since the last metrics record: their mean losses and the tokens per second."""
+
+    def __init__(self, config: AlignConfig, device: str):
+        self.config, self.device = config, device
+        self.reset()
+
+    def reset(self) -> None:
+        self.total = self.mcl = self.cit = 0.0
+        self.micro_batches, self.tokens, self.started = 0, 0, time.perf_counter()
+
+    def add(self, result: MicroBatchResult) -> None:
+        self.total += result.total
+        self.mcl += result.mcl
+        self.cit += result.cit
+        self.micro_batches += 1
+        self.tokens += result.tokens
+
+    def record(self, step: int, lr: float) -> dict[str, Any]:
+        """One line of metrics.jsonl: step, loss, lr, tokens_per_s[, mcl][, cit][, gpu_peak_gib]."""
+        elapsed = time.perf_counter() - self.started
+        record = {"step": step, "loss": self.total / self.micro_batches, "lr": lr,
+                  "tokens_per_s": self.tokens / max(elapsed, 1e-9)}
+        if self.config.mcl.enabled:
+            record["mcl"] = self.mcl / self.micro_batches
+        if self.config.cit.enabled:
+            record["cit"] = self.cit / self.micro_batches
+        if self.device.startswith("cuda"):  # this process's peak so far (the main one's, when several)
+            record["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        return record
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """After which optimizer steps (counted from 1) the loop logs, evaluates and writes a checkpoint."""
+
+    train: TrainConfig
+
+    def evaluates(self, step: int) -> bool:
+        """Every ``eval_every`` steps; the final step is evaluated once, after the loop."""
+        return bool(self.train.eval_every) and step % self.train.eval_every == 0 and step != self.train.max_steps
+
+    def logs(self, step: int) -> bool:
+        return step % self.train.log_every == 0 or step == self.train.max_steps or self.evaluates(step)
+
+    def saves(self, step: int) -> bool:
+        return (bool(self.train.save_every) and step % self.train.save_every == 0) or step == self.train.max_steps
+
+
+# ------------------------------------------------------------------------------------------- the loop
+
+
+def train_loop(run: Run, state: TrainingState, stop_after: int | None, console: Console, writer,
+               interrupted: _InterruptFlag) -> bool:
     """Optimizer steps from ``state.step`` to ``max_steps``; returns True when it stopped early (with a checkpoint)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    config, processes = run.config, run.processes
-    train = config.train
-    parameters = [param for param in run.model.parameters() if param.requires_grad]
-    first_step = state.step
-    window_tokens, window_start = 0, time.perf_counter()
-    sums = {"loss": 0.0, "mcl": 0.0, "cit": 0.0, "count": 0}
-    columns = [TextColumn("step {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.fields[stats]}"),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as progress:
-        task = progress.add_task("align", total=train.max_steps, completed=state.step, stats="")
-        while state.step < train.max_steps:
-            run.optimizer.zero_grad(set_to_none=True)
-            for micro in range(train.grad_accumulation):
-                micro_index = state.step * train.grad_accumulation + micro
-                indices = micro_batch_indices(micro_index, train.batch_size, len(run.train_set), train.seed)
-                # the gradient all-reduce waits for the step's last micro-batch
-                with processes.no_sync(run.entry) if micro < train.grad_accumulation - 1 else nullcontext():
-                    loss_value, mcl_value, cit_value, tokens = backward_micro_batch(
-                        run, indices, last_of_step=micro == train.grad_accumulation - 1)
-                if not math.isfinite(loss_value):
-                    _diverged(output_dir, state.step + 1, f"loss became {loss_value}")
-                window_tokens += tokens
-                sums["loss"] += loss_value
-                sums["mcl"] += mcl_value
-                sums["cit"] += cit_value
-                sums["count"] += 1
-            if train.max_grad_norm > 0:
-                norm = processes.clip_grad_norm(run.entry, parameters, train.max_grad_norm)
-                if norm is not None and not torch.isfinite(norm):
-                    _diverged(output_dir, state.step + 1, f"gradient norm became {float(norm)}")
-            run.optimizer.step()
-            run.scheduler.step()
+    schedule, window = Schedule(run.config.train), MetricsWindow(run.config, run.device)
+    first_step, max_steps = state.step, run.config.train.max_steps
+    with progress_bar(console, stats=True, eta=True) as progress:
+        task = progress.add_task("step", total=max_steps, completed=state.step, stats="")
+        while state.step < max_steps:
+            for result in train_step(run, state.step):
+                window.add(result)
             state.step += 1
-
-            evaluate_now = bool(train.eval_every) and state.step % train.eval_every == 0 and state.step != train.max_steps
-            if state.step % train.log_every == 0 or state.step == train.max_steps or evaluate_now:
-                elapsed = time.perf_counter() - window_start
-                record = {"step": state.step, "loss": sums["loss"] / sums["count"],
-                          "lr": run.scheduler.get_last_lr()[0], "tokens_per_s": window_tokens / max(elapsed, 1e-9)}
-                if config.mcl.enabled:
-                    record["mcl"] = sums["mcl"] / sums["count"]
-                if config.cit.enabled:
-                    record["cit"] = sums["cit"] / sums["count"]
-                if run.device.startswith("cuda"):  # this process's peak so far (the main one's, when several)
-                    record["gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-                if evaluate_now:  # the final step is evaluated once, after the loop
-                    held_out = run.evaluate()
-                    record.update({f"held_out_{key}": value for key, value in held_out.items()})
+            if schedule.logs(state.step):
+                record = window.record(state.step, run.scheduler.get_last_lr()[0])
+                if schedule.evaluates(state.step):
+                    record.update({f"held_out_{key}": value for key, value in run.evaluate().items()})
                     progress.console.print(f"step {state.step}: {_format_record(record)}", highlight=False)
-                if processes.is_main:
-                    append_metrics(output_dir / METRICS_FILE, record, writer)
+                if run.processes.is_main:
+                    append_metrics(Path(run.config.output_dir) / METRICS_FILE, record, writer)
                 progress.update(task, stats=_format_record(record))
-                window_tokens, window_start = 0, time.perf_counter()
-                sums = {"loss": 0.0, "mcl": 0.0, "cit": 0.0, "count": 0}
+                window.reset()
             progress.update(task, completed=state.step)
-
             # a signal reaches the processes at different moments (or only some): they vote, and all stop after
             # the same step, with the same checkpoint
-            stopped_by = interrupted.vote(processes)
+            stopped_by = interrupted.vote(run.processes)
             stop_now = (stop_after is not None and state.step - first_step >= stop_after) or stopped_by is not None
-            if (train.save_every and state.step % train.save_every == 0) or stop_now or state.step == train.max_steps:
-                _save_checkpoint(run, output_dir, state)
-            if stop_now and state.step < train.max_steps:
+            if schedule.saves(state.step) or stop_now:
+                _save_checkpoint(run, state)
+            if stop_now and state.step < max_steps:
                 return True
     return False
 
 
-def _save_checkpoint(run: Run, output_dir: Path, state: TrainingState) -> None:
+def _save_checkpoint(run: Run, state: TrainingState) -> None:
     """Every process hands its random state to the main process, which writes the one checkpoint."""
+    output_dir = Path(run.config.output_dir)
     rng_per_process = run.processes.gather_objects(rng_state())
     engine_state = None
     if run.processes.shards_weights:  # each process writes its shard; the main process moves them in
@@ -510,8 +529,8 @@ def _save_checkpoint(run: Run, output_dir: Path, state: TrainingState) -> None:
                                                   run.config.train.keep_checkpoints, rng_per_process, engine_state))
 
 
-def _diverged(output_dir: Path, step: int, what: str):
-    checkpoints = list_checkpoints(output_dir)
+def _diverged(run: Run, step: int, what: str):
+    checkpoints = list_checkpoints(Path(run.config.output_dir))
     kept = f"last good checkpoint: {checkpoints[-1]}" if checkpoints else "no checkpoint was written yet"
     raise AfpError(f"{what} at step {step}: training stopped ({kept}); try a lower train.lr")
 
