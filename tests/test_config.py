@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from afp_cli.align.config import AlignConfig, config_to_yaml, load_config, parse_override
+from afp_cli.align.config import AlignConfig, config_to_yaml, load_config
 from afp_cli.errors import AfpError
+from afp_cli.typed_yaml import parse_override
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 REQUIRED_RECIPES = {"tiny-demo", "xglm-564m_en-zh", "bloom-560m_en-zh", "llama-2-7b_en-zh", "qwen2.5-1.5b_multilingual"}

@@ -1,15 +1,22 @@
-"""Typed configuration of an `afp align` run: YAML recipe + ``key=value`` overrides, validated with file and line.
+"""The schema of an `afp align` recipe: one dataclass a section, and how a recipe file becomes an ``AlignConfig``.
 
 Every tunable is a dataclass field with a default and a help text (``metadata["help"]``); ``__post_init__``
 rejects bad values by name. A recipe may set any subset; what it leaves out keeps the paper's defaults.
+
+Reading YAML with line numbers, ``key=value`` overrides and typed coercion is generic and lives in
+afp_cli/typed_yaml.py. What stays here after the schema is the little that knows align's sections: the section
+table, recipe-relative paths (``load_config``), the top level (``build_config``), recipe.yaml
+(``config_to_yaml``) and the reference docs/align.md embeds (``reference_markdown``). It stays next to the
+schema rather than in a module of its own because it is short and every command that loads a recipe imports it
+from here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,22 +25,15 @@ import yaml
 
 from afp_cli.errors import AfpError
 from afp_cli.model.lora_targets import TARGET_PRESETS
-from afp_cli.model.pooling import parse_pooling
-from afp_cli.text_files import read_text
+from afp_cli.model.pooling import Pooling, parse_pooling
+from afp_cli.typed_yaml import (ConfigValueError, Located, build_section, coerce, parse_override, read_recipe,
+                                set_dotted, suggest)
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": text}, **kwargs)
     return field(default=default, metadata={"help": text}, **kwargs)
-
-
-class ConfigValueError(ValueError):
-    """A value rejected by ``__post_init__``; ``key`` is the field's name inside its section."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(message)
-        self.key = key
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -109,7 +109,7 @@ class MCLConfig:
         _require(self.weight >= 0, "weight", "must be >= 0")
         _require(self.temperature > 0, "temperature", "must be > 0")
         try:
-            parse_pooling(self.pooling)
+            _ = self.pooled  # parsed once, here; the two properties below read the cached value
         except ValueError as error:
             raise ConfigValueError("pooling", str(error)) from None
 
@@ -117,14 +117,19 @@ class MCLConfig:
     def enabled(self) -> bool:
         return self.weight > 0
 
+    @functools.cached_property
+    def pooled(self) -> Pooling:
+        """``pooling`` parsed (once: not a dataclass field, so recipe.yaml and ``asdict`` stay as they were)."""
+        return parse_pooling(self.pooling)
+
     @property
     def pooling_method(self) -> str:
-        return parse_pooling(self.pooling).method
+        return self.pooled.method
 
     @property
     def pooling_layer(self) -> int | None:
         """Layer index (0 = embeddings) or None for the final layer."""
-        return parse_pooling(self.pooling).layer
+        return self.pooled.layer
 
 
 @dataclass
@@ -257,98 +262,18 @@ _SECTIONS: dict[str, type] = {"model": ModelConfig, "lora": LoRAConfig, "mcl": M
                               "data": DataConfig, "train": TrainConfig}
 
 
-@dataclass
-class _Located:
-    """Where each key came from, for error messages: file and line, or the command-line override."""
-
-    source: str
-    lines: dict[str, int]
-
-    def where(self, dotted_key: str) -> str:
-        line = self.lines.get(dotted_key)
-        if line is None:
-            section = dotted_key.split(".")[0]
-            line = self.lines.get(section)
-        return f"{self.source}:{line}" if line else self.source
-
-
-def _node_to_python(node: yaml.Node, prefix: str, lines: dict[str, int]) -> Any:
-    """Convert a composed YAML node, recording the line of every mapping key (dotted, 1-based)."""
-    if isinstance(node, yaml.MappingNode):
-        result: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            dotted = f"{prefix}.{key}" if prefix else key
-            lines[dotted] = key_node.start_mark.line + 1
-            # free-form mappings (model.architecture) keep plain values below this point
-            result[key] = _node_to_python(value_node, dotted, lines)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_node_to_python(item, prefix, lines) for item in node.value]
-    return yaml.safe_load(yaml.serialize(node))
-
-
-def _read_recipe(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    try:
-        text = read_text(path)  # not UTF-8: one line naming the line
-    except FileNotFoundError:
-        raise AfpError(f"{path}: recipe not found") from None
-    except OSError as error:
-        raise AfpError(f"{path}: cannot read recipe: {error.strerror}") from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise AfpError(f"{path}{line}: invalid YAML: {getattr(error, 'problem', error)}") from None
-    lines: dict[str, int] = {}
-    if node is None:
-        return {}, lines
-    if not isinstance(node, yaml.MappingNode):
-        raise AfpError(f"{path}:{node.start_mark.line + 1}: a recipe must be a mapping of sections")
-    return _node_to_python(node, "", lines), lines
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``train.lr=2e-5`` → ``("train.lr", 2e-5)``; values are parsed as YAML scalars/lists."""
-    if "=" not in text:
-        raise AfpError(f"override '{text}' must look like section.key=value (e.g. train.lr=2e-5)")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise AfpError(f"override '{text}' has no key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key, value
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise AfpError(f"override '{dotted}': '{part}' is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
 def load_config(recipe: str | Path, overrides: list[str] | None = None) -> AlignConfig:
     """Read a recipe, apply command-line overrides, and build a validated :class:`AlignConfig`.
 
     Relative ``data.train_file`` paths are resolved against the recipe's folder, so a recipe works from anywhere.
     """
     path = Path(recipe)
-    tree, lines = _read_recipe(path)
-    located = _Located(str(path), lines)
+    tree, lines = read_recipe(path)
+    located = Located(str(path), lines)
     override_keys = set()
     for text in overrides or []:
         key, value = parse_override(text)
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
         override_keys.add(key)
 
     def where(dotted: str) -> str:
@@ -385,15 +310,15 @@ def build_config(tree: dict[str, Any], where=lambda key: "recipe") -> AlignConfi
     sections: dict[str, Any] = {}
     for key, value in tree.items():
         if key not in top_fields:
-            raise AfpError(f"{where(key)}: unknown key '{key}'{_suggest(key, top_fields)}")
+            raise AfpError(f"{where(key)}: unknown key '{key}'{suggest(key, top_fields)}")
         if key in _SECTIONS:
             if value is None:
                 continue
             if not isinstance(value, dict):
                 raise AfpError(f"{where(key)}: '{key}' must be a section (a mapping), got {value!r}")
-            sections[key] = _build_section(key, _SECTIONS[key], value, where)
+            sections[key] = build_section(key, _SECTIONS[key], value, where)
         else:
-            sections[key] = _coerce(key, top_fields[key].type, value, where)
+            sections[key] = coerce(key, top_fields[key].type, value, where)
     for required in ("model", "data"):
         if required not in sections:
             raise AfpError(f"{where(required)}: missing section '{required}'")
@@ -401,75 +326,6 @@ def build_config(tree: dict[str, Any], where=lambda key: "recipe") -> AlignConfi
         return AlignConfig(**sections)
     except ConfigValueError as error:
         raise AfpError(f"{where(error.key)}: {error}") from None
-
-
-def _build_section(section: str, cls: type, values: dict[str, Any], where) -> Any:
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        dotted = f"{section}.{key}"
-        if key not in known:
-            raise AfpError(f"{where(dotted)}: unknown key '{dotted}'{_suggest(key, known)}")
-        kwargs[key] = _coerce(dotted, known[key].type, value, where)
-    try:
-        return cls(**kwargs)
-    except ConfigValueError as error:
-        dotted = f"{section}.{error.key}"
-        raise AfpError(f"{where(dotted)}: '{dotted}' {error}") from None
-
-
-def _suggest(key: str, known) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(key, list(known), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-def _coerce(dotted: str, annotation: Any, value: Any, where) -> Any:
-    """Check a value against its field's annotation (string form, as ``from __future__ import annotations``).
-
-    A union (``list[str] | str | None``) accepts a value any of its members accepts.
-    """
-    expected = str(annotation)
-    members = [member.strip() for member in expected.split("|")]
-    if value is None:
-        if "None" in members:
-            return None
-        raise AfpError(f"{where(dotted)}: '{dotted}' must not be empty")
-    for member in members:
-        if member == "None":
-            continue
-        accepted, converted = _accepts(member, value)
-        if accepted:
-            return converted
-    kind = " or ".join(member for member in members if member != "None")
-    raise AfpError(f"{where(dotted)}: '{dotted}' must be {kind}, got {value!r}")
-
-
-def _accepts(member: str, value: Any) -> tuple[bool, Any]:
-    if member == "bool":
-        return isinstance(value, bool), value
-    if member == "int":
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if member == "float":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        # YAML 1.1 reads "1e-4" (no dot) as a string; accept the notation everyone writes learning rates in.
-        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value):
-            return True, float(value)
-        return False, value
-    if member == "str":
-        return isinstance(value, str), value
-    if member == "list[str]":
-        return isinstance(value, list) and all(isinstance(item, str) for item in value), value
-    if member.startswith("dict"):
-        return isinstance(value, dict), value
-    if member.startswith("list"):
-        return isinstance(value, list), value
-    raise TypeError(f"config field type {member!r} has no check")  # a field type afp does not know yet: a bug
 
 
 def config_to_yaml(config: AlignConfig) -> str:
@@ -493,4 +349,4 @@ def reference_markdown() -> str:
 
 
 __all__ = ["AlignConfig", "ModelConfig", "LoRAConfig", "MCLConfig", "CITConfig", "DataConfig", "TrainConfig",
-           "load_config", "build_config", "parse_override", "config_to_yaml", "reference_markdown"]
+           "load_config", "build_config", "config_to_yaml", "reference_markdown"]
