@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from afp_cli.errors import AfpError
-from afp_cli.text_files import write_atomically  # the one atomic writer (align/train.py and bench/ still import it here)
+from afp_cli.text_files import write_atomically
 
 
 def json_text(payload: Any) -> str:

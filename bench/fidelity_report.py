@@ -9,7 +9,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from afp_cli.report import markdown_table, write_atomically, write_json
+from afp_cli.report import markdown_table, write_json
+from afp_cli.text_files import write_atomically
 
 # (row key, column title, higher is better)
 METRICS = (
