@@ -30,12 +30,16 @@ def _register_commands() -> None:
     app.command("align", help=align.HELP, no_args_is_help=True)(align.align)
     # sub-commands: one line each, added below as the command modules land
     from afp_cli.commands import data
+
     app.add_typer(data.app, name="data")
     from afp_cli.commands import evaluate
+
     app.command("evaluate", help=evaluate.HELP, no_args_is_help=True)(evaluate.evaluate)
     from afp_cli.commands import analyze
+
     app.add_typer(analyze.app, name="analyze")
     from afp_cli.commands import lm_eval
+
     app.command("lm-eval", help=lm_eval.LM_EVAL_HELP, context_settings=lm_eval.LM_EVAL_SETTINGS)(lm_eval.lm_eval)
     app.command("tasks-path", help=lm_eval.TASKS_PATH_HELP)(lm_eval.tasks_path)
 

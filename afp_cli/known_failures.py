@@ -41,20 +41,28 @@ def _explain_one(error: BaseException) -> str | None:
     repository = _repository_named_in(str(error))
     if kind == "GatedRepoError":
         where = f" '{repository}'" if repository else ""
-        return (f"hub repository{where} is gated: accept its terms on its hub page, then log in "
-                "(`hf auth login`) or set HF_TOKEN")
+        return (
+            f"hub repository{where} is gated: accept its terms on its hub page, then log in "
+            "(`hf auth login`) or set HF_TOKEN"
+        )
     if kind in ("RepositoryNotFoundError", "DatasetNotFoundError"):
         where = f" '{repository}'" if repository else ""
-        return (f"hub repository{where} not found: check the name (and the revision); a private repository needs "
-                "`hf auth login` or HF_TOKEN")
+        return (
+            f"hub repository{where} not found: check the name (and the revision); a private repository needs "
+            "`hf auth login` or HF_TOKEN"
+        )
     if kind == "RevisionNotFoundError":
         return f"revision not found on the hub: {text}"
     if kind in ("OfflineModeIsEnabled", "LocalEntryNotFoundError"):
-        return (f"not in the local hub cache and the hub cannot be reached ({text}); download it on a machine with "
-                "internet (or unset HF_HUB_OFFLINE) and copy the cache or a local folder here")
+        return (
+            f"not in the local hub cache and the hub cannot be reached ({text}); download it on a machine with "
+            "internet (or unset HF_HUB_OFFLINE) and copy the cache or a local folder here"
+        )
     if kind == "OutOfMemoryError" or (isinstance(error, RuntimeError) and "CUDA out of memory" in text):
-        return ("out of GPU memory: lower the batch size (train.batch_size with more train.grad_accumulation, or "
-                "--batch-size), shorten sequences (data.max_length), or turn on train.gradient_checkpointing")
+        return (
+            "out of GPU memory: lower the batch size (train.batch_size with more train.grad_accumulation, or "
+            "--batch-size), shorten sequences (data.max_length), or turn on train.gradient_checkpointing"
+        )
     if isinstance(error, ModuleNotFoundError) and error.name:
         package = error.name.split(".")[0]
         if package in _OPTIONAL_PACKAGES:

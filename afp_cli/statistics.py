@@ -84,8 +84,9 @@ def mcnemar_exact_p(first_only: int, second_only: int) -> float:
     return float(min(Fraction(1), Fraction(2 * tail, 2**discordant)))
 
 
-def paired_proportion_interval(both: int, first_only: int, second_only: int, neither: int,
-                               z: float = WILSON_Z_95) -> tuple[float, float]:
+def paired_proportion_interval(
+    both: int, first_only: int, second_only: int, neither: int, z: float = WILSON_Z_95
+) -> tuple[float, float]:
     """Newcombe's square-and-add interval (method 10) for p_first − p_second of paired binary outcomes.
 
     p_first = (both + first_only) / n, p_second = (both + second_only) / n, each with its Wilson interval
@@ -128,9 +129,14 @@ def mcnemar(first: Sequence[bool], second: Sequence[bool], confidence: float = 0
     neither = len(first) - both - first_only - second_only
     low, high = paired_proportion_interval(both, first_only, second_only, neither, normal_quantile(confidence))
     return PairedResult(
-        delta=(first_only - second_only) / len(first), ci_low=low, ci_high=high,
-        p_value=mcnemar_exact_p(first_only, second_only), test="mcnemar-exact", items=len(first),
-        details={"first_only": first_only, "second_only": second_only, "both": both, "neither": neither})
+        delta=(first_only - second_only) / len(first),
+        ci_low=low,
+        ci_high=high,
+        p_value=mcnemar_exact_p(first_only, second_only),
+        test="mcnemar-exact",
+        items=len(first),
+        details={"first_only": first_only, "second_only": second_only, "both": both, "neither": neither},
+    )
 
 
 @dataclass(frozen=True)
@@ -150,9 +156,14 @@ class AdditiveMetric:
         return float(self.score(np.asarray(self.statistics(items)).sum(axis=0)))
 
 
-def paired_bootstrap(first_runs: Sequence[Sequence[Any]], second_runs: Sequence[Sequence[Any]],
-                     metric: Callable[[list[Any]], float] | AdditiveMetric, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                     confidence: float = 0.95) -> PairedResult:
+def paired_bootstrap(
+    first_runs: Sequence[Sequence[Any]],
+    second_runs: Sequence[Sequence[Any]],
+    metric: Callable[[list[Any]], float] | AdditiveMetric,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> PairedResult:
     """Paired bootstrap over items of ``metric(first) − metric(second)``, the metric recomputed on every resample.
 
     ``first_runs`` and ``second_runs`` hold one list of per-item values per run (a seed), item i of every list
@@ -175,17 +186,24 @@ def paired_bootstrap(first_runs: Sequence[Sequence[Any]], second_runs: Sequence[
     count = lengths.pop()
 
     if isinstance(metric, AdditiveMetric):  # statistics once per item; a resample sums its rows
-        tables = [(np.asarray(metric.statistics(list(first))), np.asarray(metric.statistics(list(second))))
-                  for first, second in zip(first_runs, second_runs)]
+        tables = [
+            (np.asarray(metric.statistics(list(first))), np.asarray(metric.statistics(list(second))))
+            for first, second in zip(first_runs, second_runs)
+        ]
 
         def statistic(indices) -> float:
-            differences = [metric.score(first[indices].sum(axis=0)) - metric.score(second[indices].sum(axis=0))
-                           for first, second in tables]
+            differences = [
+                metric.score(first[indices].sum(axis=0)) - metric.score(second[indices].sum(axis=0))
+                for first, second in tables
+            ]
             return float(sum(differences) / len(differences))
     else:
+
         def statistic(indices) -> float:
-            differences = [metric([first[i] for i in indices]) - metric([second[i] for i in indices])
-                           for first, second in zip(first_runs, second_runs)]
+            differences = [
+                metric([first[i] for i in indices]) - metric([second[i] for i in indices])
+                for first, second in zip(first_runs, second_runs)
+            ]
             return sum(differences) / len(differences)
 
     observed = statistic(np.arange(count))
@@ -195,9 +213,15 @@ def paired_bootstrap(first_runs: Sequence[Sequence[Any]], second_runs: Sequence[
     tail = (1 - confidence) / 2
     low, high = np.quantile(deltas, [tail, 1 - tail])
     extreme = int(np.sum(np.abs(deltas - observed) >= abs(observed)))
-    return PairedResult(delta=observed, ci_low=float(low), ci_high=float(high),
-                        p_value=min(1.0, (extreme + 1) / (resamples + 1)), test="paired-bootstrap", items=count,
-                        details={"resamples": resamples, "seed": seed, "runs": len(first_runs)})
+    return PairedResult(
+        delta=observed,
+        ci_low=float(low),
+        ci_high=float(high),
+        p_value=min(1.0, (extreme + 1) / (resamples + 1)),
+        test="paired-bootstrap",
+        items=count,
+        details={"resamples": resamples, "seed": seed, "runs": len(first_runs)},
+    )
 
 
 def holm(p_values: Sequence[float | None]) -> list[float | None]:

@@ -67,7 +67,7 @@ def not_utf8(path: Path, number: int, raw: bytes, position: int) -> AfpError:
         looks = "it looks binary or UTF-16"
     else:
         looks = "Latin-1 or another legacy encoding?"
-    byte = raw[position: position + 1].hex()
+    byte = raw[position : position + 1].hex()
     return located(path, number, None, f"not UTF-8 text (byte 0x{byte}; {looks}); save it as UTF-8")
 
 
@@ -77,7 +77,7 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
         with _open_binary(path) as file:
             for number, raw in enumerate(file, start=1):
                 if number == 1 and raw.startswith(_BOM):
-                    raw = raw[len(_BOM):]
+                    raw = raw[len(_BOM) :]
                 yield number, decode_line(path, number, raw).rstrip("\r\n")
     except (gzip.BadGzipFile, EOFError, zlib.error) as error:
         raise AfpError(f"{path}: not a readable gzip file ({error})") from None
@@ -90,7 +90,7 @@ def read_text(path: Path) -> str:
             data = file.read()
     except (gzip.BadGzipFile, EOFError, zlib.error) as error:
         raise AfpError(f"{path}: not a readable gzip file ({error})") from None
-    data = data[len(_BOM):] if data.startswith(_BOM) else data
+    data = data[len(_BOM) :] if data.startswith(_BOM) else data
     try:
         text = data.decode("utf-8")
         if "\x00" not in text:
@@ -250,8 +250,7 @@ def _put_in_place(source: Path, target: Path) -> None:
 
 
 @contextlib.contextmanager
-def streamed_atomically(path: str | Path, binary: bool = False, what: str | None = None
-                        ) -> Iterator[TextIO | BinaryIO]:
+def streamed_atomically(path: str | Path, binary: bool = False, what: str | None = None) -> Iterator[TextIO | BinaryIO]:
     """Write to a temporary file beside ``path``, then rename: readers see the old file or the whole new one.
 
     write_atomically is this with the data in hand. A failure removes the temporary file and leaves

@@ -39,26 +39,55 @@ MODES = ("trainer", "plain", "afp-cit", "afp")
 SWITCHES = ("compile", "packing")
 PRESETS = {
     # xglm-564M's published config (facebook/xglm-564M config.json), built at random: nothing is downloaded
-    "xglm-564m": {"model_type": "xglm", "d_model": 1024, "ffn_dim": 4096, "num_layers": 24, "attention_heads": 16,
-                  "max_position_embeddings": 2048, "vocab_size": 256008},
-    "xglm-small": {"model_type": "xglm", "d_model": 256, "ffn_dim": 1024, "num_layers": 6, "attention_heads": 4,
-                   "max_position_embeddings": 1024, "vocab_size": 16000},
+    "xglm-564m": {
+        "model_type": "xglm",
+        "d_model": 1024,
+        "ffn_dim": 4096,
+        "num_layers": 24,
+        "attention_heads": 16,
+        "max_position_embeddings": 2048,
+        "vocab_size": 256008,
+    },
+    "xglm-small": {
+        "model_type": "xglm",
+        "d_model": 256,
+        "ffn_dim": 1024,
+        "num_layers": 6,
+        "attention_heads": 4,
+        "max_position_embeddings": 1024,
+        "vocab_size": 16000,
+    },
     # SmolLM2-135M's published config (LLaMA architecture: packing works on it, not on XGLM), at random, for a
     # machine without the weights (a GPU lent without ~/.cache/afp/models)
-    "smollm2-135m": {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
-                     "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64,
-                     "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "tie_word_embeddings": True,
-                     "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}, "vocab_size": 49152},
+    "smollm2-135m": {
+        "model_type": "llama",
+        "hidden_size": 576,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "head_dim": 64,
+        "max_position_embeddings": 8192,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": True,
+        "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"},
+        "vocab_size": 49152,
+    },
 }
 
 
 def parse_mode(mode: str) -> tuple[str, set[str]]:
     """``afp+compile+packing`` → ``("afp", {"compile", "packing"})``."""
     base, *switches = mode.split("+")
-    if base not in MODES or any(switch not in SWITCHES for switch in switches) or (switches and
-                                                                                  not base.startswith("afp")):
-        raise argparse.ArgumentTypeError(f"mode {mode!r}: one of {', '.join(MODES)}, an afp mode optionally with "
-                                         f"+{' +'.join(SWITCHES)} (e.g. afp+compile+packing)")
+    if (
+        base not in MODES
+        or any(switch not in SWITCHES for switch in switches)
+        or (switches and not base.startswith("afp"))
+    ):
+        raise argparse.ArgumentTypeError(
+            f"mode {mode!r}: one of {', '.join(MODES)}, an afp mode optionally with "
+            f"+{' +'.join(SWITCHES)} (e.g. afp+compile+packing)"
+        )
     return base, set(switches)
 
 
@@ -101,8 +130,14 @@ def micro_batches(args, vocab_size: int) -> list:
     labels = ids.clone()
     labels[:, : args.seq // 2] = -100
     sentences = torch.randint(10, vocab_size, (2 * args.batch, args.seq // 4), generator=generator)
-    examples = [TokenizedExample([sentences[index].tolist(), sentences[args.batch + index].tolist()],
-                                 ids[index].tolist(), labels[index].tolist()) for index in range(args.batch)]
+    examples = [
+        TokenizedExample(
+            [sentences[index].tolist(), sentences[args.batch + index].tolist()],
+            ids[index].tolist(),
+            labels[index].tolist(),
+        )
+        for index in range(args.batch)
+    ]
     return [examples]
 
 
@@ -115,7 +150,7 @@ def data_batches(args) -> list:
     needed = (args.warmup + args.steps) * args.batch
     examples = (examples * (needed // len(examples) + 1))[:needed]
     tokenized, _ = tokenize_examples(examples, tokenizer, args.seq, True, True, False, True)
-    return [tokenized[start:start + args.batch] for start in range(0, needed, args.batch)]
+    return [tokenized[start : start + args.batch] for start in range(0, needed, args.batch)]
 
 
 def bench_tokenizer(args, examples):
@@ -154,10 +189,16 @@ def measure(args) -> dict:
         from afp_cli.align.step_speed import compile_blocks
 
         compile_blocks(model)
-    collated = [collate(examples, pad, "packing" in switches, bucket="compile" in switches, max_width=args.seq)
-                .to(args.device) for examples in batches]
+    collated = [
+        collate(examples, pad, "packing" in switches, bucket="compile" in switches, max_width=args.seq).to(args.device)
+        for examples in batches
+    ]
     cuda = args.device.startswith("cuda")
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else (lambda: torch.autocast("cpu", enabled=False))
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+        if cuda
+        else (lambda: torch.autocast("cpu", enabled=False))
+    )
     afp = base.startswith("afp")
     if base == "afp":
         counts = [(batch.token_count, batch.position_count) for batch in collated]
@@ -168,8 +209,14 @@ def measure(args) -> dict:
         return measure_trainer(args, model, collated, counts)
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    config = build_config({"model": {"name_or_path": "bench"}, "data": {"train_file": "bench"},
-                           "train": {"batch_size": args.batch}, "mcl": {"weight": 0.0 if base == "afp-cit" else 1.0}})
+    config = build_config(
+        {
+            "model": {"name_or_path": "bench"},
+            "data": {"train_file": "bench"},
+            "train": {"batch_size": args.batch},
+            "mcl": {"weight": 0.0 if base == "afp-cit" else 1.0},
+        }
+    )
 
     def step(index: int):
         batch = collated[index % len(collated)]
@@ -178,8 +225,11 @@ def measure(args) -> dict:
             if afp:
                 loss = objective(model, batch, config).total
             else:
-                loss = model(input_ids=batch.instruction_ids, attention_mask=batch.instruction_mask,
-                             labels=batch.instruction_labels).loss
+                loss = model(
+                    input_ids=batch.instruction_ids,
+                    attention_mask=batch.instruction_mask,
+                    labels=batch.instruction_labels,
+                ).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -199,9 +249,15 @@ def measure_trainer(args, model, collated, counts) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     # one dataset item = one of the same padded micro-batches (Trainer's sampler may take them in another order)
-    items = [{"input_ids": batch.instruction_ids.cpu(), "labels": batch.instruction_labels.cpu(),
-              "attention_mask": batch.instruction_mask.cpu()} for batch in collated]
-    dataset = (items * (args.steps + args.warmup + 1))[:args.steps + args.warmup + 1]
+    items = [
+        {
+            "input_ids": batch.instruction_ids.cpu(),
+            "labels": batch.instruction_labels.cpu(),
+            "attention_mask": batch.instruction_mask.cpu(),
+        }
+        for batch in collated
+    ]
+    dataset = (items * (args.steps + args.warmup + 1))[: args.steps + args.warmup + 1]
     times: list[float] = []
 
     class Clock(TrainerCallback):
@@ -216,16 +272,28 @@ def measure_trainer(args, model, collated, counts) -> dict:
             times.append(time.perf_counter() - self.start)
 
     training_args = TrainingArguments(
-        output_dir=os.path.join("/tmp", "afp-bench-trainer"), per_device_train_batch_size=1,
-        max_steps=args.steps + args.warmup, learning_rate=1e-4, max_grad_norm=1.0, logging_strategy="no",
-        save_strategy="no", report_to=[], bf16=args.device.startswith("cuda"), use_cpu=args.device == "cpu",
-        dataloader_num_workers=0, disable_tqdm=True, seed=0, remove_unused_columns=False)
-    trainer = Trainer(model=model, args=training_args, train_dataset=dataset, callbacks=[Clock()],
-                      data_collator=lambda rows: rows[0])
+        output_dir=os.path.join("/tmp", "afp-bench-trainer"),
+        per_device_train_batch_size=1,
+        max_steps=args.steps + args.warmup,
+        learning_rate=1e-4,
+        max_grad_norm=1.0,
+        logging_strategy="no",
+        save_strategy="no",
+        report_to=[],
+        bf16=args.device.startswith("cuda"),
+        use_cpu=args.device == "cpu",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        seed=0,
+        remove_unused_columns=False,
+    )
+    trainer = Trainer(
+        model=model, args=training_args, train_dataset=dataset, callbacks=[Clock()], data_collator=lambda rows: rows[0]
+    )
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
-    seconds = sum(times[args.warmup:]) / len(times[args.warmup:])
+    seconds = sum(times[args.warmup :]) / len(times[args.warmup :])
     return summary(args, seconds, counts, first_step=times[0])
 
 
@@ -273,18 +341,32 @@ def summary(args, seconds_per_step: float, counts: list[tuple[int, int]], first_
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         peak_kind = "process max RSS"
-    return {"mode": args.mode, "steps_per_s": 1 / seconds_per_step, "seconds_per_step": seconds_per_step,
-            "tokens_per_s": real / seconds_per_step, "padding": 1 - real / positions, "first_step_s": first_step,
-            "peak_gib": peak, "peak_kind": peak_kind}
+    return {
+        "mode": args.mode,
+        "steps_per_s": 1 / seconds_per_step,
+        "seconds_per_step": seconds_per_step,
+        "tokens_per_s": real / seconds_per_step,
+        "padding": 1 - real / positions,
+        "first_step_s": first_step,
+        "peak_gib": peak,
+        "peak_kind": peak_kind,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="xglm-small")
-    parser.add_argument("--model", metavar="PATH", help="a local model folder (weights + tokenizer) instead of a "
-                        "preset, e.g. ~/.cache/afp/models/smollm2-135m-instruct")
-    parser.add_argument("--data", metavar="FILE", help="an AFP JSONL file: batches of its examples (lengths as in "
-                        "training) instead of random fixed-length ones")
+    parser.add_argument(
+        "--model",
+        metavar="PATH",
+        help="a local model folder (weights + tokenizer) instead of a "
+        "preset, e.g. ~/.cache/afp/models/smollm2-135m-instruct",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="FILE",
+        help="an AFP JSONL file: batches of its examples (lengths as in training) instead of random fixed-length ones",
+    )
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=256, help="CIT text length (with --data: data.max_length)")
     parser.add_argument("--steps", type=int, default=10)
@@ -292,17 +374,34 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="measure every mode this many times (interleaved)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
-    parser.add_argument("--targets", default="attention", help="LoRA targets preset (lora.targets); the results "
-                        "recorded before afp 0.2 adapted the attention projections")
-    parser.add_argument("--full", action="store_true", help="full fine-tuning (every weight, fp32 master "
-                        "weights under bf16 autocast on CUDA) instead of LoRA")
+    parser.add_argument(
+        "--targets",
+        default="attention",
+        help="LoRA targets preset (lora.targets); the results "
+        "recorded before afp 0.2 adapted the attention projections",
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="full fine-tuning (every weight, fp32 master weights under bf16 autocast on CUDA) instead of LoRA",
+    )
     parser.add_argument("--compile", action="store_true", help="every afp mode with train.compile")
     parser.add_argument("--packing", action="store_true", help="every afp mode with data.packing")
-    parser.add_argument("--modes", nargs="+", type=str, default=list(MODES),
-                        help="which steps to measure (afp and plain at least, for the ratio); afp modes may add "
-                        "+compile and/or +packing (e.g. afp+packing)")
-    parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
-                        help="also profile 3 steps of each mode and print the top ROWS operators (stderr)")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        type=str,
+        default=list(MODES),
+        help="which steps to measure (afp and plain at least, for the ratio); afp modes may add "
+        "+compile and/or +packing (e.g. afp+packing)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="ROWS",
+        help="also profile 3 steps of each mode and print the top ROWS operators (stderr)",
+    )
     parser.add_argument("--mode", help="measure one mode (internal)")
     args = parser.parse_args()
     if args.mode:
@@ -319,9 +418,11 @@ def main() -> None:
             switches |= {switch for switch in SWITCHES if getattr(args, switch)}
         if mode_name(base, switches) not in modes:
             modes.append(mode_name(base, switches))
-    passed_on = [f"--{key}" if value is True else f"--{key}={value}" for key, value in vars(args).items()
-                 if key not in {"mode", "modes", "compile", "packing", "repeats"}
-                 and value is not None and value is not False]
+    passed_on = [
+        f"--{key}" if value is True else f"--{key}={value}"
+        for key, value in vars(args).items()
+        if key not in {"mode", "modes", "compile", "packing", "repeats"} and value is not None and value is not False
+    ]
     runs: dict[str, list[dict]] = {mode: [] for mode in modes}
     failed: dict[str, str] = {}
     for repeat in range(args.repeats):
@@ -335,17 +436,24 @@ def main() -> None:
                 failed[mode] = (finished.stderr.strip().splitlines() or ["no output"])[-1][:160]
                 continue
             if args.profile:
-                print(finished.stderr[finished.stderr.find("--- profile"):])
+                print(finished.stderr[finished.stderr.find("--- profile") :])
             runs[mode].append(json.loads(finished.stdout.strip().splitlines()[-1]))
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {args.device}; "
-          f"{'model ' + args.model if args.model else 'preset ' + args.preset}, batch {args.batch}, "
-          + (f"data {args.data} (max_length {args.seq})" if args.data else
-             f"seq {args.seq} (MCL sentences {args.seq // 4} tokens)")
-          + f", {args.steps} timed steps after {args.warmup} warm-up, {args.repeats} repeat(s); "
-          f"{'full fine-tuning' if args.full else f'LoRA targets {args.targets}'}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {args.device}; "
+        f"{'model ' + args.model if args.model else 'preset ' + args.preset}, batch {args.batch}, "
+        + (
+            f"data {args.data} (max_length {args.seq})"
+            if args.data
+            else f"seq {args.seq} (MCL sentences {args.seq // 4} tokens)"
+        )
+        + f", {args.steps} timed steps after {args.warmup} warm-up, {args.repeats} repeat(s); "
+        f"{'full fine-tuning' if args.full else f'LoRA targets {args.targets}'}"
+    )
     spread = args.repeats > 1
-    print(f"{'step':<22}{'steps/s':>9}{'  (min–max)' if spread else '':<16}{'real tok/s':>11}{'padding':>9}"
-          f"{'1st step s':>11}{'peak GiB':>10}  peak measured as")
+    print(
+        f"{'step':<22}{'steps/s':>9}{'  (min–max)' if spread else '':<16}{'real tok/s':>11}{'padding':>9}"
+        f"{'1st step s':>11}{'peak GiB':>10}  peak measured as"
+    )
     medians: dict[str, float] = {}
     for mode in modes:
         if mode in failed:
@@ -356,9 +464,11 @@ def main() -> None:
         medians[mode] = statistics.median(rates)
         ratio = medians[mode] / results[0]["steps_per_s"]  # tokens per step are the same in every repeat
         low_high = f"  ({min(rates):.3f}–{max(rates):.3f})" if spread else ""
-        print(f"{mode:<22}{medians[mode]:>9.3f}{low_high:<16}{results[0]['tokens_per_s'] * ratio:>11.0f}"
-              f"{100 * results[0]['padding']:>8.0f}%{statistics.median(r['first_step_s'] for r in results):>11.1f}"
-              f"{max(r['peak_gib'] for r in results):>10.2f}  {results[0]['peak_kind']}")
+        print(
+            f"{mode:<22}{medians[mode]:>9.3f}{low_high:<16}{results[0]['tokens_per_s'] * ratio:>11.0f}"
+            f"{100 * results[0]['padding']:>8.0f}%{statistics.median(r['first_step_s'] for r in results):>11.1f}"
+            f"{max(r['peak_gib'] for r in results):>10.2f}  {results[0]['peak_kind']}"
+        )
     afp_modes = [mode for mode in medians if mode.startswith("afp") and not mode.startswith("afp-cit")]
     for baseline in ("trainer", "plain"):
         for mode in afp_modes:

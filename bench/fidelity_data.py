@@ -71,7 +71,7 @@ def split_parts(pairs: list[tuple[str, str]], sizes: PartSizes) -> Parts:
         raise SystemExit(f"the parts need {sum(wanted)} distinct pairs, the file has {len(unique)}")
     cuts, start = [], 0
     for size in wanted:
-        cuts.append(unique[start:start + size])
+        cuts.append(unique[start : start + size])
         start += size
     held_out, dev, align, pretrain_en, pretrain_zh = cuts
     return Parts(pretrain_en, pretrain_zh, align, dev, held_out)

@@ -55,12 +55,20 @@ def summarise(rows: list[dict], study: str, metrics=METRICS) -> list[dict]:
         groups.setdefault(group_key(row), []).append(with_layer_means(row))
     summary = []
     for key, members in groups.items():
-        entry = {"variant": key[0], "targets": key[1], "pooling": key[2], "label": group_label(key, study),
-                 "seeds": [member["seed"] for member in members]}
+        entry = {
+            "variant": key[0],
+            "targets": key[1],
+            "pooling": key[2],
+            "label": group_label(key, study),
+            "seeds": [member["seed"] for member in members],
+        }
         for metric in measured(rows, metrics):
             values = [member[metric] for member in members]
-            entry[metric] = {"mean": statistics.fmean(values),
-                             "spread": statistics.stdev(values) if len(values) > 1 else None, "values": values}
+            entry[metric] = {
+                "mean": statistics.fmean(values),
+                "spread": statistics.stdev(values) if len(values) > 1 else None,
+                "values": values,
+            }
         summary.append(entry)
     return summary
 
@@ -92,14 +100,17 @@ PAPER_CLAIMS = (
     ("mcl+cit", "cit", "chrf"),
     ("mcl+cit", "cit", "language_rate"),
     ("cit", "base", "held_out_cit_loss"),
-    ("mcl", "base", "chrf"),          # the paper: MCL alone does not help generation (expected: noise or no)
+    ("mcl", "base", "chrf"),  # the paper: MCL alone does not help generation (expected: noise or no)
 )
 
 
 def check_claims(summary: list[dict], claims=PAPER_CLAIMS, metrics=METRICS) -> list[dict]:
     labels = {entry["label"] for entry in summary}
-    return [compare(summary, better, worse, metric, metrics) for better, worse, metric in claims
-            if better in labels and worse in labels and metric in summary[0]]
+    return [
+        compare(summary, better, worse, metric, metrics)
+        for better, worse, metric in claims
+        if better in labels and worse in labels and metric in summary[0]
+    ]
 
 
 def _cell(stat: dict) -> str:
@@ -107,41 +118,75 @@ def _cell(stat: dict) -> str:
     return f"{stat['mean']:.3f}{spread}"
 
 
-def render_markdown(summary: list[dict], claims: list[dict], rows: list[dict], commands: list[str],
-                    context: dict, metrics=METRICS) -> str:
+def render_markdown(
+    summary: list[dict], claims: list[dict], rows: list[dict], commands: list[str], context: dict, metrics=METRICS
+) -> str:
     shown = [(key, title) for key, title, _ in metrics if key in summary[0]]
     columns = ["model"] + [title for _, title in shown]
     table = [{"model": entry["label"], **{title: _cell(entry[key]) for key, title in shown}} for entry in summary]
-    per_seed_columns = ["variant", "targets", "pooling", "seed", "retrieval_layer1_en_zh", "retrieval_layer1_zh_en",
-                        "retrieval_last_en_zh", "retrieval_last_zh_en",
-                        *[key for key in ("chrf", "bleu", "language_rate") if key in rows[0]], "held_out_cit_loss"]
+    per_seed_columns = [
+        "variant",
+        "targets",
+        "pooling",
+        "seed",
+        "retrieval_layer1_en_zh",
+        "retrieval_layer1_zh_en",
+        "retrieval_last_en_zh",
+        "retrieval_last_zh_en",
+        *[key for key in ("chrf", "bleu", "language_rate") if key in rows[0]],
+        "held_out_cit_loss",
+    ]
     per_seed_columns = context.get("per_seed_columns", per_seed_columns)
     lines = [
-        f"# {context.get('title', 'Method fidelity')} ({context['study']} study{', quick' if context['quick'] else ''})",
+        f"# {context.get('title', 'Method fidelity')} "
+        f"({context['study']} study{', quick' if context['quick'] else ''})",
         "",
         f"{context['date']} · {context['machine']} · load average at start {context['load_average_at_start']} · "
         f"{context['seconds']} s · seeds {context['seeds']}",
         "",
         f"```\n{context['command']}\n```",
         "",
-        context.get("description") or (
+        context.get("description")
+        or (
             "Mean ± sample standard deviation over seeds. Retrieval: top-1 among "
             f"{context['scale']['retrieval_pairs']} held-out pairs (chance "
             f"{1 / context['scale']['retrieval_pairs']:.3f}), both directions averaged; 'pooling layer' is layer 1 for "
             "`last-1` (and for base and CIT), the last layer for `last`. chrF++/BLEU and language rate: both "
-            "directions, 0- and 1-shot, averaged."),
+            "directions, 0- and 1-shot, averaged."
+        ),
         "",
         markdown_table(table, columns),
     ]
     if claims:
-        lines += ["## The paper's directions", "",
-                  "A difference not larger than the bigger spread of the two groups is called noise.", "",
-                  markdown_table([{"claim": c["claim"], "difference": f"{c['difference']:+.3f}",
-                                   "spread": "–" if c["spread"] is None else f"{c['spread']:.3f}",
-                                   "verdict": c["verdict"]} for c in claims],
-                                 ["claim", "difference", "spread", "verdict"])]
-    lines += ["## Per seed", "", markdown_table([with_layer_means(row) for row in rows], per_seed_columns),
-              "## Commands", "", "```", *commands, "```", ""]
+        lines += [
+            "## The paper's directions",
+            "",
+            "A difference not larger than the bigger spread of the two groups is called noise.",
+            "",
+            markdown_table(
+                [
+                    {
+                        "claim": c["claim"],
+                        "difference": f"{c['difference']:+.3f}",
+                        "spread": "–" if c["spread"] is None else f"{c['spread']:.3f}",
+                        "verdict": c["verdict"],
+                    }
+                    for c in claims
+                ],
+                ["claim", "difference", "spread", "verdict"],
+            ),
+        ]
+    lines += [
+        "## Per seed",
+        "",
+        markdown_table([with_layer_means(row) for row in rows], per_seed_columns),
+        "## Commands",
+        "",
+        "```",
+        *commands,
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -172,8 +217,15 @@ def plot(summary: list[dict], metrics=METRICS, plotted_keys=PLOTTED):
     return figure
 
 
-def write_reports(out: Path, rows: list[dict], commands: list[str], context: dict, metrics=METRICS,
-                  plotted=PLOTTED, claims=PAPER_CLAIMS) -> None:
+def write_reports(
+    out: Path,
+    rows: list[dict],
+    commands: list[str],
+    context: dict,
+    metrics=METRICS,
+    plotted=PLOTTED,
+    claims=PAPER_CLAIMS,
+) -> None:
     """results.md / results.json / results.png. ``metrics``, ``plotted`` and ``claims`` default to this
     experiment's; bench/real_model.py passes its own (more measurements, more pooling layers)."""
     import io
@@ -184,6 +236,8 @@ def write_reports(out: Path, rows: list[dict], commands: list[str], context: dic
     figure = plot(summary, metrics, plotted)
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     write_atomically(out / "results.png", buffer.getvalue())
-    write_json(out / "results.json", {"rows": rows, "summary": summary, "claims": claims, "commands": commands,
-                                      "context": context})
+    write_json(
+        out / "results.json",
+        {"rows": rows, "summary": summary, "claims": claims, "commands": commands, "context": context},
+    )
     write_atomically(out / "results.md", render_markdown(summary, claims, rows, commands, context, metrics))

@@ -42,8 +42,10 @@ def main() -> None:
     random.Random(args.seed).shuffle(rows)
     rows = rows[: args.sentences]
     identifier = LanguageIdentifier(languages, LanguageIdConfig(min_letters=1))
-    print(f"{len(rows)} sentences per language from {args.pairs} (seed {args.seed}); detector: afp defaults, "
-          f"min_letters off")
+    print(
+        f"{len(rows)} sentences per language from {args.pairs} (seed {args.seed}); detector: afp defaults, "
+        f"min_letters off"
+    )
     print(f"{'language':<9}{'letters':>8}{'correct':>9}{'undetermined':>14}{'wrong':>8}")
     for column, language in enumerate(languages):
         for count in range(1, args.max_letters + 1):

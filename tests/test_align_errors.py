@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from test_align import DEMO_DATA, write_recipe
 
 GOOD_LINES = DEMO_DATA.read_text(encoding="utf-8").splitlines()[:12]
@@ -40,15 +39,18 @@ def broken(index: int, **changes) -> list[str]:
     return lines
 
 
-@pytest.mark.parametrize("lines, pattern", [
-    (GOOD_LINES[:2] + ['{"sent0": "a", "sent1": '] + GOOD_LINES[3:], r"data.jsonl:3: not valid JSON"),
-    (broken(4, sent1=None), r"data.jsonl:5: field 'sent1': missing"),
-    (broken(1, clm_prompt_len="12"), r"data.jsonl:2: field 'clm_prompt_len': must be an integer"),
-    (broken(6, clm_prompt_len=10_000), r"data.jsonl:7: field 'clm_prompt_len': 10000 leaves no answer"),
-    (broken(0, sent0=""), r"data.jsonl:1: field 'sent0': is empty"),
-    (GOOD_LINES[:2] + ["[1, 2]"], r"data.jsonl:3: each line must be a JSON object"),
-    ([], r"data.jsonl: no training examples \(the file is empty\)"),
-])
+@pytest.mark.parametrize(
+    "lines, pattern",
+    [
+        (GOOD_LINES[:2] + ['{"sent0": "a", "sent1": '] + GOOD_LINES[3:], r"data.jsonl:3: not valid JSON"),
+        (broken(4, sent1=None), r"data.jsonl:5: field 'sent1': missing"),
+        (broken(1, clm_prompt_len="12"), r"data.jsonl:2: field 'clm_prompt_len': must be an integer"),
+        (broken(6, clm_prompt_len=10_000), r"data.jsonl:7: field 'clm_prompt_len': 10000 leaves no answer"),
+        (broken(0, sent0=""), r"data.jsonl:1: field 'sent0': is empty"),
+        (GOOD_LINES[:2] + ["[1, 2]"], r"data.jsonl:3: each line must be a JSON object"),
+        ([], r"data.jsonl: no training examples \(the file is empty\)"),
+    ],
+)
 def test_bad_training_data_names_file_line_and_field(tmp_path, run_cli, lines, pattern):
     recipe = write_recipe(tmp_path, data_with(tmp_path, lines))
     code, _, err = run_cli("align", recipe)
@@ -81,8 +83,12 @@ def test_a_non_empty_output_dir_is_refused_unless_overwrite_or_resume(tmp_path, 
 def test_pooling_layer_beyond_the_model(tmp_path, run_cli):
     recipe = write_recipe(tmp_path, data_with(tmp_path, GOOD_LINES))
     code, _, err = run_cli("align", recipe, "mcl.pooling=last-5")
-    assert_one_line_error(code, err, r"mcl.pooling 'last-5': layer 5 is beyond the model's depth \(4 layers; "
-                                     r"valid layers are 0..4\)")
+    assert_one_line_error(
+        code,
+        err,
+        r"mcl.pooling 'last-5': layer 5 is beyond the model's depth \(4 layers; "
+        r"valid layers are 0..4\)",
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -102,8 +108,12 @@ def test_a_loss_that_becomes_nan_stops_and_keeps_the_last_good_checkpoint(tmp_pa
     monkeypatch.setattr(train_module, "objective", poisoned)
     recipe = write_recipe(tmp_path, data_with(tmp_path, GOOD_LINES), train={"max_steps": 5, "save_every": 2})
     code, _, err = run_cli("align", recipe)
-    assert_one_line_error(code, err, r"loss became nan at step 3: training stopped \(last good checkpoint: "
-                                     r".*checkpoints/step-00000002\)")
+    assert_one_line_error(
+        code,
+        err,
+        r"loss became nan at step 3: training stopped \(last good checkpoint: "
+        r".*checkpoints/step-00000002\)",
+    )
     run = tmp_path / "run"
     assert (run / "checkpoints" / "step-00000002" / "trainable.safetensors").exists()
     assert not (run / "adapter_model.safetensors").exists()
@@ -159,6 +169,10 @@ def test_a_failure_after_a_checkpoint_keeps_it_and_names_it(tmp_path, run_cli, m
 
     monkeypatch.setattr(afp_cli.align.train, "train_loop", loop_then_fail)
     code, _, err = run_cli("align", recipe)
-    assert_one_line_error(code, err, r"disk full while writing the adapter \(last complete checkpoint: .*"
-                                     r"step-0*4; continue with --resume\)")
+    assert_one_line_error(
+        code,
+        err,
+        r"disk full while writing the adapter \(last complete checkpoint: .*"
+        r"step-0*4; continue with --resume\)",
+    )
     assert (tmp_path / "run" / "checkpoints").is_dir()

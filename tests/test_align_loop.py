@@ -1,4 +1,5 @@
-"""The loop's parts on their own: when it logs, evaluates and saves, what a metrics record holds, pooling parsed once."""
+"""The loop's parts on their own: when it logs, evaluates and saves, what a metrics record holds, pooling parsed
+once."""
 
 from __future__ import annotations
 
@@ -32,8 +33,14 @@ def test_a_schedule_of_zeros_evaluates_never_and_saves_only_at_the_end():
 
 
 def window_for(mcl_weight: float, cit_weight: float) -> MetricsWindow:
-    config = build_config({"model": {"name_or_path": "x"}, "data": {"train_file": "x"},
-                           "mcl": {"weight": mcl_weight}, "cit": {"weight": cit_weight}})
+    config = build_config(
+        {
+            "model": {"name_or_path": "x"},
+            "data": {"train_file": "x"},
+            "mcl": {"weight": mcl_weight},
+            "cit": {"weight": cit_weight},
+        }
+    )
     return MetricsWindow(config, "cpu")
 
 

@@ -15,8 +15,9 @@ def tiny_llama(tiny_model_dir, tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
     model_dir = tiny_model_dir("llama")
-    adapted = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
-                             LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    adapted = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    )
     torch.manual_seed(0)
     for name, parameter in adapted.named_parameters():
         if "lora_B" in name:
@@ -29,8 +30,22 @@ def tiny_llama(tiny_model_dir, tmp_path_factory):
 def test_alignment_end_to_end_on_tatoeba(run_cli, tiny_llama, shared_data, tmp_path):
     model_dir, adapter_dir = tiny_llama
     output = tmp_path / "alignment"
-    args = ["analyze", "alignment", "--model", model_dir, "--adapter", adapter_dir, "--pairs",
-            shared_data / "parallel" / "tatoeba_en-zh.tsv", "--max-pairs", 200, "--batch-size", 50, "-o", output]
+    args = [
+        "analyze",
+        "alignment",
+        "--model",
+        model_dir,
+        "--adapter",
+        adapter_dir,
+        "--pairs",
+        shared_data / "parallel" / "tatoeba_en-zh.tsv",
+        "--max-pairs",
+        200,
+        "--batch-size",
+        50,
+        "-o",
+        output,
+    ]
     code, out, err = run_cli(*args)
     assert code == 0, err
     rows = json.loads((output / "alignment.json").read_text())["rows"]
@@ -68,21 +83,48 @@ def test_language_rate_on_hc3_files_through_lm_eval_for_base_and_adapter(run_cli
 
     model_dir, adapter_dir = tiny_llama
     english, chinese = hc3_english(tmp_path / "all.jsonl", 6), hc3_chinese(tmp_path / "all_zh.jsonl", 5)
-    demonstrations = write_jsonl(tmp_path / "demos.jsonl", [
-        {"question": f"Question {index}?", "answer": f"回答{index}。", "question_lang": "en", "answer_lang": "zh"}
-        for index in range(4)] + [
-        {"question": f"问题{index}？", "answer": f"Answer {index}.", "question_lang": "zh", "answer_lang": "en"}
-        for index in range(4)])
+    demonstrations = write_jsonl(
+        tmp_path / "demos.jsonl",
+        [
+            {"question": f"Question {index}?", "answer": f"回答{index}。", "question_lang": "en", "answer_lang": "zh"}
+            for index in range(4)
+        ]
+        + [
+            {"question": f"问题{index}？", "answer": f"Answer {index}.", "question_lang": "zh", "answer_lang": "en"}
+            for index in range(4)
+        ],
+    )
     output = tmp_path / "rate"
-    code, out, err = run_cli("analyze", "language-rate", "-m", model_dir, "-a", adapter_dir, "--questions",
-                             f"en={english}", "--questions", f"zh={chinese}", "--demonstrations", demonstrations,
-                             "--sample", 4, "--seed", 3, "--batch-size", 8, "-o", output)
+    code, out, err = run_cli(
+        "analyze",
+        "language-rate",
+        "-m",
+        model_dir,
+        "-a",
+        adapter_dir,
+        "--questions",
+        f"en={english}",
+        "--questions",
+        f"zh={chinese}",
+        "--demonstrations",
+        demonstrations,
+        "--sample",
+        4,
+        "--seed",
+        3,
+        "--batch-size",
+        8,
+        "-o",
+        output,
+    )
     assert code == 0, err
     report = json.loads((output / "language_rate.json").read_text())
     rows = report["rows"]
     assert [(row["model"], row["direction"], row["shots"]) for row in rows] == [
         (model, direction, shots)
-        for model in ("base", "afp-adapter") for direction in ("en-zh", "zh-en") for shots in (0, 1)
+        for model in ("base", "afp-adapter")
+        for direction in ("en-zh", "zh-en")
+        for shots in (0, 1)
     ]
     for row in rows:
         assert row["answers"] == 4 and sum(row["counts"].values()) == 4
@@ -95,13 +137,19 @@ def test_language_rate_on_hc3_files_through_lm_eval_for_base_and_adapter(run_cli
     # One fixed demonstration (the seeded draw) before every question, the same for base and adapter.
     from afp_cli.analyze.questions import fixed_demonstrations, read_demonstrations
 
-    (expected,) = [item for item in fixed_demonstrations(
-        [d for d in read_demonstrations(demonstrations) if d.question_lang == "en"], 1, seed=3)]
+    (expected,) = [
+        item
+        for item in fixed_demonstrations(
+            [d for d in read_demonstrations(demonstrations) if d.question_lang == "en"], 1, seed=3
+        )
+    ]
     for model in ("base", "afp-adapter"):
         samples = output / "language_rate_run" / "raw" / model / "1shot" / "samples_afp_langrate_en-zh.jsonl"
         prompts = [json.loads(line)["arguments"][0][0] for line in samples.read_text().splitlines()]
         assert len(prompts) == 4
-        assert {prompt.split("\n")[0] for prompt in prompts} == {f"{expected.question} Answer in Chinese: {expected.answer}"}
+        assert {prompt.split("\n")[0] for prompt in prompts} == {
+            f"{expected.question} Answer in Chinese: {expected.answer}"
+        }
         assert all(prompt.count("\n") == 1 and prompt.endswith(" Answer in Chinese:") for prompt in prompts)
     markdown = (output / "language_rate.md").read_text()
     assert "## Comparing with the paper (Table 4)" in markdown and "31.1 % (base) → 76.0 % (AFP)" in markdown
@@ -109,15 +157,18 @@ def test_language_rate_on_hc3_files_through_lm_eval_for_base_and_adapter(run_cli
     assert (output / "language_rate_bars.png").stat().st_size > 5000
 
     # The saved answers and the lm-eval samples both re-score to the same rows (the same cut applies).
-    for name, inputs in (("saved", [output / "language_rate_generations.jsonl"]),
-                         ("samples", sorted((output / "language_rate_run" / "raw").glob("*/*/samples_*.jsonl")))):
+    for name, inputs in (
+        ("saved", [output / "language_rate_generations.jsonl"]),
+        ("samples", sorted((output / "language_rate_run" / "raw").glob("*/*/samples_*.jsonl"))),
+    ):
         arguments = [argument for path in inputs for argument in ("--generations", path)]
         code, _, err = run_cli("analyze", "language-rate", *arguments, "-o", tmp_path / name)
         assert code == 0, err
         again = json.loads((tmp_path / name / "language_rate.json").read_text())["rows"]
         key = lambda row: (row["model"], row["direction"], row["shots"])  # noqa: E731
         assert sorted((key(row), row["counts"], row["cut"]) for row in again) == sorted(
-            (key(row), row["counts"], row["cut"]) for row in rows), name
+            (key(row), row["counts"], row["cut"]) for row in rows
+        ), name
 
     code, _, err = run_cli("analyze", "language-rate", "-m", model_dir, "-o", output)
     assert code == 2 and "--overwrite" in err and err.strip().count("\n") == 0
@@ -130,20 +181,45 @@ def test_bad_input_is_one_line_and_exit_2(run_cli, tiny_llama, tmp_path):
     questions = tmp_path / "questions.jsonl"
     questions.write_text('{"id": "1", "lang": "en", "question": "Why?"}\n{"id": 2, "question": "How?"}\n')
     hc3 = tmp_path / "hc3.jsonl"  # HC3 schema, cut off in the middle of its second line
-    hc3.write_text('{"question": "Why?", "human_answers": [], "chatgpt_answers": []}\n{"question": "How', encoding="utf-8")
+    hc3.write_text(
+        '{"question": "Why?", "human_answers": [], "chatgpt_answers": []}\n{"question": "How', encoding="utf-8"
+    )
     cases = [
         (["analyze", "language-rate", "--model", model_dir, "--directions", "en-qq"], "unknown language code 'qq'"),
-        (["analyze", "language-rate", "--model", model_dir, "--questions", questions], "questions.jsonl:2: field 'lang': missing"),
+        (
+            ["analyze", "language-rate", "--model", model_dir, "--questions", questions],
+            "questions.jsonl:2: field 'lang': missing",
+        ),
         (["analyze", "language-rate", "--model", model_dir, "--directions", "en-km"], "'km' is not supported"),
-        (["analyze", "alignment", "--model", model_dir, "--pairs", pairs], "pairs.tsv:4: field 'columns': expected 2 tab-separated columns"),
-        (["analyze", "alignment", "--model", model_dir, "--pairs", pairs, "--max-pairs", 2, "--layers", "0,9"],
-         "layer 9 is beyond the model (layers 0..4"),
+        (
+            ["analyze", "alignment", "--model", model_dir, "--pairs", pairs],
+            "pairs.tsv:4: field 'columns': expected 2 tab-separated columns",
+        ),
+        (
+            ["analyze", "alignment", "--model", model_dir, "--pairs", pairs, "--max-pairs", 2, "--layers", "0,9"],
+            "layer 9 is beyond the model (layers 0..4",
+        ),
         (["analyze", "language-rate", "--generations", pairs, "--target-lang", "zh"], "pairs.tsv:1: not valid JSON"),
         (["analyze", "language-rate"], "give either --model"),
-        (["analyze", "language-rate", "--generations", pairs, "--stop", "none", "--stop", "x", "--target-lang", "zh"],
-         "--stop none keeps whole answers"),
-        (["analyze", "language-rate", "--model", model_dir, "--questions", f"en={hc3}", "--shots", "0"],
-         "hc3.jsonl:2: not valid JSON"),
+        (
+            [
+                "analyze",
+                "language-rate",
+                "--generations",
+                pairs,
+                "--stop",
+                "none",
+                "--stop",
+                "x",
+                "--target-lang",
+                "zh",
+            ],
+            "--stop none keeps whole answers",
+        ),
+        (
+            ["analyze", "language-rate", "--model", model_dir, "--questions", f"en={hc3}", "--shots", "0"],
+            "hc3.jsonl:2: not valid JSON",
+        ),
     ]
     # Files that are not UTF-8, given as questions, demonstrations, generations or pairs.
     encodings = {
@@ -155,14 +231,22 @@ def test_bad_input_is_one_line_and_exit_2(run_cli, tiny_llama, tmp_path):
         bad = tmp_path / f"{name}.jsonl"
         bad.write_bytes(content)
         cases += [
-            (["analyze", "language-rate", "--model", model_dir, "--questions", f"en={bad}"],
-             f"{bad}{message.format(what='questions')}"),
-            (["analyze", "language-rate", "--model", model_dir, "--demonstrations", bad],
-             f"{bad}{message.format(what='demonstrations')}"),
-            (["analyze", "language-rate", "--generations", bad, "--target-lang", "zh"],
-             f"{bad}{message.format(what='generations')}"),
-            (["analyze", "alignment", "--model", model_dir, "--pairs", bad, "--languages", "en,fr"],
-             f"{bad}{message.format(what='pairs')}"),
+            (
+                ["analyze", "language-rate", "--model", model_dir, "--questions", f"en={bad}"],
+                f"{bad}{message.format(what='questions')}",
+            ),
+            (
+                ["analyze", "language-rate", "--model", model_dir, "--demonstrations", bad],
+                f"{bad}{message.format(what='demonstrations')}",
+            ),
+            (
+                ["analyze", "language-rate", "--generations", bad, "--target-lang", "zh"],
+                f"{bad}{message.format(what='generations')}",
+            ),
+            (
+                ["analyze", "alignment", "--model", model_dir, "--pairs", bad, "--languages", "en,fr"],
+                f"{bad}{message.format(what='pairs')}",
+            ),
         ]
     for args, message in cases:
         code, _, err = run_cli(*args, "-o", tmp_path / "out")

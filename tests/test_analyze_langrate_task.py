@@ -38,8 +38,8 @@ def test_generated_yaml_is_current_and_matches_what_the_command_writes(generator
 def test_the_family_registers_with_lm_eval_and_needs_a_data_dir(tmp_path):
     from lm_eval.tasks import TaskManager
 
-    from afp_cli.evaluation.tasks import check_local_data
     from afp_cli.errors import AfpError
+    from afp_cli.evaluation.tasks import check_local_data
 
     manager = TaskManager(include_path=str(FAMILY_DIR.parent), include_defaults=False)
     assert {"afp_langrate_en-zh", "afp_langrate_zh-en", "afp_langrate_ja-en"} <= set(manager.all_subtasks)
@@ -51,19 +51,49 @@ def test_the_family_registers_with_lm_eval_and_needs_a_data_dir(tmp_path):
 def test_zero_shot_whole_answers_on_a_tiny_model(run_cli, tiny_model_dir, tmp_path):
     """0-shot only, --stop none (whole texts scored, nothing cut)."""
     output = tmp_path / "rate"
-    code, out, err = run_cli("analyze", "language-rate", "-m", tiny_model_dir("llama"), "--directions", "zh-en",
-                             "--shots", "0", "--limit", 2, "--stop", "none", "-o", output)
+    code, out, err = run_cli(
+        "analyze",
+        "language-rate",
+        "-m",
+        tiny_model_dir("llama"),
+        "--directions",
+        "zh-en",
+        "--shots",
+        "0",
+        "--limit",
+        2,
+        "--stop",
+        "none",
+        "-o",
+        output,
+    )
     assert code == 0, err
     (row,) = json.loads((output / "language_rate.json").read_text())["rows"]
     assert (row["model"], row["direction"], row["shots"], row["answers"], row["cut"]) == ("base", "zh-en", 0, 2, 0)
     samples = output / "language_rate_run" / "raw" / "base" / "0shot" / "samples_afp_langrate_zh-en.jsonl"
     records = [json.loads(line) for line in samples.read_text().splitlines()]
     assert [record["arguments"][0][0] for record in records] == [
-        "你早餐通常吃什么？ Answer in English:", "晚上怎样才能更快入睡？ Answer in English:"]
+        "你早餐通常吃什么？ Answer in English:",
+        "晚上怎样才能更快入睡？ Answer in English:",
+    ]
     assert records[0]["arguments"][0][1] == {"until": [], "do_sample": False, "max_gen_toks": 128}
     short = tmp_path / "short"
-    code, _, err = run_cli("analyze", "language-rate", "-m", tiny_model_dir("llama"), "--directions", "zh-en",
-                           "--shots", "0", "--limit", 1, "--max-gen-toks", 4, "-o", short)
+    code, _, err = run_cli(
+        "analyze",
+        "language-rate",
+        "-m",
+        tiny_model_dir("llama"),
+        "--directions",
+        "zh-en",
+        "--shots",
+        "0",
+        "--limit",
+        1,
+        "--max-gen-toks",
+        4,
+        "-o",
+        short,
+    )
     assert code == 0, err
     samples = short / "language_rate_run" / "raw" / "base" / "0shot" / "samples_afp_langrate_zh-en.jsonl"
     (record,) = [json.loads(line) for line in samples.read_text().splitlines()]
@@ -89,5 +119,7 @@ def test_a_failed_generation_leaves_no_output_folder(run_cli, tiny_model_dir, tm
     code, _, err = run_cli("analyze", "language-rate", "-m", tiny_model_dir("llama"), "--limit", 1, "-o", output)
     assert code == 2 and "out of GPU memory" in err
     assert not (tmp_path / "new").exists()  # nor the parent folder it created
-    code, _, err = run_cli("analyze", "language-rate", "-m", tiny_model_dir("llama"), "--backend", "bogus", "-o", output)
+    code, _, err = run_cli(
+        "analyze", "language-rate", "-m", tiny_model_dir("llama"), "--backend", "bogus", "-o", output
+    )
     assert code == 2 and "--backend: lm-eval has no model type 'bogus'" in err and not output.exists()

@@ -9,7 +9,15 @@ import pytest
 
 from afp_cli.analyze.language_id import UNDETERMINED, LanguageIdConfig, LanguageIdentifier, script_units
 from afp_cli.analyze.language_rate import (
-    RateRow, add_deltas, cut_answer, model_averages, parse_stops, read_generations, score, summarize, task_direction,
+    RateRow,
+    add_deltas,
+    cut_answer,
+    model_averages,
+    parse_stops,
+    read_generations,
+    score,
+    summarize,
+    task_direction,
     wilson_interval,
 )
 from afp_cli.errors import AfpError
@@ -88,8 +96,9 @@ def _write_jsonl(path: Path, records) -> Path:
 
 
 def test_rate_and_breakdown_of_a_fixed_generations_file(tmp_path):
-    path = _write_jsonl(tmp_path / "answers.jsonl",
-                        [{"id": f"a{index}", "text": text} for index, text in enumerate(ANSWERS)])
+    path = _write_jsonl(
+        tmp_path / "answers.jsonl", [{"id": f"a{index}", "text": text} for index, text in enumerate(ANSWERS)]
+    )
     generations = read_generations(path, target_lang="zh", source_lang="en")
     # Whole answers (no stop sequence), so the line rate sees the second line of the two-line answer.
     (row,) = summarize(score(generations, LanguageIdentifier(["zh", "en"]), stops=()), examples_per_row=2)
@@ -102,26 +111,43 @@ def test_rate_and_breakdown_of_a_fixed_generations_file(tmp_path):
     assert row.examples[0]["detected"] == "en"
 
 
-@pytest.mark.parametrize(("answer", "expected"), [
-    ("你去。", "zh"), ("好的", "zh"), ("好", "zh"),      # a Chinese word is one or two characters
-    ("OK", UNDETERMINED), ("Go.", UNDETERMINED),         # two Latin letters say too little
-    ("123 !", UNDETERMINED), ("", UNDETERMINED),
-])
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("你去。", "zh"),
+        ("好的", "zh"),
+        ("好", "zh"),  # a Chinese word is one or two characters
+        ("OK", UNDETERMINED),
+        ("Go.", UNDETERMINED),  # two Latin letters say too little
+        ("123 !", UNDETERMINED),
+        ("", UNDETERMINED),
+    ],
+)
 def test_short_answers_one_chinese_character_is_enough_two_latin_letters_are_not(answer, expected):
     assert LanguageIdentifier(["zh", "en"]).detect(answer) == expected
 
 
 def test_lm_eval_samples_count_a_fallback_to_the_source_language(tmp_path):
     def sample(doc_id, answer):
-        return {"doc_id": doc_id, "doc": {"sentence_eng_Latn": "x"}, "target": "参考译文",
-                "arguments": {"gen_args_0": {"arg_0": "English: x\nChinese:", "arg_1": {"until": ["\n"]}}},
-                "resps": [[answer]], "filtered_resps": [answer], "filter": "none", "metrics": ["bleu"]}
+        return {
+            "doc_id": doc_id,
+            "doc": {"sentence_eng_Latn": "x"},
+            "target": "参考译文",
+            "arguments": {"gen_args_0": {"arg_0": "English: x\nChinese:", "arg_1": {"until": ["\n"]}}},
+            "resps": [[answer]],
+            "filtered_resps": [answer],
+            "filter": "none",
+            "metrics": ["bleu"],
+        }
 
-    path = _write_jsonl(tmp_path / "samples_afp_flores_eng_Latn-zho_Hans_2024-06-01T12-00-00.123456.jsonl", [
-        sample(0, "我今天很高兴见到你。"),
-        sample(1, "The meeting was moved to next Tuesday afternoon."),  # fell back to the source language
-        sample(2, "他们明天一起去北京旅游。"),
-    ])
+    path = _write_jsonl(
+        tmp_path / "samples_afp_flores_eng_Latn-zho_Hans_2024-06-01T12-00-00.123456.jsonl",
+        [
+            sample(0, "我今天很高兴见到你。"),
+            sample(1, "The meeting was moved to next Tuesday afternoon."),  # fell back to the source language
+            sample(2, "他们明天一起去北京旅游。"),
+        ],
+    )
     generations = read_generations(path)  # the direction comes from the task name
     assert generations[0].prompt == "English: x\nChinese:"
     (row,) = summarize(score(generations, LanguageIdentifier(["zh", "en"])))
@@ -129,11 +155,14 @@ def test_lm_eval_samples_count_a_fallback_to_the_source_language(tmp_path):
     assert row.counts == {"target": 2, "source": 1, "other": 0, "undetermined": 0}
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("{not json", "answers.jsonl:2: not valid JSON"),
-    ('{"id": 1}', "answers.jsonl:2: field 'text'"),
-    ('{"text": "hi", "target_lang": "xx"}', "answers.jsonl:2: field 'target_lang': unknown language code 'xx'"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "answers.jsonl:2: not valid JSON"),
+        ('{"id": 1}', "answers.jsonl:2: field 'text'"),
+        ('{"text": "hi", "target_lang": "xx"}', "answers.jsonl:2: field 'target_lang': unknown language code 'xx'"),
+    ],
+)
 def test_bad_generation_lines_name_file_line_and_field(tmp_path, line, message):
     path = tmp_path / "answers.jsonl"
     path.write_text('{"text": "你好世界"}\n' + line + "\n", encoding="utf-8")
@@ -154,7 +183,6 @@ def test_generations_need_a_target_language(tmp_path):
         read_generations(path)
 
 
-
 # ------------------------------------------------------------------------------------------------ where answers end
 
 # A base-like model: its answer is Chinese, then it runs on into a new CIT prompt in English.
@@ -173,17 +201,21 @@ def test_cut_answer_keeps_the_text_before_the_first_stop_and_says_whether_it_cut
 
 
 def test_a_base_model_that_runs_on_is_a_hit_when_its_first_line_is_in_the_target_language(tmp_path):
-    path = _write_jsonl(tmp_path / "base.jsonl", [
-        {"id": "run-on", "text": RUN_ON},
-        {"id": "clean", "text": "我每天早上喝一杯牛奶。"},
-        {"id": "english", "text": "I drink a glass of milk every morning.\n我每天早上喝一杯牛奶。"},
-    ])
+    path = _write_jsonl(
+        tmp_path / "base.jsonl",
+        [
+            {"id": "run-on", "text": RUN_ON},
+            {"id": "clean", "text": "我每天早上喝一杯牛奶。"},
+            {"id": "english", "text": "I drink a glass of milk every morning.\n我每天早上喝一杯牛奶。"},
+        ],
+    )
     generations = read_generations(path, target_lang="zh", source_lang="en")
     identifier = LanguageIdentifier(["zh", "en"])
     (cut,) = summarize(score(generations, identifier))
     assert cut.counts == {"target": 2, "source": 1, "other": 0, "undetermined": 0} and cut.cut == 2
-    assert cut.examples == [{"id": "english", "detected": "en", "text": "I drink a glass of milk every morning.",
-                             "cut": True}]
+    assert cut.examples == [
+        {"id": "english", "detected": "en", "text": "I drink a glass of milk every morning.", "cut": True}
+    ]
     (whole,) = summarize(score(generations, identifier, stops=()))
     assert whole.counts == {"target": 1, "source": 0, "other": 0, "undetermined": 2} and whole.cut == 0
 
@@ -191,27 +223,54 @@ def test_a_base_model_that_runs_on_is_a_hit_when_its_first_line_is_in_the_target
 def test_samples_in_an_afp_run_folder_take_model_and_shots_from_the_folder(tmp_path):
     folder = tmp_path / "raw" / "afp-adapter" / "1shot"
     folder.mkdir(parents=True)
-    record = {"doc_id": 0, "doc": {"id": "q07", "question": "Why?", "answer": ""}, "filter": "none",
-              "arguments": [["Why? Answer in English:", {"until": []}]], "resps": [["Because."]],
-              "filtered_resps": ["Because it rains.\nWhy? Answer in English:"]}
+    record = {
+        "doc_id": 0,
+        "doc": {"id": "q07", "question": "Why?", "answer": ""},
+        "filter": "none",
+        "arguments": [["Why? Answer in English:", {"until": []}]],
+        "resps": [["Because."]],
+        "filtered_resps": ["Because it rains.\nWhy? Answer in English:"],
+    }
     (generation,) = read_generations(_write_jsonl(folder / "samples_afp_langrate_zh-en.jsonl", [record]))
-    assert (generation.model, generation.shots, generation.direction, generation.id) == ("afp-adapter", 1, "zh-en", "q07")
+    assert (generation.model, generation.shots, generation.direction, generation.id) == (
+        "afp-adapter",
+        1,
+        "zh-en",
+        "q07",
+    )
     assert generation.prompt == "Why? Answer in English:"
 
 
 def test_deltas_and_the_papers_average():
     def row(model, direction, shots, rate):
-        return RateRow(model=model, direction=direction, shots=shots, answers=10, rate=rate, ci_low=0.0,
-                       ci_high=1.0, line_rate=None, counts={}, cut=0)
+        return RateRow(
+            model=model,
+            direction=direction,
+            shots=shots,
+            answers=10,
+            rate=rate,
+            ci_low=0.0,
+            ci_high=1.0,
+            line_rate=None,
+            counts={},
+            cut=0,
+        )
 
     rates = {("en-zh", 0): 0.4, ("en-zh", 1): 0.7, ("zh-en", 0): 0.0, ("zh-en", 1): 0.1}
-    rows = add_deltas([row("base", d, k, r) for (d, k), r in rates.items()]
-                      + [row("afp", d, k, r + 0.2) for (d, k), r in rates.items()][:3])
+    rows = add_deltas(
+        [row("base", d, k, r) for (d, k), r in rates.items()]
+        + [row("afp", d, k, r + 0.2) for (d, k), r in rates.items()][:3]
+    )
     assert [r.delta_vs_base for r in rows[:4]] == [None] * 4
     assert [r.delta_vs_base for r in rows[4:]] == pytest.approx([0.2, 0.2, 0.2])
     base, afp = model_averages(rows)
-    assert base == {"model": "base", "cells": 4, "average": pytest.approx(0.3), "paper_cells": True,
-                    "delta_vs_base": None}
+    assert base == {
+        "model": "base",
+        "cells": 4,
+        "average": pytest.approx(0.3),
+        "paper_cells": True,
+        "delta_vs_base": None,
+    }
     assert afp["average"] == pytest.approx((0.6 + 0.9 + 0.2) / 3) and afp["cells"] == 3
     assert afp["delta_vs_base"] == pytest.approx((0.6 + 0.9 + 0.2) / 3 - 0.3)
     assert afp["paper_cells"] is False  # zh-en 1-shot missing: not the paper's average

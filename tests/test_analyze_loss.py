@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_align import DEMO_DATA, quiet, write_recipe
 
 from afp_cli.analyze.loss_run import APPEND_EOS, DEFAULT_MAX_LENGTH, DEFAULT_POOLING, LEARN_PROMPT, LossConfig
 from afp_cli.data.tokenize import IGNORE_INDEX
-from test_align import DEMO_DATA, quiet, write_recipe
 
 DEMO_LINES = DEMO_DATA.read_text(encoding="utf-8").splitlines()
 
@@ -62,8 +62,12 @@ def hand_scores(model_dir: Path, data: Path, layer: int) -> dict[str, float]:
         hits = [max(range(len(keys)), key=lambda j: cosine(query, keys[j])) == i for i, query in enumerate(queries)]
         return sum(hits) / len(hits)
 
-    return {"cit_loss": summed / tokens, "answer_tokens": tokens, "retrieval_top1": top1(sources, targets),
-            "retrieval_top1_reverse": top1(targets, sources)}
+    return {
+        "cit_loss": summed / tokens,
+        "answer_tokens": tokens,
+        "retrieval_top1": top1(sources, targets),
+        "retrieval_top1_reverse": top1(targets, sources),
+    }
 
 
 def test_defaults_are_align_defaults():
@@ -94,8 +98,9 @@ def test_loss_and_retrieval_equal_a_hand_computation(tmp_path, tiny_model_dir, r
     lines = DEMO_LINES[:7]
     data = afp_file(tmp_path, lines)
     # batches of 3: two full and one of 1, each padded differently; the mean must still be over tokens
-    code, out, err = run_cli("analyze", "loss", "-m", model_dir, "-d", data, "-o", tmp_path / "rep",
-                             "--batch-size", "3", "--device", "cpu")
+    code, out, err = run_cli(
+        "analyze", "loss", "-m", model_dir, "-d", data, "-o", tmp_path / "rep", "--batch-size", "3", "--device", "cpu"
+    )
     assert code == 0, err
     expected = hand_scores(model_dir, data, layer=1)
     written = report(tmp_path / "rep")
@@ -106,9 +111,11 @@ def test_loss_and_retrieval_equal_a_hand_computation(tmp_path, tiny_model_dir, r
     assert row["retrieval_top1"] == pytest.approx(expected["retrieval_top1"])  # a float32 mean of hits
     assert row["retrieval_top1_reverse"] == pytest.approx(expected["retrieval_top1_reverse"])
     assert (written["examples"], written["answer_tokens"]) == (7, expected["answer_tokens"])
-    assert out.splitlines()[0] == (f"base: CIT loss {row['cit_loss']:.4f} · perplexity {row['perplexity']:.4f} · "
-                                   f"top-1 sent0→sent1 {row['retrieval_top1']:.4f} · "
-                                   f"top-1 sent1→sent0 {row['retrieval_top1_reverse']:.4f}")
+    assert out.splitlines()[0] == (
+        f"base: CIT loss {row['cit_loss']:.4f} · perplexity {row['perplexity']:.4f} · "
+        f"top-1 sent0→sent1 {row['retrieval_top1']:.4f} · "
+        f"top-1 sent1→sent0 {row['retrieval_top1_reverse']:.4f}"
+    )
     markdown = (tmp_path / "rep" / "loss.md").read_text(encoding="utf-8")
     assert f"| base | 7 | {expected['answer_tokens']} | {row['cit_loss']:.4f} | – |" in markdown
     assert "chance 0.1429); sentence vectors: `last` pooling of layer 1 (0 = embeddings)" in markdown
@@ -120,14 +127,26 @@ def test_an_aligned_adapter_differs_from_the_base_and_the_base_row_is_the_plain_
     from afp_cli.analyze.loss_run import run_loss
 
     model_dir = tiny_model_dir("llama")
-    recipe = write_recipe(tmp_path, afp_file(tmp_path, DEMO_LINES[:12], "train.jsonl"),
-                          model={"name_or_path": str(model_dir), "architecture": None}, train={"max_steps": 3})
+    recipe = write_recipe(
+        tmp_path,
+        afp_file(tmp_path, DEMO_LINES[:12], "train.jsonl"),
+        model={"name_or_path": str(model_dir), "architecture": None},
+        train={"max_steps": 3},
+    )
     align(load_config(recipe), console=quiet())
     data = afp_file(tmp_path, DEMO_LINES[100:108])
 
     def scores(adapters: tuple[str, ...], folder: str) -> list[dict]:
-        return run_loss(LossConfig(model=str(model_dir), data=data, output_dir=tmp_path / folder, adapters=adapters,
-                                   batch_size=4, device="cpu"))
+        return run_loss(
+            LossConfig(
+                model=str(model_dir),
+                data=data,
+                output_dir=tmp_path / folder,
+                adapters=adapters,
+                batch_size=4,
+                device="cpu",
+            )
+        )
 
     base, aligned = scores((str(tmp_path / "run"),), "with-adapter")
     (alone,) = scores((), "base-only")
@@ -149,31 +168,51 @@ def test_afp_align_held_out_numbers_are_what_afp_analyze_loss_gives_on_the_held_
 
     model_dir = tiny_model_dir("llama")
     lines = DEMO_LINES[:20]
-    recipe = write_recipe(tmp_path, afp_file(tmp_path, lines, "train.jsonl"), data={"held_out": 6},
-                          model={"name_or_path": str(model_dir), "architecture": None}, train={"max_steps": 2})
+    recipe = write_recipe(
+        tmp_path,
+        afp_file(tmp_path, lines, "train.jsonl"),
+        data={"held_out": 6},
+        model={"name_or_path": str(model_dir), "architecture": None},
+        train={"max_steps": 2},
+    )
     config = load_config(recipe)
     result = align(config, console=quiet())
     _, held_out = split_held_out(len(lines), config.data.held_out, config.train.seed)
     data = afp_file(tmp_path, [lines[index] for index in held_out])
-    base, aligned = run_loss(LossConfig(model=str(model_dir), data=data, output_dir=tmp_path / "loss", batch_size=5,
-                                        adapters=(str(tmp_path / "run"),), pooling=config.mcl.pooling,
-                                        max_length=config.data.max_length, device="cpu"))
+    base, aligned = run_loss(
+        LossConfig(
+            model=str(model_dir),
+            data=data,
+            output_dir=tmp_path / "loss",
+            batch_size=5,
+            adapters=(str(tmp_path / "run"),),
+            pooling=config.mcl.pooling,
+            max_length=config.data.max_length,
+            device="cpu",
+        )
+    )
     for key in ("cit_loss", "retrieval_top1"):
         assert base[key] == pytest.approx(result.held_out_before[key], abs=1e-5)
         assert aligned[key] == pytest.approx(result.held_out_after[key], abs=1e-5)
     assert abs(aligned["cit_loss"] - base["cit_loss"]) > 1e-3
 
 
-@pytest.mark.parametrize(("keys", "present", "absent"), [
-    (("sent0", "sent1"), {"retrieval_top1", "retrieval_top1_reverse"}, {"cit_loss", "perplexity"}),
-    (("clm_text", "clm_prompt_len"), {"cit_loss", "perplexity"}, {"retrieval_top1", "retrieval_top1_reverse"}),
-])
+@pytest.mark.parametrize(
+    ("keys", "present", "absent"),
+    [
+        (("sent0", "sent1"), {"retrieval_top1", "retrieval_top1_reverse"}, {"cit_loss", "perplexity"}),
+        (("clm_text", "clm_prompt_len"), {"cit_loss", "perplexity"}, {"retrieval_top1", "retrieval_top1_reverse"}),
+    ],
+)
 def test_a_file_with_one_objective_reports_only_that_one(tmp_path, tiny_model_dir, keys, present, absent):
     from afp_cli.analyze.loss_run import run_loss
 
     data = afp_file(tmp_path, only_fields(DEMO_LINES[:5], *keys))
-    (row,) = run_loss(LossConfig(model=str(tiny_model_dir("llama")), data=data, output_dir=tmp_path / "rep",
-                                 max_examples=4, device="cpu"))
+    (row,) = run_loss(
+        LossConfig(
+            model=str(tiny_model_dir("llama")), data=data, output_dir=tmp_path / "rep", max_examples=4, device="cpu"
+        )
+    )
     assert present <= set(row) and not absent & set(row)
     assert report(tmp_path / "rep")["examples"] == 4
     markdown = (tmp_path / "rep" / "loss.md").read_text(encoding="utf-8")
@@ -186,21 +225,28 @@ def test_retrieval_at_another_pooling_uses_that_layer(tmp_path, tiny_model_dir):
 
     model_dir = tiny_model_dir("llama")
     data = afp_file(tmp_path, DEMO_LINES[:6])
-    (row,) = run_loss(LossConfig(model=str(model_dir), data=data, output_dir=tmp_path / "rep", pooling="last-3",
-                                 device="cpu"))
+    (row,) = run_loss(
+        LossConfig(model=str(model_dir), data=data, output_dir=tmp_path / "rep", pooling="last-3", device="cpu")
+    )
     expected = hand_scores(model_dir, data, layer=3)
     layer_one = hand_scores(model_dir, data, layer=1)
     assert (expected["retrieval_top1"], expected["retrieval_top1_reverse"]) != (
-        layer_one["retrieval_top1"], layer_one["retrieval_top1_reverse"])  # so the layer is really told apart
+        layer_one["retrieval_top1"],
+        layer_one["retrieval_top1_reverse"],
+    )  # so the layer is really told apart
     assert (row["retrieval_top1"], row["retrieval_top1_reverse"]) == pytest.approx(
-        (expected["retrieval_top1"], expected["retrieval_top1_reverse"]))
+        (expected["retrieval_top1"], expected["retrieval_top1_reverse"])
+    )
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"pooling": "first-1"}, "--pooling: 'first-1' is not one of last, avg, max, last-N, avg-N, max-N"),
-    ({"max_examples": 0}, "--max-examples must be 1 or more, got 0"),
-    ({"max_length": 4}, "--max-length must be 8 or more, got 4"),
-])
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"pooling": "first-1"}, "--pooling: 'first-1' is not one of last, avg, max, last-N, avg-N, max-N"),
+        ({"max_examples": 0}, "--max-examples must be 1 or more, got 0"),
+        ({"max_length": 4}, "--max-length must be 8 or more, got 4"),
+    ],
+)
 def test_bad_settings_are_named(tmp_path, values, message):
     from afp_cli.errors import AfpError
 

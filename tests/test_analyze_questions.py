@@ -10,8 +10,14 @@ import pytest
 
 from afp_cli.analyze.language_id import LanguageIdentifier
 from afp_cli.analyze.questions import (
-    Demonstration, QuestionFile, direction_inputs, fixed_demonstrations, read_demonstrations, read_questions,
-    sample_questions, shipped_questions_path,
+    Demonstration,
+    QuestionFile,
+    direction_inputs,
+    fixed_demonstrations,
+    read_demonstrations,
+    read_questions,
+    sample_questions,
+    shipped_questions_path,
 )
 from afp_cli.errors import AfpError
 
@@ -23,28 +29,47 @@ def write_jsonl(path: Path, records) -> Path:
 
 def hc3_english(path: Path, count: int) -> Path:
     """A small file in HC3's published schema (Hello-SimpleAI/HC3 all.jsonl): no language field."""
-    return write_jsonl(path, [
-        {"question": f"Why does thing number {index} happen?\nPlease explain like I'm five.",
-         "human_answers": [f"Because of reason {index}."], "chatgpt_answers": [f"It happens because {index}."],
-         "source": "reddit_eli5"}
-        for index in range(count)
-    ])
+    return write_jsonl(
+        path,
+        [
+            {
+                "question": f"Why does thing number {index} happen?\nPlease explain like I'm five.",
+                "human_answers": [f"Because of reason {index}."],
+                "chatgpt_answers": [f"It happens because {index}."],
+                "source": "reddit_eli5",
+            }
+            for index in range(count)
+        ],
+    )
 
 
 def hc3_chinese(path: Path, count: int) -> Path:
-    return write_jsonl(path, [
-        {"id": str(index), "question": f"第{index}个问题是什么？", "human_answers": [f"答案{index}"],
-         "chatgpt_answers": [], "source": "open_qa"}
-        for index in range(count)
-    ])
+    return write_jsonl(
+        path,
+        [
+            {
+                "id": str(index),
+                "question": f"第{index}个问题是什么？",
+                "human_answers": [f"答案{index}"],
+                "chatgpt_answers": [],
+                "source": "open_qa",
+            }
+            for index in range(count)
+        ],
+    )
 
 
 def test_hc3_files_are_read_as_published_with_the_language_from_the_command_line(tmp_path):
     english = hc3_english(tmp_path / "all.jsonl", 3)
     chinese = hc3_chinese(tmp_path / "hc3_chinese.jsonl", 2)
     questions = read_questions([QuestionFile.parse(f"en={english}"), QuestionFile.parse(f"zh={chinese}")])
-    assert [(q.id, q.lang) for q in questions] == [("all:1", "en"), ("all:2", "en"), ("all:3", "en"),
-                                                   ("0", "zh"), ("1", "zh")]
+    assert [(q.id, q.lang) for q in questions] == [
+        ("all:1", "en"),
+        ("all:2", "en"),
+        ("all:3", "en"),
+        ("0", "zh"),
+        ("1", "zh"),
+    ]
     assert questions[0].question == "Why does thing number 0 happen? Please explain like I'm five."  # one line
     assert not any(q.aligned for q in questions)  # HC3 and HC3-Chinese are not translations of each other
     assert QuestionFile.parse(str(english)) == QuestionFile(path=english)  # the old form: afp's schema
@@ -81,14 +106,18 @@ def test_one_fixed_demonstration_set_drawn_as_the_official_evaluation_does():
 def test_hc3_directions_take_demonstrations_from_the_pool_and_hold_them_out(tmp_path):
     english = hc3_english(tmp_path / "en.jsonl", 12)
     questions = read_questions([QuestionFile.parse(f"en={english}")])
-    demonstrations = write_jsonl(tmp_path / "demos.jsonl", [
-        {"question": questions[2].question, "answer": "因为原因二。", "question_lang": "en", "answer_lang": "zh"},
-        {"question": "Who wrote Hamlet?", "answer": "莎士比亚。", "question_lang": "en", "answer_lang": "zh"},
-        {"question": "谁写了哈姆雷特？", "answer": "Shakespeare.", "question_lang": "zh", "answer_lang": "en"},
-    ])
+    demonstrations = write_jsonl(
+        tmp_path / "demos.jsonl",
+        [
+            {"question": questions[2].question, "answer": "因为原因二。", "question_lang": "en", "answer_lang": "zh"},
+            {"question": "Who wrote Hamlet?", "answer": "莎士比亚。", "question_lang": "en", "answer_lang": "zh"},
+            {"question": "谁写了哈姆雷特？", "answer": "Shakespeare.", "question_lang": "zh", "answer_lang": "en"},
+        ],
+    )
     pool = read_demonstrations(demonstrations)
-    inputs = direction_inputs(questions, "en", "zh", shots=2, sample=5, seed=0, demonstration_pool=pool,
-                              demonstrations_path=demonstrations)
+    inputs = direction_inputs(
+        questions, "en", "zh", shots=2, sample=5, seed=0, demonstration_pool=pool, demonstrations_path=demonstrations
+    )
     assert sorted(item.answer for item in inputs.demonstrations) == ["因为原因二。", "莎士比亚。"]
     assert inputs.available == 11  # the question used as a demonstration is not asked
     assert len(inputs.questions) == 5 and questions[2] not in inputs.questions
@@ -107,14 +136,24 @@ def test_the_shipped_set_makes_aligned_demonstrations():
     assert inputs.available == 29 and source not in inputs.questions
 
 
-@pytest.mark.parametrize(("lines", "spec", "message"), [
-    (['{"question": "Why?", "human_answers": "one answer"}'], "en=", "q.jsonl:1: field 'human_answers': expected a list"),
-    (['{"question": "Why?"}', '{"question": "How'], "en=", "q.jsonl:2: not valid JSON"),
-    (['{"human_answers": []}'], "en=", "q.jsonl:1: field 'question': missing"),
-    (['{"question": "Why?", "human_answers": []}'], "", "q.jsonl:1: field 'lang': missing.*--questions en=FILE"),
-    (['{"id": "1", "lang": "en", "question": "Why?"}', '{"id": "1", "lang": "en", "question": "Hm?"}'], "",
-     "q.jsonl:2: field 'id'.*repeats line 1"),
-])
+@pytest.mark.parametrize(
+    ("lines", "spec", "message"),
+    [
+        (
+            ['{"question": "Why?", "human_answers": "one answer"}'],
+            "en=",
+            "q.jsonl:1: field 'human_answers': expected a list",
+        ),
+        (['{"question": "Why?"}', '{"question": "How'], "en=", "q.jsonl:2: not valid JSON"),
+        (['{"human_answers": []}'], "en=", "q.jsonl:1: field 'question': missing"),
+        (['{"question": "Why?", "human_answers": []}'], "", "q.jsonl:1: field 'lang': missing.*--questions en=FILE"),
+        (
+            ['{"id": "1", "lang": "en", "question": "Why?"}', '{"id": "1", "lang": "en", "question": "Hm?"}'],
+            "",
+            "q.jsonl:2: field 'id'.*repeats line 1",
+        ),
+    ],
+)
 def test_bad_question_lines_name_file_line_and_field(tmp_path, lines, spec, message):
     path = tmp_path / "q.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -126,8 +165,9 @@ def test_bad_demonstration_lines_name_file_line_and_field(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"question": "Why?", "answer": "因为。", "question_lang": "en"}])
     with pytest.raises(AfpError, match="d.jsonl:1: field 'answer_lang': missing"):
         read_demonstrations(path)
-    path = write_jsonl(tmp_path / "d.jsonl", [{"question": "Why?", "answer": "因为。", "question_lang": "en",
-                                               "answer_lang": "xx"}])
+    path = write_jsonl(
+        tmp_path / "d.jsonl", [{"question": "Why?", "answer": "因为。", "question_lang": "en", "answer_lang": "xx"}]
+    )
     with pytest.raises(AfpError, match="d.jsonl:1: field 'answer_lang': unknown language code 'xx'"):
         read_demonstrations(path)
     with pytest.raises(AfpError, match="--questions qq=x.jsonl: unknown language code 'qq'"):

@@ -17,15 +17,26 @@ pytestmark = pytest.mark.slow
 
 def bench(*args: str) -> str:
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    finished = subprocess.run([sys.executable, *args], cwd=ROOT, env=environment, capture_output=True, text=True,
-                              timeout=600)
+    finished = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     return finished.stdout
 
 
 def test_align_engines_reloads_runs_and_two_identical_cpu_runs_give_identical_logits(tmp_path):
-    output = bench("bench/align_engines.py", "--device", "cpu", "--steps", "2", "--rows", "plain-lora",
-                   "plain-lora-again", "--out", str(tmp_path))
+    output = bench(
+        "bench/align_engines.py",
+        "--device",
+        "cpu",
+        "--steps",
+        "2",
+        "--rows",
+        "plain-lora",
+        "plain-lora-again",
+        "--out",
+        str(tmp_path),
+    )
     rows = {line.split()[0]: line.split() for line in output.splitlines() if line.startswith("plain-lora")}
     assert rows["plain-lora"][1] == rows["plain-lora-again"][1] == "yes"
     assert rows["plain-lora-again"][-1] == "0.0000"  # the same seed on the CPU: the same adapter, the same logits

@@ -6,9 +6,16 @@ from pathlib import Path
 
 import pytest
 
-CANONICAL = {"model": {"--model", "-m"}, "adapter": {"--adapter", "-a"}, "output_dir": {"--output-dir", "-o"},
-             "overwrite": {"--overwrite"}, "seed": {"--seed"}, "device": {"--device"}, "dtype": {"--dtype"},
-             "batch_size": {"--batch-size"}}
+CANONICAL = {
+    "model": {"--model", "-m"},
+    "adapter": {"--adapter", "-a"},
+    "output_dir": {"--output-dir", "-o"},
+    "overwrite": {"--overwrite"},
+    "seed": {"--seed"},
+    "device": {"--device"},
+    "dtype": {"--dtype"},
+    "batch_size": {"--batch-size"},
+}
 # which shared options each command must offer (data builders write one file: their -o is --output)
 EXPECTED = {
     "align": {"model", "output_dir", "overwrite", "seed", "device", "dtype", "batch_size"},
@@ -57,8 +64,9 @@ def test_align_shared_options_are_recipe_overrides(tmp_path, run_cli, monkeypatc
 
     recipe = write_recipe(tmp_path, data_with(tmp_path, GOOD_LINES))
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli("align", recipe, "--dry-run", "-o", "123", "--seed", "7", "--batch-size", "4",
-                             "--device", "cpu")
+    code, out, err = run_cli(
+        "align", recipe, "--dry-run", "-o", "123", "--seed", "7", "--batch-size", "4", "--device", "cpu"
+    )
     assert code == 0, err
     lines = {line.strip() for line in out.splitlines()}
     assert {"output_dir: '123'", "seed: 7", "batch_size: 4", "device: cpu"} <= lines  # '123' stays a folder name
@@ -80,9 +88,27 @@ def test_a_run_prints_no_library_bars_or_notices(tmp_path, tiny_tokenizer):
     demo_eval = Path(__file__).resolve().parents[1] / "afp_cli" / "demo" / "eval"
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("TQDM", "TRANSFORMERS_V"))}
     done = subprocess.run(
-        [sys.executable, "-m", "afp_cli", "evaluate", "-m", str(model_dir), "--tasks", "afp_flores_eng_Latn-zho_Hans",
-         "--data-dir", str(demo_eval), "--limit", "1", "-o", str(tmp_path / "eval")],
-        capture_output=True, text=True, env={**environment, "OMP_NUM_THREADS": "1"}, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "afp_cli",
+            "evaluate",
+            "-m",
+            str(model_dir),
+            "--tasks",
+            "afp_flores_eng_Latn-zho_Hans",
+            "--data-dir",
+            str(demo_eval),
+            "--limit",
+            "1",
+            "-o",
+            str(tmp_path / "eval"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**environment, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert "| afp_flores_eng_Latn-zho_Hans | 0 | chrfpp | base |" in done.stdout

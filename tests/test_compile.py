@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from rich.console import Console
+from test_packing import assert_same_step, lora_model, losses_and_gradients  # tests/ is on sys.path under pytest
 
 from afp_cli.align.config import build_config, load_config
 from afp_cli.align.losses import objective
@@ -21,7 +22,6 @@ from afp_cli.data.training_records import read_training_file
 from afp_cli.errors import AfpError
 from afp_cli.model.blocks import decoder_layers
 from afp_cli.model.tiny import tiny_architecture
-from test_packing import assert_same_step, losses_and_gradients, lora_model  # tests/ is on sys.path under pytest
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "afp_cli" / "demo" / "tatoeba_en-zh.afp.jsonl"
 
@@ -40,8 +40,10 @@ class CountingBackend:
 def _batches(tokenizer, packing: bool):
     examples = read_training_file(DEMO_DATA, True, True)[:24]
     tokenized, _ = tokenize_examples(examples, tokenizer, 96, True, True, False, True)
-    return [collate(tokenized[start:start + 8], tokenizer.pad_token_id, packing, bucket=True, max_width=96)
-            for start in (0, 8, 16)]
+    return [
+        collate(tokenized[start : start + 8], tokenizer.pad_token_id, packing, bucket=True, max_width=96)
+        for start in (0, 8, 16)
+    ]
 
 
 def test_compiled_blocks_run_only_in_training_passes_and_keep_the_early_stop_and_names(tiny_tokenizer):
@@ -52,10 +54,19 @@ def test_compiled_blocks_run_only_in_training_passes_and_keep_the_early_stop_and
     backend = CountingBackend()
     assert compile_blocks(model, backend=backend) == 4
     calls = []
-    handles = [block.register_forward_pre_hook(lambda module, args, index=index: calls.append(index))
-               for index, block in enumerate(decoder_layers(model))]
-    config = build_config({"model": {"name_or_path": "x"}, "data": {"train_file": "x"}, "mcl": {"weight": 1.0},
-                           "cit": {"weight": 0.0}, "train": {"batch_size": 8}})
+    handles = [
+        block.register_forward_pre_hook(lambda module, args, index=index: calls.append(index))
+        for index, block in enumerate(decoder_layers(model))
+    ]
+    config = build_config(
+        {
+            "model": {"name_or_path": "x"},
+            "data": {"train_file": "x"},
+            "mcl": {"weight": 1.0},
+            "cit": {"weight": 0.0},
+            "train": {"batch_size": 8},
+        }
+    )
     objective(model, batch, config)  # MCL alone: pooling layer 1, so only block 0 runs
     assert calls == [0] and backend.graphs >= 1
     for handle in handles:
@@ -131,9 +142,18 @@ def test_align_with_compile_and_packing_trains_as_the_eager_padded_run_does(tmp_
             "model": {"architecture": tiny_architecture("llama"), "tokenizer_vocab_size": 400},
             "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
             "data": {"train_file": str(data), "held_out": 4, "max_length": 48, **switches.get("data", {})},
-            "train": {"max_steps": 4, "batch_size": 6, "lr": 5e-3, "warmup_ratio": 0.0, "log_every": 1,
-                      "eval_every": 0, "save_every": 0, "seed": 0, "scheduler": "constant",
-                      **switches.get("train", {})},
+            "train": {
+                "max_steps": 4,
+                "batch_size": 6,
+                "lr": 5e-3,
+                "warmup_ratio": 0.0,
+                "log_every": 1,
+                "eval_every": 0,
+                "save_every": 0,
+                "seed": 0,
+                "scheduler": "constant",
+                **switches.get("train", {}),
+            },
             "output_dir": str(tmp_path / name),
         }
         path = tmp_path / f"{name}.yaml"

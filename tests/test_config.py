@@ -38,12 +38,15 @@ def test_paper_defaults_without_a_recipe_value(tmp_path):
     assert config.lora.targets == "auto" and config.lora.target_modules is None
 
 
-@pytest.mark.parametrize(("overrides", "expected_lr"), [
-    ([], 1e-4),                                     # LoRA: afp's default rate
-    (["lora.enabled=false"], 1e-5),                 # full fine-tuning: the official rate
-    (["lora.enabled=false", "train.lr=3e-5"], 3e-5),  # a recipe's own value always wins
-    (["train.lr=2e-4"], 2e-4),
-])
+@pytest.mark.parametrize(
+    ("overrides", "expected_lr"),
+    [
+        ([], 1e-4),  # LoRA: afp's default rate
+        (["lora.enabled=false"], 1e-5),  # full fine-tuning: the official rate
+        (["lora.enabled=false", "train.lr=3e-5"], 3e-5),  # a recipe's own value always wins
+        (["train.lr=2e-4"], 2e-4),
+    ],
+)
 def test_the_learning_rate_defaults_by_training_mode_and_is_written_resolved(tmp_path, overrides, expected_lr):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model:\n  name_or_path: facebook/xglm-564M\ndata:\n  train_file: d.jsonl\n")
@@ -55,8 +58,10 @@ def test_the_learning_rate_defaults_by_training_mode_and_is_written_resolved(tmp
 def test_overrides_apply_with_types(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model:\n  name_or_path: m\ndata:\n  train_file: d.jsonl\ntrain:\n  lr: 1e-4\n")
-    config = load_config(recipe, ["train.lr=2e-5", "lora.r=8", "output_dir=runs/x", "mcl.pooling=avg-3",
-                                  "lora.target_modules=[q_proj,v_proj]"])
+    config = load_config(
+        recipe,
+        ["train.lr=2e-5", "lora.r=8", "output_dir=runs/x", "mcl.pooling=avg-3", "lora.target_modules=[q_proj,v_proj]"],
+    )
     assert config.train.lr == 2e-5 and config.lora.r == 8 and config.output_dir == "runs/x"
     assert config.mcl.pooling_method == "avg" and config.mcl.pooling_layer == 3
     assert config.lora.target_modules == ["q_proj", "v_proj"]
@@ -65,26 +70,54 @@ def test_overrides_apply_with_types(tmp_path):
     assert load_config(recipe, ["train.cpu_threads=1"]).train.cpu_threads == 1
 
 
-@pytest.mark.parametrize("text, overrides, message", [
-    ("model:\n  name_or_path: m\ndata:\n  train_file: d\ntrain:\n  lr: 1e-4\n  batchsize: 4\n", [],
-     r"r.yaml:7: unknown key 'train.batchsize' \(did you mean 'batch_size'\?\)"),
-    ("model:\n  name_or_path: m\ndata:\n  train_file: d\ntrain:\n  warmup_ratio: 2\n", [],
-     r"r.yaml:6: 'train.warmup_ratio' must be in \[0, 1\)"),
-    ("model:\n  name_or_path: m\ndata:\n  train_file: d\nmcl:\n  pooling: first-1\n", [],
-     r"r.yaml:6: 'mcl.pooling' 'first-1' is not one of"),
-    ("model:\n  name_or_path: m\ndata:\n  train_file: d\ntrain:\n  batch_size: two\n", [],
-     r"r.yaml:6: 'train.batch_size' must be int, got 'two'"),
-    ("model:\n  name_or_path: m\ndata:\n  train_file: d\n", ["train.batch_size=1"],
-     r"command line: 'train.batch_size' must be >= 2 when MCL is on"),
-    ("model:\n  name_or_path: m\ndata:\n  train_file: d\n", ["lora.rank=4"], r"command line: unknown key 'lora.rank'"),
-    ("model:\n  name_or_path: m\ndata:\n  train_file: d\n", ["lora.target_modules=[1, 2]"],
-     r"command line: 'lora.target_modules' must be list\[str\] or str, got \[1, 2\]"),
-    ("model:\n  name_or_path: m\n", [], r"r.yaml: missing section 'data'"),
-    ("model:\n  name_or_path: m\ndata:\n  train_file: d\n  bild: {}\n", [], r"r.yaml:5: unknown key 'data.bild'"),
-    ("model:\n  name_or_path: m\n  architecture: {model_type: llama}\ndata:\n  train_file: d\n", [],
-     r"r.yaml:2: 'model.name_or_path' or 'model.architecture' must be set, not both"),
-    ("model: [\n", [], r"r.yaml:2: invalid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, overrides, message",
+    [
+        (
+            "model:\n  name_or_path: m\ndata:\n  train_file: d\ntrain:\n  lr: 1e-4\n  batchsize: 4\n",
+            [],
+            r"r.yaml:7: unknown key 'train.batchsize' \(did you mean 'batch_size'\?\)",
+        ),
+        (
+            "model:\n  name_or_path: m\ndata:\n  train_file: d\ntrain:\n  warmup_ratio: 2\n",
+            [],
+            r"r.yaml:6: 'train.warmup_ratio' must be in \[0, 1\)",
+        ),
+        (
+            "model:\n  name_or_path: m\ndata:\n  train_file: d\nmcl:\n  pooling: first-1\n",
+            [],
+            r"r.yaml:6: 'mcl.pooling' 'first-1' is not one of",
+        ),
+        (
+            "model:\n  name_or_path: m\ndata:\n  train_file: d\ntrain:\n  batch_size: two\n",
+            [],
+            r"r.yaml:6: 'train.batch_size' must be int, got 'two'",
+        ),
+        (
+            "model:\n  name_or_path: m\ndata:\n  train_file: d\n",
+            ["train.batch_size=1"],
+            r"command line: 'train.batch_size' must be >= 2 when MCL is on",
+        ),
+        (
+            "model:\n  name_or_path: m\ndata:\n  train_file: d\n",
+            ["lora.rank=4"],
+            r"command line: unknown key 'lora.rank'",
+        ),
+        (
+            "model:\n  name_or_path: m\ndata:\n  train_file: d\n",
+            ["lora.target_modules=[1, 2]"],
+            r"command line: 'lora.target_modules' must be list\[str\] or str, got \[1, 2\]",
+        ),
+        ("model:\n  name_or_path: m\n", [], r"r.yaml: missing section 'data'"),
+        ("model:\n  name_or_path: m\ndata:\n  train_file: d\n  bild: {}\n", [], r"r.yaml:5: unknown key 'data.bild'"),
+        (
+            "model:\n  name_or_path: m\n  architecture: {model_type: llama}\ndata:\n  train_file: d\n",
+            [],
+            r"r.yaml:2: 'model.name_or_path' or 'model.architecture' must be set, not both",
+        ),
+        ("model: [\n", [], r"r.yaml:2: invalid YAML"),
+    ],
+)
 def test_bad_recipes_name_file_line_and_key(tmp_path, text, overrides, message):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(text)
@@ -94,8 +127,10 @@ def test_bad_recipes_name_file_line_and_key(tmp_path, text, overrides, message):
 
 def test_a_bad_data_build_section_is_reported_at_its_line(tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("model:\n  name_or_path: m\ndata:\n  build:\n    mode: translation\n    languages: [en, zh]\n"
-                      "    parallel: p.tsv\n    change_prob: 1.5\n")
+    recipe.write_text(
+        "model:\n  name_or_path: m\ndata:\n  build:\n    mode: translation\n    languages: [en, zh]\n"
+        "    parallel: p.tsv\n    change_prob: 1.5\n"
+    )
     with pytest.raises(AfpError, match=r"r.yaml:4: 'data.build' .*must be a probability in \[0, 1\], got 1.5"):
         load_config(recipe)
 

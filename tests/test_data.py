@@ -29,14 +29,20 @@ def write_instructions(folder: Path, languages: list[str], size: int, as_list: t
     folder.mkdir(parents=True, exist_ok=True)
     for lang in languages:
         records = [
-            {"id": str(i), "instruction": f"[{lang}] instruction {i}", "input": "" if i % 3 == 0 else f"[{lang}] input {i}",
-             "output": f"[{lang}] answer {i}"}
+            {
+                "id": str(i),
+                "instruction": f"[{lang}] instruction {i}",
+                "input": "" if i % 3 == 0 else f"[{lang}] input {i}",
+                "output": f"[{lang}] answer {i}",
+            }
             for i in range(size)
         ]
         if lang in as_list:
             (folder / f"{lang}.json").write_text(json.dumps(records, ensure_ascii=False, indent=2), encoding="utf-8")
         else:
-            (folder / f"{lang}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+            (folder / f"{lang}.jsonl").write_text(
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+            )
     return folder
 
 
@@ -69,8 +75,15 @@ def five_languages(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("cross_prob", [0.0, 0.5, 1.0])
 def test_bilingual_cross_share_and_answers_follow_the_target_language(tmp_path, two_languages, cross_prob):
-    examples, report = build(tmp_path, mode="bilingual", languages=["en", "zh"], instructions=str(two_languages),
-                             cross_prob=cross_prob, repeat=2, seed=1)
+    examples, report = build(
+        tmp_path,
+        mode="bilingual",
+        languages=["en", "zh"],
+        instructions=str(two_languages),
+        cross_prob=cross_prob,
+        repeat=2,
+        seed=1,
+    )
     assert len(examples) == 400 == report["examples"]
     crossed = sum(example["src_lang"] != example["tgt_lang"] for example in examples)
     assert within_binomial(crossed, 400, cross_prob)
@@ -87,7 +100,9 @@ def test_bilingual_cross_share_and_answers_follow_the_target_language(tmp_path, 
 
 
 def test_bilingual_mcl_pairs_are_aligned_instructions_each_used_once_per_cycle(tmp_path, two_languages):
-    examples, report = build(tmp_path, mode="bilingual", languages=["en", "zh"], instructions=str(two_languages), repeat=2)
+    examples, report = build(
+        tmp_path, mode="bilingual", languages=["en", "zh"], instructions=str(two_languages), repeat=2
+    )
     pairs = Counter((example["sent0"], example["sent1"]) for example in examples)
     assert len(pairs) == 200 and set(pairs.values()) == {2}  # 400 examples walk the 200 pairs exactly twice
     for sent0, sent1 in pairs:
@@ -107,8 +122,16 @@ def test_fractional_repeat_gives_int_repeat_times_records(tmp_path, two_language
 
 
 def test_multilingual_pairs_involve_the_pivot_and_directions_follow_the_probabilities(tmp_path, five_languages):
-    examples, report = build(tmp_path, mode="multilingual", languages=FIVE, instructions=str(five_languages),
-                             cross_prob=0.6, change_prob=0.25, repeat=4, seed=3)
+    examples, report = build(
+        tmp_path,
+        mode="multilingual",
+        languages=FIVE,
+        instructions=str(five_languages),
+        cross_prob=0.6,
+        change_prob=0.25,
+        repeat=4,
+        seed=3,
+    )
     total = len(examples)
     assert total == 1200
     for example in examples:
@@ -131,8 +154,14 @@ def test_multilingual_pairs_involve_the_pivot_and_directions_follow_the_probabil
 
 
 def test_translation_on_tatoeba_uses_both_templates_and_balanced_directions(tmp_path, shared_data):
-    examples, report = build(tmp_path, mode="translation", languages=["en", "zh"],
-                             parallel=str(shared_data / "parallel" / "tatoeba_en-zh.tsv"), change_prob=0.5, repeat=0.5)
+    examples, report = build(
+        tmp_path,
+        mode="translation",
+        languages=["en", "zh"],
+        parallel=str(shared_data / "parallel" / "tatoeba_en-zh.tsv"),
+        change_prob=0.5,
+        repeat=0.5,
+    )
     total = len(examples)
     assert total == int(0.5 * report["inputs"]["usable"]) and total > 8000
     names = {"en": "English", "zh": "Chinese"}
@@ -153,17 +182,30 @@ def test_translation_on_tatoeba_uses_both_templates_and_balanced_directions(tmp_
 def test_translation_tsv_header_decides_column_order_and_duplicates_are_dropped(tmp_path):
     tsv = tmp_path / "pairs.tsv"
     tsv.write_text("zh\ten\n你好\tHello\n你好\tHello\n\t空\n谢谢\tThanks\n", encoding="utf-8")
-    examples, report = build(tmp_path, mode="translation", languages=["en", "zh"], parallel=str(tsv), change_prob=0.0, repeat=1)
-    assert sorted((example["sent0"], example["sent1"]) for example in examples) == [("Hello", "你好"), ("Thanks", "谢谢")]
+    examples, report = build(
+        tmp_path, mode="translation", languages=["en", "zh"], parallel=str(tsv), change_prob=0.0, repeat=1
+    )
+    assert sorted((example["sent0"], example["sent1"]) for example in examples) == [
+        ("Hello", "你好"),
+        ("Thanks", "谢谢"),
+    ]
     assert report["inputs"] | {"mcl_pairs_available": None} == {
-        "records": {"pairs": 4}, "usable": 2, "empty_skipped": 1, "duplicates_dropped": 1, "untranslated_skipped": 0,
-        "mcl_pairs_available": None}
+        "records": {"pairs": 4},
+        "usable": 2,
+        "empty_skipped": 1,
+        "duplicates_dropped": 1,
+        "untranslated_skipped": 0,
+        "mcl_pairs_available": None,
+    }
     assert {example["id"] for example in examples} == {"2", "5"}  # line numbers
 
 
 def test_parallel_jsonl_plain_and_nested_forms(tmp_path):
     path = tmp_path / "pairs.jsonl"
-    path.write_text('{"en": "Hi", "zh": "嗨"}\n{"translation": {"eng_Latn": "Bye", "zho_Hans": "再见"}, "id": "b7"}\n', encoding="utf-8")
+    path.write_text(
+        '{"en": "Hi", "zh": "嗨"}\n{"translation": {"eng_Latn": "Bye", "zho_Hans": "再见"}, "id": "b7"}\n',
+        encoding="utf-8",
+    )
     pairs = list(read_parallel(path, "zh", "en"))
     assert [(p.source, p.target, p.id, p.line) for p in pairs] == [("嗨", "Hi", "1", 1), ("再见", "Bye", "b7", 2)]
 
@@ -189,8 +231,14 @@ def test_empty_untranslated_and_duplicate_records_are_counted(tmp_path):
     (folder / "zh.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in zh), encoding="utf-8")
     (folder / "en.json").write_text(json.dumps(en), encoding="utf-8")
     examples, report = build(tmp_path, mode="bilingual", languages=["en", "zh"], instructions=str(folder), repeat=1)
-    assert report["inputs"] == {"records": {"en": 10, "zh": 10}, "usable": 9, "empty_skipped": 1, "duplicates_dropped": 1,
-                                "untranslated_skipped": 1, "mcl_pairs_available": {"en-zh": 7}}
+    assert report["inputs"] == {
+        "records": {"en": 10, "zh": 10},
+        "usable": 9,
+        "empty_skipped": 1,
+        "duplicates_dropped": 1,
+        "untranslated_skipped": 1,
+        "mcl_pairs_available": {"en-zh": 7},
+    }
     assert len(examples) == 9 and "1" not in {example["id"] for example in examples}
 
 
@@ -203,11 +251,20 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path, two_languages):
 
 
 def test_official_format_has_exactly_the_four_official_fields_and_custom_templates_apply(tmp_path, two_languages):
-    examples, _ = build(tmp_path, mode="bilingual", languages=["en", "zh"], instructions=str(two_languages), audit_fields=False,
-                        template="Q: {instruction} | {input} -> {language}: {output}", template_no_input="Q: {instruction} -> {language}: {output}")
+    examples, _ = build(
+        tmp_path,
+        mode="bilingual",
+        languages=["en", "zh"],
+        instructions=str(two_languages),
+        audit_fields=False,
+        template="Q: {instruction} | {input} -> {language}: {output}",
+        template_no_input="Q: {instruction} -> {language}: {output}",
+    )
     assert all(list(example) == ["sent0", "sent1", "clm_text", "clm_prompt_len"] for example in examples)
     for example in examples:
-        match = re.match(r"Q: \[(en|zh)\] instruction (\d+)( \| \[\1\] input \2)? -> (English|Chinese): ", example["clm_text"])
+        match = re.match(
+            r"Q: \[(en|zh)\] instruction (\d+)( \| \[\1\] input \2)? -> (English|Chinese): ", example["clm_text"]
+        )
         assert match and match.end() == example["clm_prompt_len"]
         assert bool(match.group(3)) == (int(match.group(2)) % 3 != 0)
 
@@ -216,8 +273,10 @@ def test_memory_does_not_grow_with_repeat(tmp_path, two_languages):
     peaks = []
     for repeat in (1, 20):
         tracemalloc.start()
-        build_mixture(MixturePart(mode="bilingual", languages=["en", "zh"], instructions=str(two_languages), repeat=repeat),
-                      tmp_path / f"r{repeat}.jsonl")
+        build_mixture(
+            MixturePart(mode="bilingual", languages=["en", "zh"], instructions=str(two_languages), repeat=repeat),
+            tmp_path / f"r{repeat}.jsonl",
+        )
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert (tmp_path / "r20.jsonl").read_text(encoding="utf-8").count("\n") == 4000
@@ -237,8 +296,10 @@ def test_stats_of_a_file_match_the_build_summary_and_count_tokens(tmp_path, two_
     _, built = build(tmp_path, mode="bilingual", languages=["en", "zh"], instructions=str(two_languages), repeat=1)
     reread = mixture_stats(tmp_path / "out.jsonl", tokenizer=tiny_tokenizer)
     assert {key: value for key, value in reread.items() if key != "length_tokens"} == built
-    longest = max(len(tiny_tokenizer(json.loads(line)["clm_text"], add_special_tokens=False)["input_ids"])
-                  for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines())
+    longest = max(
+        len(tiny_tokenizer(json.loads(line)["clm_text"], add_special_tokens=False)["input_ids"])
+        for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    )
     assert reread["length_tokens"]["clm_text"]["max"] == longest
 
 
@@ -248,16 +309,20 @@ def test_ensure_mixture_builds_once_and_rebuilds_when_an_input_or_setting_change
     first = ensure_mixture(config, tmp_path / "cache")
     stamp = first.stat().st_mtime_ns
     assert ensure_mixture(config, tmp_path / "cache") == first and first.stat().st_mtime_ns == stamp
-    other_seed = ensure_mixture(MixturePart(mode="bilingual", languages=["en", "zh"], instructions=str(folder), seed=2), tmp_path / "cache")
+    other_seed = ensure_mixture(
+        MixturePart(mode="bilingual", languages=["en", "zh"], instructions=str(folder), seed=2), tmp_path / "cache"
+    )
     assert other_seed != first
     english = (folder / "en.json").read_text(encoding="utf-8")
-    (folder / "en.json").write_text(english.replace('"[en] instruction 5"', '"[en] instruction five"'), encoding="utf-8")
+    (folder / "en.json").write_text(
+        english.replace('"[en] instruction 5"', '"[en] instruction five"'), encoding="utf-8"
+    )
     changed = ensure_mixture(config, tmp_path / "cache")
     # With repeat 1 every MCL pair is used once, so the edited instruction must show up as a sent0.
     assert changed != first and '"sent0": "[en] instruction five"' in changed.read_text(encoding="utf-8")
 
 
-# ----------------------------------------------------------------------------------------------------- CLI and bad input
+# ---------------------------------------------------------------------------------------------------- CLI and bad input
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +335,20 @@ def cli():
 
 def test_cli_builds_with_space_separated_languages_and_prints_the_summary(tmp_path, two_languages, cli):
     out = tmp_path / "x.jsonl"
-    result = cli("bilingual", "--instructions", two_languages, "--languages", "en", "zh", "--cross-prob", "1", "--repeat", "0.5", "-o", out)
+    result = cli(
+        "bilingual",
+        "--instructions",
+        two_languages,
+        "--languages",
+        "en",
+        "zh",
+        "--cross-prob",
+        "1",
+        "--repeat",
+        "0.5",
+        "-o",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert "en→zh" in result.output and "zh→en" in result.output and "cross-lingual share: 100.0%" in result.output
     assert out.read_text(encoding="utf-8").count("\n") == 100
@@ -306,17 +384,35 @@ def _three_columns(tmp_path: Path) -> Path:
 
 
 BAD_INPUTS = {
-    "misaligned ids": (lambda tmp: ["bilingual", "--instructions", _misaligned(tmp), "-l", "en", "zh"],
-                       "zh.jsonl:5: field 'id': 4 ids do not align between en.json and zh.jsonl (2 only in zh.jsonl, 2 missing from it; first: 'x4', 'x7', '4', '7')"),
-    "missing field": (lambda tmp: ["bilingual", "--instructions", _missing_output(tmp), "-l", "en", "zh"], "zh.jsonl:3: field 'output': missing"),
-    "three columns": (lambda tmp: ["translation", "--parallel", _three_columns(tmp), "-l", "en", "zh"],
-                      "p.tsv:2: field 'columns': expected 2 tab-separated columns, found 3"),
-    "probability": (lambda tmp: ["bilingual", "--instructions", tmp, "-l", "en", "zh", "--cross-prob", "1.5"],
-                    "--cross-prob: must be a probability in [0, 1], got 1.5"),
-    "repeat": (lambda tmp: ["translation", "--parallel", tmp / "p.tsv", "-l", "en", "zh", "--repeat", "0"], "--repeat: must be > 0, got 0.0"),
-    "language": (lambda tmp: ["bilingual", "--instructions", tmp, "-l", "en", "zz"], "unknown language code 'zz'; closest known codes:"),
-    "template": (lambda tmp: ["bilingual", "--instructions", tmp, "-l", "en", "zh", "--template", "{output} {instruction}"],
-                 "must end with {output}"),
+    "misaligned ids": (
+        lambda tmp: ["bilingual", "--instructions", _misaligned(tmp), "-l", "en", "zh"],
+        "zh.jsonl:5: field 'id': 4 ids do not align between en.json and zh.jsonl (2 only in zh.jsonl, 2 missing from "
+        "it; first: 'x4', 'x7', '4', '7')",
+    ),
+    "missing field": (
+        lambda tmp: ["bilingual", "--instructions", _missing_output(tmp), "-l", "en", "zh"],
+        "zh.jsonl:3: field 'output': missing",
+    ),
+    "three columns": (
+        lambda tmp: ["translation", "--parallel", _three_columns(tmp), "-l", "en", "zh"],
+        "p.tsv:2: field 'columns': expected 2 tab-separated columns, found 3",
+    ),
+    "probability": (
+        lambda tmp: ["bilingual", "--instructions", tmp, "-l", "en", "zh", "--cross-prob", "1.5"],
+        "--cross-prob: must be a probability in [0, 1], got 1.5",
+    ),
+    "repeat": (
+        lambda tmp: ["translation", "--parallel", tmp / "p.tsv", "-l", "en", "zh", "--repeat", "0"],
+        "--repeat: must be > 0, got 0.0",
+    ),
+    "language": (
+        lambda tmp: ["bilingual", "--instructions", tmp, "-l", "en", "zz"],
+        "unknown language code 'zz'; closest known codes:",
+    ),
+    "template": (
+        lambda tmp: ["bilingual", "--instructions", tmp, "-l", "en", "zh", "--template", "{output} {instruction}"],
+        "must end with {output}",
+    ),
 }
 
 
@@ -338,10 +434,29 @@ def test_main_prints_one_line_and_exits_2(tmp_path):
     if importlib.util.find_spec("afp_cli.commands.align") is None:
         pytest.skip("afp_cli.cli imports the align command, which has not landed yet")
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-m", "afp_cli.cli", "data", "translation", "--parallel", str(_three_columns(tmp_path)),
-                             "--languages", "en", "zh", "-o", str(tmp_path / "o.jsonl")], capture_output=True, text=True, cwd=root)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "afp_cli.cli",
+            "data",
+            "translation",
+            "--parallel",
+            str(_three_columns(tmp_path)),
+            "--languages",
+            "en",
+            "zh",
+            "-o",
+            str(tmp_path / "o.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'p.tsv'}:2: field 'columns': expected 2 tab-separated columns, found 3"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'p.tsv'}:2: field 'columns': expected 2 tab-separated columns, found 3"
+    ]
     assert not (tmp_path / "o.jsonl").exists()
 
 
@@ -352,10 +467,14 @@ def test_gzip_files_and_a_bad_list_element_reported_at_its_line(tmp_path):
     for name in ("en.json", "zh.jsonl"):
         (folder / (name + ".gz")).write_bytes(gzip.compress((folder / name).read_bytes()))
         (folder / name).unlink()
-    examples, _ = build(tmp_path, mode="bilingual", languages=["eng_Latn", "zho_Hans"], instructions=str(folder), repeat=1)
+    examples, _ = build(
+        tmp_path, mode="bilingual", languages=["eng_Latn", "zho_Hans"], instructions=str(folder), repeat=1
+    )
     assert len(examples) == 6 and {e["src_lang"] for e in examples} <= {"en", "zh"}
     broken = tmp_path / "list.json"
-    broken.write_text('[\n  {"id": "1", "instruction": "a", "output": "b"},\n  {"id": "2", "instruction": "a", "output": 3}\n]\n')
+    broken.write_text(
+        '[\n  {"id": "1", "instruction": "a", "output": "b"},\n  {"id": "2", "instruction": "a", "output": 3}\n]\n'
+    )
     with pytest.raises(AfpError, match=r"list.json:3: field 'output': expected a string, found int"):
         list(read_instructions(broken))
     broken.write_text('[\n  {"id": "1", "instruction": "a", "output": "b"}\n  {"id": "2"}\n]\n')

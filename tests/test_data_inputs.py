@@ -44,14 +44,25 @@ def parallel_file(tmp_path: Path, data: bytes, name: str = "pairs.tsv") -> list[
 @pytest.mark.parametrize("kind", ["instructions", "parallel"])
 def test_a_file_that_is_not_utf8_is_one_line_naming_file_and_line(tmp_path, run_cli, kind, encoding):
     bad, says = ENCODINGS[encoding]
-    prefix = b"" if encoding != "latin-1" else (jsonl([{"id": str(i), "instruction": "q", "output": "a"} for i in range(2)])
-                                               if kind == "instructions" else "a\tb\nc\td\n".encode())
+    prefix = (
+        b""
+        if encoding != "latin-1"
+        else (
+            jsonl([{"id": str(i), "instruction": "q", "output": "a"} for i in range(2)])
+            if kind == "instructions"
+            else b"a\tb\nc\td\n"
+        )
+    )
     line = 3 if prefix else 1
-    args = instruction_folder(tmp_path, prefix + bad) if kind == "instructions" else parallel_file(tmp_path, prefix + bad)
+    args = (
+        instruction_folder(tmp_path, prefix + bad) if kind == "instructions" else parallel_file(tmp_path, prefix + bad)
+    )
     bad_file = tmp_path / ("bx/zh.jsonl" if kind == "instructions" else "pairs.tsv")
     out = tmp_path / "out" / "o.jsonl"
     code, stdout, stderr = run_cli("data", *args, "-o", out)
-    assert code == 2 and stderr.strip().splitlines() == [f"error: {bad_file}:{line}: not UTF-8 text ({says}); save it as UTF-8"]
+    assert code == 2 and stderr.strip().splitlines() == [
+        f"error: {bad_file}:{line}: not UTF-8 text ({says}); save it as UTF-8"
+    ]
     assert not out.parent.exists()
 
 
@@ -66,7 +77,11 @@ def test_a_json_list_in_latin1_names_the_line_of_the_bad_byte(tmp_path, run_cli)
 
 def test_training_files_not_utf8_truncated_or_wrong_schema(tmp_path):
     path = tmp_path / "train.jsonl"
-    path.write_bytes(jsonl([GOOD, GOOD]) + json.dumps({**GOOD, "sent1": "Grüße", "clm_text": "Hallo = Grüße"}, ensure_ascii=False).encode("latin-1") + b"\n")
+    path.write_bytes(
+        jsonl([GOOD, GOOD])
+        + json.dumps({**GOOD, "sent1": "Grüße", "clm_text": "Hallo = Grüße"}, ensure_ascii=False).encode("latin-1")
+        + b"\n"
+    )
     with pytest.raises(AfpError, match=r"train.jsonl:3: not UTF-8 text \(byte 0xfc"):
         read_training_file(path, True, True)
     path.write_bytes(jsonl([GOOD, GOOD]) + jsonl([GOOD])[:25])  # the last line cut off
@@ -76,7 +91,9 @@ def test_training_files_not_utf8_truncated_or_wrong_schema(tmp_path):
     with pytest.raises(AfpError, match=r"train.jsonl:2: field 'clm_text': must be a string, got int"):
         read_training_file(path, True, True)
     path.write_bytes(b"\x1f\x8b\x08\x00binary")
-    with pytest.raises(AfpError, match=r"train.jsonl:1: not UTF-8 text \(byte 0x8b; it looks gzip-compressed: name it \*.gz\)"):
+    with pytest.raises(
+        AfpError, match=r"train.jsonl:1: not UTF-8 text \(byte 0x8b; it looks gzip-compressed: name it \*.gz\)"
+    ):
         read_training_file(path, True, True)
 
 
@@ -90,8 +107,9 @@ def test_empty_answers_are_skipped_with_a_count_and_one_warning_naming_the_first
     warnings: list[str] = []
     examples = read_training_file(path, need_pairs=True, need_instructions=True, warn=warnings.append)
     assert [example.line for example in examples] == [1, 3, 6]
-    assert warnings == [f"skipped 3 of 6 lines with an empty answer (clm_prompt_len = len(clm_text), no CIT target); "
-                        f"first: {path}:2"]
+    assert warnings == [
+        f"skipped 3 of 6 lines with an empty answer (clm_prompt_len = len(clm_text), no CIT target); first: {path}:2"
+    ]
     # without CIT the answer does not matter: every line is an MCL pair
     assert len(read_training_file(path, need_pairs=True, need_instructions=False, warn=warnings.append)) == 6
     assert len(warnings) == 1
@@ -102,8 +120,18 @@ def test_empty_answers_are_skipped_with_a_count_and_one_warning_naming_the_first
 
 def test_a_third_column_under_any_name_is_the_hard_negative(tmp_path):
     path = tmp_path / "negatives.jsonl"
-    lines = [{"sent0": "a", "sent1": "b", "negative_zh": f"n{i}", "clm_text": "q: x", "clm_prompt_len": 3,
-              "src_lang": "en", "id": str(i)} for i in range(3)]
+    lines = [
+        {
+            "sent0": "a",
+            "sent1": "b",
+            "negative_zh": f"n{i}",
+            "clm_text": "q: x",
+            "clm_prompt_len": 3,
+            "src_lang": "en",
+            "id": str(i),
+        }
+        for i in range(3)
+    ]
     path.write_bytes(jsonl(lines))
     assert [example.hard_negative for example in read_training_file(path, True, True)] == ["n0", "n1", "n2"]
     path.write_bytes(jsonl([{**GOOD, "x": "1", "y": "2"}]))
@@ -116,15 +144,58 @@ def test_a_third_column_under_any_name_is_the_hard_negative(tmp_path):
 
 # The official table, src/lang_dict.py of chongli17/CrossLingualAlignment (commit 13dcc1b), written out here.
 OFFICIAL_NAMES = {
-    "af": "Afrikaans", "ar": "Arabic", "az": "Azerbaijani", "bn": "Bengali", "cs": "Czech", "de": "German",
-    "en": "English", "es": "Spanish", "et": "Estonian", "fa": "Persian", "fi": "Finnish", "fr": "French",
-    "gl": "Galician", "gu": "Gujarati", "he": "Hebrew", "hi": "Hindi", "hr": "Croatian", "id": "Indonesian",
-    "it": "Italian", "ja": "Japanese", "ka": "Georgian", "kk": "Kazakh", "km": "Khmer", "ko": "Korean",
-    "lt": "Lithuanian", "lv": "Latvian", "mk": "Macedonian", "ml": "Malayalam", "mn": "Mongolian", "mr": "Marathi",
-    "my": "Burmese", "ne": "Nepali", "nl": "Dutch", "pl": "Polish", "ps": "Pashto", "pt": "Portuguese",
-    "ro": "Romanian", "ru": "Russian", "si": "Sinhala", "sl": "Slovene", "sv": "Swedish", "sw": "Swahili",
-    "ta": "Tamil", "te": "Telugu", "th": "Thai", "tl": "Tagalog", "tr": "Turkish", "uk": "Ukrainian", "ur": "Urdu",
-    "vi": "Vietnamese", "xh": "Xhosa", "zh": "Chinese",
+    "af": "Afrikaans",
+    "ar": "Arabic",
+    "az": "Azerbaijani",
+    "bn": "Bengali",
+    "cs": "Czech",
+    "de": "German",
+    "en": "English",
+    "es": "Spanish",
+    "et": "Estonian",
+    "fa": "Persian",
+    "fi": "Finnish",
+    "fr": "French",
+    "gl": "Galician",
+    "gu": "Gujarati",
+    "he": "Hebrew",
+    "hi": "Hindi",
+    "hr": "Croatian",
+    "id": "Indonesian",
+    "it": "Italian",
+    "ja": "Japanese",
+    "ka": "Georgian",
+    "kk": "Kazakh",
+    "km": "Khmer",
+    "ko": "Korean",
+    "lt": "Lithuanian",
+    "lv": "Latvian",
+    "mk": "Macedonian",
+    "ml": "Malayalam",
+    "mn": "Mongolian",
+    "mr": "Marathi",
+    "my": "Burmese",
+    "ne": "Nepali",
+    "nl": "Dutch",
+    "pl": "Polish",
+    "ps": "Pashto",
+    "pt": "Portuguese",
+    "ro": "Romanian",
+    "ru": "Russian",
+    "si": "Sinhala",
+    "sl": "Slovene",
+    "sv": "Swedish",
+    "sw": "Swahili",
+    "ta": "Tamil",
+    "te": "Telugu",
+    "th": "Thai",
+    "tl": "Tagalog",
+    "tr": "Turkish",
+    "uk": "Ukrainian",
+    "ur": "Urdu",
+    "vi": "Vietnamese",
+    "xh": "Xhosa",
+    "zh": "Chinese",
 }
 
 
@@ -142,12 +213,21 @@ def test_align_prints_one_warning_line_for_skipped_empty_answers(tmp_path, run_c
     data = tmp_path / "official.jsonl"
     data.write_bytes(jsonl([{**GOOD, "sent0": f"Hello {i}"} for i in range(6)] + [empty, empty]))
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({"model": {"architecture": tiny_architecture("llama"), "tokenizer_vocab_size": 400},
-                                      "data": {"train_file": str(data), "held_out": 2, "max_length": 32},
-                                      "train": {"batch_size": 2, "max_steps": 1}, "output_dir": str(tmp_path / "run")}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"architecture": tiny_architecture("llama"), "tokenizer_vocab_size": 400},
+                "data": {"train_file": str(data), "held_out": 2, "max_length": 32},
+                "train": {"batch_size": 2, "max_steps": 1},
+                "output_dir": str(tmp_path / "run"),
+            }
+        )
+    )
     code, stdout, stderr = run_cli("align", recipe, "--dry-run")
     assert code == 0, stderr
     warnings = [line for line in stdout.splitlines() if line.startswith("warning: skipped")]
-    assert warnings == [f"warning: skipped 2 of 8 lines with an empty answer (clm_prompt_len = len(clm_text), no CIT "
-                        f"target); first: {data}:7"]
+    assert warnings == [
+        f"warning: skipped 2 of 8 lines with an empty answer (clm_prompt_len = len(clm_text), no CIT "
+        f"target); first: {data}:7"
+    ]
     assert "examples: 4 train, 2 held out" in stdout

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_data import write_instructions
 
 from afp_cli.data.build import build_mixture
 from afp_cli.data.mixture_config import Mixture, MixturePart
 from afp_cli.errors import AfpError
-from test_data import write_instructions
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,10 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def official_parts(folder: Path, tsv: Path) -> list[dict]:
-    return [{"mode": "bilingual", "instructions": str(folder), "languages": ["en", "zh"], "cross_prob": 0.5, "repeat": 3},
-            {"mode": "translation", "parallel": str(tsv), "languages": ["en", "zh"], "change_prob": 0.5, "repeat": 3}]
+    return [
+        {"mode": "bilingual", "instructions": str(folder), "languages": ["en", "zh"], "cross_prob": 0.5, "repeat": 3},
+        {"mode": "translation", "parallel": str(tsv), "languages": ["en", "zh"], "change_prob": 0.5, "repeat": 3},
+    ]
 
 
 def lines(path: Path) -> list[dict]:
@@ -46,13 +48,19 @@ def test_official_mix_has_each_part_in_full_interleaved_at_random(tmp_path, inpu
     # each part is its own single-part build, in the same order
     alone = build_mixture(MixturePart(**official_parts(*inputs)[1], seed=6), tmp_path / "t.jsonl")
     assert alone["examples"] == 180
-    assert [e for e in examples if e["part"] == "translation"] == [{**e, "part": "translation"} for e in lines(tmp_path / "t.jsonl")]
+    assert [e for e in examples if e["part"] == "translation"] == [
+        {**e, "part": "translation"} for e in lines(tmp_path / "t.jsonl")
+    ]
 
 
 def test_mix_is_fixed_by_the_seed_and_one_part_is_the_plain_build(tmp_path, inputs):
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         build_mixture(Mixture.from_mappings(official_parts(*inputs), seed=seed), tmp_path / f"{name}.jsonl")
-    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes() != (tmp_path / "c.jsonl").read_bytes()
+    assert (
+        (tmp_path / "a.jsonl").read_bytes()
+        == (tmp_path / "b.jsonl").read_bytes()
+        != (tmp_path / "c.jsonl").read_bytes()
+    )
     build_mixture(Mixture.from_mappings(official_parts(*inputs)[0], seed=3), tmp_path / "one.jsonl")
     build_mixture(MixturePart(**official_parts(*inputs)[0], seed=3), tmp_path / "plain.jsonl")
     assert (tmp_path / "one.jsonl").read_bytes() == (tmp_path / "plain.jsonl").read_bytes()
@@ -82,8 +90,11 @@ def test_recipe_build_list_resolves_each_parts_path_and_seeds_parts_apart(tmp_pa
     (tmp_path / tsv.parent.name).symlink_to(tsv.parent)
     parts.append({"mode": "translation", "parallel": "hf://Helsinki-NLP/opus-100@en-zh", "languages": ["en", "zh"]})
     recipe = tmp_path / "recipes" / "r.yaml"
-    recipe.write_text(yaml.safe_dump({"model": {"architecture": {"model_type": "llama"}}, "data": {"build": parts},
-                                      "train": {"seed": 9}}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {"model": {"architecture": {"model_type": "llama"}}, "data": {"build": parts}, "train": {"seed": 9}}
+        )
+    )
     spec = load_config(recipe).data.mixture(seed=9)
     assert [part.seed for part in spec.parts] == [9, 10, 11] and spec.seed == 9
     assert spec.parts[1].parallel == str((tmp_path / tsv.parent.name / tsv.name).resolve())
@@ -107,7 +118,11 @@ def test_cli_mix_of_part_files_and_stats_per_part(tmp_path, inputs, run_cli):
     assert code == 0, stderr
     assert "| bilingual | 120 |" in stdout and "| translation | 180 |" in stdout and "wrote 300 examples" in stdout
     code, stdout, _ = run_cli("data", "stats", out, "--json", tmp_path / "s.json")
-    assert code == 0 and "bilingual: inputs read: en 40, zh 40" in stdout and "translation: inputs read: pairs 60" in stdout
+    assert (
+        code == 0
+        and "bilingual: inputs read: en 40, zh 40" in stdout
+        and "translation: inputs read: pairs 60" in stdout
+    )
     assert json.loads((tmp_path / "s.json").read_text())["parts"] == {"bilingual": 120, "translation": 180}
     official = tmp_path / "official.jsonl"
     assert run_cli("data", "mix", *part_files, "--official-format", "-o", official)[0] == 0

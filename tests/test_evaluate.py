@@ -23,8 +23,9 @@ def base_and_adapter(tmp_path_factory, tiny_tokenizer):
     model.config.max_position_embeddings = 2048
     model.save_pretrained(base)
     tiny_tokenizer.save_pretrained(base)
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                                LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    )
     generator = torch.Generator().manual_seed(0)
     for name, parameter in peft_model.named_parameters():
         if "lora_B" in name:
@@ -37,15 +38,33 @@ def base_and_adapter(tmp_path_factory, tiny_tokenizer):
 def test_base_and_adapter_give_one_comparison_row_each(run_cli, base_and_adapter, shared_data, tmp_path):
     base, adapter = base_and_adapter
     out = tmp_path / "eval"
-    arguments = ["evaluate", "-m", str(base), "-a", str(adapter), "--tasks", "afp_xcopa_zh_demo_native",
-                 "--num-fewshot", "0", "--data-dir", str(shared_data), "--limit", "20", "--device", "cpu",
-                 "-o", str(out)]
+    arguments = [
+        "evaluate",
+        "-m",
+        str(base),
+        "-a",
+        str(adapter),
+        "--tasks",
+        "afp_xcopa_zh_demo_native",
+        "--num-fewshot",
+        "0",
+        "--data-dir",
+        str(shared_data),
+        "--limit",
+        "20",
+        "--device",
+        "cpu",
+        "-o",
+        str(out),
+    ]
     code, stdout, _ = run_cli(*arguments)
     assert code == 0
     rows = json.loads((out / "comparison.json").read_text(encoding="utf-8"))["rows"]
     task = "afp_xcopa_zh_demo_native"  # the shared data has no English COPA for the default demonstrations
     assert [(row["task"], row["shots"], row["metric"], row["model"]) for row in rows] == [
-        (task, 0, "acc", "base"), (task, 0, "acc", "adapter")]
+        (task, 0, "acc", "base"),
+        (task, 0, "acc", "adapter"),
+    ]
     base_row, adapter_row = rows
     assert base_row["delta_vs_base"] is None
     assert adapter_row["delta_vs_base"] == pytest.approx(adapter_row["value"] - base_row["value"])
@@ -97,17 +116,38 @@ def evaluate_error(run_cli):
 
 def test_adapter_folder_that_is_not_a_peft_adapter(evaluate_error, base_and_adapter, shared_data, tmp_path):
     base, _ = base_and_adapter
-    message = evaluate_error("--model", str(base), "--adapter", str(tmp_path), "--tasks", "afp_xcopa_zh_demo_native",
-                     "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out"))
+    message = evaluate_error(
+        "--model",
+        str(base),
+        "--adapter",
+        str(tmp_path),
+        "--tasks",
+        "afp_xcopa_zh_demo_native",
+        "--data-dir",
+        str(shared_data),
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
     assert f"{tmp_path}: not a PEFT adapter (no adapter_config.json)" in message
 
 
-def test_adapter_trained_on_another_base_names_both(evaluate_error, base_and_adapter, shared_data, tmp_path,
-                                                   tiny_model_dir):
+def test_adapter_trained_on_another_base_names_both(
+    evaluate_error, base_and_adapter, shared_data, tmp_path, tiny_model_dir
+):
     _, adapter = base_and_adapter
     other = tiny_model_dir("gpt2")  # another architecture: a real mismatch, refused
-    message = evaluate_error("--model", str(other), "--adapter", str(adapter), "--tasks", "afp_xcopa_zh_demo_native",
-                     "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out"))
+    message = evaluate_error(
+        "--model",
+        str(other),
+        "--adapter",
+        str(adapter),
+        "--tasks",
+        "afp_xcopa_zh_demo_native",
+        "--data-dir",
+        str(shared_data),
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
     assert "whose architecture differs from" in message and str(other) in message
     assert "--allow-other-base" in message
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] in message
@@ -115,18 +155,28 @@ def test_adapter_trained_on_another_base_names_both(evaluate_error, base_and_ada
 
 def test_missing_local_data_file(evaluate_error, base_and_adapter, tmp_path):
     base, adapter = base_and_adapter
-    message = evaluate_error("--model", str(base), "--adapter", str(adapter), "--tasks", "afp_pawsx_de",
-                     "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"))
+    message = evaluate_error(
+        "--model",
+        str(base),
+        "--adapter",
+        str(adapter),
+        "--tasks",
+        "afp_pawsx_de",
+        "--data-dir",
+        str(tmp_path),
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
     assert f"{tmp_path / 'pawsx' / 'de_test.tsv'}: missing local data file" in message
 
 
 def test_bad_options_and_folders(evaluate_error, base_and_adapter, shared_data, tmp_path):
     base, _ = base_and_adapter
     common = ["--model", str(base), "--data-dir", str(shared_data), "--output-dir", str(tmp_path / "out")]
-    assert "task folder not found" in evaluate_error(*common, "--tasks", "afp_xcopa_zh",
-                                             "--include-path", str(tmp_path / "nowhere"))
-    assert "no task 'afp_xcopa_zh_demo_fr'" in evaluate_error(*common, "--tasks", "afp_xcopa_zh",
-                                                      "--demo-lang", "fr")
+    assert "task folder not found" in evaluate_error(
+        *common, "--tasks", "afp_xcopa_zh", "--include-path", str(tmp_path / "nowhere")
+    )
+    assert "no task 'afp_xcopa_zh_demo_fr'" in evaluate_error(*common, "--tasks", "afp_xcopa_zh", "--demo-lang", "fr")
     assert "--num-fewshot" in evaluate_error(*common, "--tasks", "afp_xcopa_zh", "--num-fewshot", "0,x")
     assert "--limit" in evaluate_error(*common, "--tasks", "afp_xcopa_zh", "--limit", "0")
 

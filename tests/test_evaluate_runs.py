@@ -43,8 +43,9 @@ def test_context_split_ranks_choices_as_full_sentence_scoring(long_model, shared
     tokenizer = AutoTokenizer.from_pretrained(long_model)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8)
     manager = build_task_manager(default_include_path(), ["afp_pawsx_en"], shared_data)
-    output = lm_eval.simple_evaluate(model=lm, tasks=["afp_pawsx_en"], num_fewshot=0, limit=30, task_manager=manager,
-                                     log_samples=True)
+    output = lm_eval.simple_evaluate(
+        model=lm, tasks=["afp_pawsx_en"], num_fewshot=0, limit=30, task_manager=manager, log_samples=True
+    )
 
     def whole_string_logprob(text: str) -> float:  # every token after the BOS, as the official scorer
         ids = torch.tensor([tokenizer(text)["input_ids"]])
@@ -60,7 +61,7 @@ def test_context_split_ranks_choices_as_full_sentence_scoring(long_model, shared
         split_gap = sample["resps"][0][0][0] - sample["resps"][1][0][0]
         full_gap = whole_string_logprob(context + yes) - whole_string_logprob(context + no)
         agree += (split_gap > 0) == (full_gap > 0)
-        if whole_ids[:len(context_ids)] == context_ids:
+        if whole_ids[: len(context_ids)] == context_ids:
             exact += 1
             assert split_gap == pytest.approx(full_gap, abs=1e-3)
     assert exact >= 27 and agree == 30  # measured: the tokenization splits at "?" in every item here
@@ -78,16 +79,38 @@ def _long_pawsx(data_dir, sentence1: str, sentence2: str):
 def test_short_context_long_context_is_cut_and_long_choice_is_one_line(run_cli, short_model, tmp_path):
     long_first = tmp_path / "long-first"
     _long_pawsx(long_first, "日本語の長い文です。" * 20, "短い。")  # ~600 tokens of context: cut from the left
-    code, _, stderr = run_cli("evaluate", "-m", short_model, "--tasks", "afp_pawsx_ja", "--data-dir", long_first,
-                              "--device", "cpu", "-o", tmp_path / "ok")
+    code, _, stderr = run_cli(
+        "evaluate",
+        "-m",
+        short_model,
+        "--tasks",
+        "afp_pawsx_ja",
+        "--data-dir",
+        long_first,
+        "--device",
+        "cpu",
+        "-o",
+        tmp_path / "ok",
+    )
     assert code == 0, stderr
     rows = json.loads((tmp_path / "ok" / "comparison.json").read_text(encoding="utf-8"))["rows"]
     assert [row["value"] * 2 in (0.0, 1.0, 2.0) for row in rows] == [True]
 
     long_second = tmp_path / "long-second"
     _long_pawsx(long_second, "短い文。", "日本語の長い文です。" * 20)
-    code, _, stderr = run_cli("evaluate", "-m", short_model, "--tasks", "afp_pawsx_ja", "--data-dir", long_second,
-                              "--device", "cpu", "-o", tmp_path / "fail")
+    code, _, stderr = run_cli(
+        "evaluate",
+        "-m",
+        short_model,
+        "--tasks",
+        "afp_pawsx_ja",
+        "--data-dir",
+        long_second,
+        "--device",
+        "cpu",
+        "-o",
+        tmp_path / "fail",
+    )
     # one error line, no traceback (transformers' "Loading weights" bar before it is issue #9 item 7's to silence)
     assert code == 2 and "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("error: ")
     assert "afp_pawsx_ja: document 0: a choice of" in stderr and "model's context of 64 tokens" in stderr
@@ -97,12 +120,28 @@ def test_short_context_long_context_is_cut_and_long_choice_is_one_line(run_cli, 
 def test_short_context_caps_generation_for_flores(run_cli, short_model, shared_data, tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "flores").symlink_to(shared_data / "flores-layout", target_is_directory=True)
-    code, _, stderr = run_cli("evaluate", "-m", short_model, "--tasks", "afp_flores_eng_Latn-zho_Hans", "--data-dir",
-                              tmp_path / "data", "--limit", "2", "--num-fewshot", "1", "--device", "cpu",
-                              "-o", tmp_path / "out")
+    code, _, stderr = run_cli(
+        "evaluate",
+        "-m",
+        short_model,
+        "--tasks",
+        "afp_flores_eng_Latn-zho_Hans",
+        "--data-dir",
+        tmp_path / "data",
+        "--limit",
+        "2",
+        "--num-fewshot",
+        "1",
+        "--device",
+        "cpu",
+        "-o",
+        tmp_path / "out",
+    )
     assert code == 0, stderr
-    assert ("warning: afp_flores_eng_Latn-zho_Hans: max_gen_toks 256 is not below the model's context of 64 tokens: "
-            "generating at most 32 tokens") in stderr
+    assert (
+        "warning: afp_flores_eng_Latn-zho_Hans: max_gen_toks 256 is not below the model's context of 64 tokens: "
+        "generating at most 32 tokens"
+    ) in stderr
     raw = json.loads((tmp_path / "out" / "raw" / "base" / "1shot" / "results.json").read_text(encoding="utf-8"))
     assert raw["configs"]["afp_flores_eng_Latn-zho_Hans"]["generation_kwargs"]["max_gen_toks"] == 32
 
@@ -113,9 +152,25 @@ def test_max_gen_toks_lowers_a_generation_budget_and_never_raises_it(run_cli, lo
     budgets = {}
     for requested in (5, 1000):  # the task's own budget is 256
         out = tmp_path / f"out-{requested}"
-        code, _, stderr = run_cli("evaluate", "-m", long_model, "--tasks", "afp_flores_eng_Latn-zho_Hans",
-                                  "--data-dir", tmp_path / "data", "--limit", "2", "--num-fewshot", "0",
-                                  "--max-gen-toks", str(requested), "--device", "cpu", "-o", out)
+        code, _, stderr = run_cli(
+            "evaluate",
+            "-m",
+            long_model,
+            "--tasks",
+            "afp_flores_eng_Latn-zho_Hans",
+            "--data-dir",
+            tmp_path / "data",
+            "--limit",
+            "2",
+            "--num-fewshot",
+            "0",
+            "--max-gen-toks",
+            str(requested),
+            "--device",
+            "cpu",
+            "-o",
+            out,
+        )
         assert code == 0, stderr
         raw = json.loads((out / "raw" / "base" / "0shot" / "results.json").read_text(encoding="utf-8"))
         budgets[requested] = raw["configs"]["afp_flores_eng_Latn-zho_Hans"]["generation_kwargs"]["max_gen_toks"]
@@ -123,7 +178,9 @@ def test_max_gen_toks_lowers_a_generation_budget_and_never_raises_it(run_cli, lo
     assert budgets == {5: 5, 1000: 256}
     answers = {}
     for requested in budgets:
-        samples = tmp_path / f"out-{requested}" / "raw" / "base" / "0shot" / "samples_afp_flores_eng_Latn-zho_Hans.jsonl"
+        samples = (
+            tmp_path / f"out-{requested}" / "raw" / "base" / "0shot" / "samples_afp_flores_eng_Latn-zho_Hans.jsonl"
+        )
         answers[requested] = [json.loads(line)["resps"][0][0] for line in samples.read_text().splitlines()]
     # greedy decoding: the capped answers are the first tokens of the uncapped ones, and shorter
     assert all(long.startswith(short) for short, long in zip(answers[5], answers[1000]))
@@ -135,17 +192,47 @@ def test_task_shots_hold_and_several_seeds_give_mean_and_spread(run_cli, long_mo
     rows = [{"article": f"Article number {i} about tea.", "summary": f"Tea {i}."} for i in range(3)]
     for split in ("dev", "test"):
         (tmp_path / "summarization" / f"en2zh_{split}.jsonl").write_text(
-            "".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    code, _, stderr = run_cli("evaluate", "-m", long_model, "--tasks", "afp_cls_en-zh", "--data-dir", tmp_path,
-                              "--limit", "1", "--device", "cpu", "-o", tmp_path / "cls")
+            "".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8"
+        )
+    code, _, stderr = run_cli(
+        "evaluate",
+        "-m",
+        long_model,
+        "--tasks",
+        "afp_cls_en-zh",
+        "--data-dir",
+        tmp_path,
+        "--limit",
+        "1",
+        "--device",
+        "cpu",
+        "-o",
+        tmp_path / "cls",
+    )
     assert code == 0, stderr
     result = json.loads((tmp_path / "cls" / "comparison.json").read_text(encoding="utf-8"))
     assert {row["shots"] for row in result["rows"]} == {1}  # afp_cls is one-shot by its own config
     assert (tmp_path / "cls" / "raw" / "base" / "1shot" / "samples_afp_cls_en-zh.jsonl").is_file()
 
-    code, _, stderr = run_cli("evaluate", "-m", long_model, "--tasks", "afp_pawsx_zh", "--data-dir", shared_data,
-                              "--limit", "8", "--num-fewshot", "2", "--seed", "0,1,2", "--device", "cpu",
-                              "-o", tmp_path / "seeds")
+    code, _, stderr = run_cli(
+        "evaluate",
+        "-m",
+        long_model,
+        "--tasks",
+        "afp_pawsx_zh",
+        "--data-dir",
+        shared_data,
+        "--limit",
+        "8",
+        "--num-fewshot",
+        "2",
+        "--seed",
+        "0,1,2",
+        "--device",
+        "cpu",
+        "-o",
+        tmp_path / "seeds",
+    )
     assert code == 0, stderr
     result = json.loads((tmp_path / "seeds" / "comparison.json").read_text(encoding="utf-8"))
     [row] = result["rows"]
@@ -169,16 +256,33 @@ def lm_eval_logging():
     logger.propagate, logger.level = propagate, level
 
 
-def test_afp_lm_eval_runs_from_outside_the_checkout(run_cli, long_model, shared_data, tmp_path, monkeypatch,
-                                                    lm_eval_logging):
+def test_afp_lm_eval_runs_from_outside_the_checkout(
+    run_cli, long_model, shared_data, tmp_path, monkeypatch, lm_eval_logging
+):
     from lm_eval.tasks import TaskManager
 
     monkeypatch.chdir(tmp_path)
     code, stdout, _ = run_cli("tasks-path")
     assert code == 0 and "afp_pawsx_zh" in TaskManager(include_path=stdout.strip(), include_defaults=False).all_tasks
-    code, _, stderr = run_cli("lm-eval", "--model", "hf", "--model_args", f"pretrained={long_model}",
-                              "--tasks", "afp_pawsx_zh", "--limit", "3", "--device", "cpu", "--num_fewshot", "1",
-                              "--metadata", json.dumps({"data_dir": str(shared_data)}), "--output_path", "out")
+    code, _, stderr = run_cli(
+        "lm-eval",
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={long_model}",
+        "--tasks",
+        "afp_pawsx_zh",
+        "--limit",
+        "3",
+        "--device",
+        "cpu",
+        "--num_fewshot",
+        "1",
+        "--metadata",
+        json.dumps({"data_dir": str(shared_data)}),
+        "--output_path",
+        "out",
+    )
     assert code == 0, stderr
     [results] = list((tmp_path / "out").rglob("results_*.json"))
     payload = json.loads(results.read_text(encoding="utf-8"))
@@ -205,7 +309,9 @@ def test_adapter_with_embedding_lora_is_merged_for_vllm(long_model, tmp_path):
     from afp_cli.evaluation.runner import EvaluateConfig, served_adapters
 
     def adapter(name, targets):
-        model = get_peft_model(AutoModelForCausalLM.from_pretrained(long_model), LoraConfig(r=2, target_modules=targets))
+        model = get_peft_model(
+            AutoModelForCausalLM.from_pretrained(long_model), LoraConfig(r=2, target_modules=targets)
+        )
         generator = torch.Generator().manual_seed(0)
         for parameter_name, parameter in model.named_parameters():
             if "lora_B" in parameter_name or "lora_embedding_B" in parameter_name:
@@ -216,8 +322,13 @@ def test_adapter_with_embedding_lora_is_merged_for_vllm(long_model, tmp_path):
     embedding, attention = adapter("embedding", ["embed_tokens", "q_proj"]), adapter("attention", ["q_proj"])
     assert targets_embeddings(embedding) and not targets_embeddings(attention)
     notes = []
-    config = EvaluateConfig(model=str(long_model), tasks=["afp_pawsx_zh"], adapters=[embedding, attention],
-                            backend="vllm", output_dir=str(tmp_path / "out"))
+    config = EvaluateConfig(
+        model=str(long_model),
+        tasks=["afp_pawsx_zh"],
+        adapters=[embedding, attention],
+        backend="vllm",
+        output_dir=str(tmp_path / "out"),
+    )
     served = served_adapters(config, notify=notes.append)
     merged = tmp_path / "out" / "merged" / "embedding"
     assert served == [("embedding", str(merged), None), ("attention", str(long_model), attention)]
@@ -236,8 +347,21 @@ def test_adapter_with_embedding_lora_is_merged_for_vllm(long_model, tmp_path):
 def test_non_utf8_data_through_the_cli_is_one_line(run_cli, long_model, tmp_path):
     (tmp_path / "pawsx").mkdir()
     for name in ("en_dev", "zh_test"):
-        (tmp_path / "pawsx" / f"{name}.tsv").write_bytes("id\tsentence1\tsentence2\tlabel\n0\tcafé\tb\t1\n".encode("utf-16"))
-    code, _, stderr = run_cli("evaluate", "-m", long_model, "--tasks", "afp_pawsx_zh", "--data-dir", tmp_path,
-                              "--device", "cpu", "-o", tmp_path / "out")
+        (tmp_path / "pawsx" / f"{name}.tsv").write_bytes(
+            "id\tsentence1\tsentence2\tlabel\n0\tcafé\tb\t1\n".encode("utf-16")
+        )
+    code, _, stderr = run_cli(
+        "evaluate",
+        "-m",
+        long_model,
+        "--tasks",
+        "afp_pawsx_zh",
+        "--data-dir",
+        tmp_path,
+        "--device",
+        "cpu",
+        "-o",
+        tmp_path / "out",
+    )
     assert code == 2 and "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("error: ")
     assert "pawsx/zh_test.tsv: not UTF-8 text" in stderr and not (tmp_path / "out").exists()

@@ -24,19 +24,27 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_align import DEMO_DATA, write_recipe
 
 import afp_cli.align.train as train_module
 import afp_cli.text_files as text_files
 from afp_cli.align.checkpoint import MANIFEST, OPTIMIZER, STATE, WEIGHTS, checkpoint_damage
-from test_align import DEMO_DATA, write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 LINES = DEMO_DATA.read_text(encoding="utf-8").splitlines()[:12]
 # dropout, a warmed-up cosine schedule and batches that change every step: weights, optimizer, schedule, RNG and
 # data position must all come back for a resumed run to end with the uninterrupted run's adapter
-SETTINGS = {"lora": {"dropout": 0.1},
-            "train": {"max_steps": 8, "batch_size": 4, "save_every": 2, "keep_checkpoints": 2, "scheduler": "cosine",
-                      "warmup_ratio": 0.25}}
+SETTINGS = {
+    "lora": {"dropout": 0.1},
+    "train": {
+        "max_steps": 8,
+        "batch_size": 4,
+        "save_every": 2,
+        "keep_checkpoints": 2,
+        "scheduler": "cosine",
+        "warmup_ratio": 0.25,
+    },
+}
 FREE = r"\(\d+(\.\d)? (B|KiB|MiB|GiB|TiB) free there\)"
 
 
@@ -92,8 +100,10 @@ def leftovers(run: Path) -> list[str]:
 
 
 def tree(folder: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(folder)): path.read_bytes() if path.is_file() else b"<dir>"
-            for path in sorted(folder.rglob("*"))}
+    return {
+        str(path.relative_to(folder)): path.read_bytes() if path.is_file() else b"<dir>"
+        for path in sorted(folder.rglob("*"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -138,16 +148,22 @@ def run_copy(tmp_path, stopped_run) -> Path:
 
 
 def test_sigterm_from_outside_stops_after_the_step_with_a_checkpoint_and_resume_ends_as_if_never_stopped(
-        tmp_path, run_cli):
+    tmp_path, run_cli
+):
     from test_align import quiet
 
     from afp_cli.align.config import load_config
 
     recipe = make_recipe(tmp_path / "stopped", max_steps=30, save_every=0)
     run = tmp_path / "stopped" / "run"
-    process = subprocess.Popen([sys.executable, "-m", "afp_cli", "align", str(recipe)], cwd=ROOT, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "afp_cli", "align", str(recipe)],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.monotonic() + 120
     while not ((run / "metrics.jsonl").exists() and len(steps_logged_safely(run)) >= 2):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
@@ -193,14 +209,18 @@ def signal_at_step(monkeypatch, step: int, *signals: int) -> None:
     monkeypatch.setattr(train_module, "append_metrics", append_then_signal)
 
 
-@pytest.mark.parametrize("signals, name, code", [
-    ((signal.SIGINT,), "SIGINT", 130),
-    ((signal.SIGINT, signal.SIGINT), "SIGINT", 130),  # torchrun forwarding the terminal's Ctrl-C at once
-    ((signal.SIGTERM, signal.SIGTERM), "SIGTERM", 143),  # a launcher forwarding what the scheduler also sent
-    ((signal.SIGINT, signal.SIGTERM), "SIGTERM", 143),  # the scheduler's signal decides the exit code
-])
-def test_ctrl_c_and_repeated_sigterm_stop_after_the_step_they_arrive_in(tmp_path, run_cli, monkeypatch, reference,
-                                                                        signals, name, code):
+@pytest.mark.parametrize(
+    "signals, name, code",
+    [
+        ((signal.SIGINT,), "SIGINT", 130),
+        ((signal.SIGINT, signal.SIGINT), "SIGINT", 130),  # torchrun forwarding the terminal's Ctrl-C at once
+        ((signal.SIGTERM, signal.SIGTERM), "SIGTERM", 143),  # a launcher forwarding what the scheduler also sent
+        ((signal.SIGINT, signal.SIGTERM), "SIGTERM", 143),  # the scheduler's signal decides the exit code
+    ],
+)
+def test_ctrl_c_and_repeated_sigterm_stop_after_the_step_they_arrive_in(
+    tmp_path, run_cli, monkeypatch, reference, signals, name, code
+):
     recipe = make_recipe(tmp_path)
     run = tmp_path / "run"
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
@@ -218,7 +238,8 @@ def test_ctrl_c_and_repeated_sigterm_stop_after_the_step_they_arrive_in(tmp_path
 
 
 def test_a_second_ctrl_c_while_a_checkpoint_is_written_leaves_the_previous_one_and_no_half_written_one(
-        tmp_path, run_cli, monkeypatch, reference):
+    tmp_path, run_cli, monkeypatch, reference
+):
     import afp_cli.align.checkpoint as checkpoint_module
 
     recipe = make_recipe(tmp_path)
@@ -236,8 +257,10 @@ def test_a_second_ctrl_c_while_a_checkpoint_is_written_leaves_the_previous_one_a
     monkeypatch.setattr(checkpoint_module.torch, "save", save_interrupted)
     code, _, err = run_cli("align", recipe)
     assert code == 130, err
-    assert one_line(err) == (f"aborted at once (a second Ctrl-C); last complete checkpoint: "
-                             f"{run / 'checkpoints' / 'step-00000002'}; continue with --resume")
+    assert one_line(err) == (
+        f"aborted at once (a second Ctrl-C); last complete checkpoint: "
+        f"{run / 'checkpoints' / 'step-00000002'}; continue with --resume"
+    )
     assert checkpoint_names(run) == ["step-00000002"] and leftovers(run) == []
     assert checkpoint_damage(run / "checkpoints" / "step-00000002") is None
 
@@ -249,9 +272,13 @@ def test_a_second_ctrl_c_while_a_checkpoint_is_written_leaves_the_previous_one_a
 
 def test_what_a_killed_run_left_half_written_is_ignored_and_removed_on_resume(run_copy, run_cli, reference):
     run = run_copy / "run"
-    planted = [run / "checkpoints" / ".tmp-step-00000006" / WEIGHTS, run / ".tmp-outputs" / "adapter_config.json",
-               run / ".recipe.yaml.k2j4.tmp", run / ".tmp-base_model" / "config.json",
-               run / "checkpoints" / ".engine-00000006" / "shard-0.pt"]
+    planted = [
+        run / "checkpoints" / ".tmp-step-00000006" / WEIGHTS,
+        run / ".tmp-outputs" / "adapter_config.json",
+        run / ".recipe.yaml.k2j4.tmp",
+        run / ".tmp-base_model" / "config.json",
+        run / "checkpoints" / ".engine-00000006" / "shard-0.pt",
+    ]
     for path in planted:  # what SIGKILL leaves in the middle of each writer
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half")
@@ -273,13 +300,21 @@ def test_resume_where_no_checkpoint_was_written_yet_starts_the_run(tmp_path, run
 
     # killed (SIGKILL) before its first checkpoint: the recipe, the base model and a few metrics lines
     run = tmp_path / "run"
-    for name in ("checkpoints", "adapter_model.safetensors", "adapter_config.json", "summary.json", "README.md",
-                 "tokenizer.json", "tokenizer_config.json"):
+    for name in (
+        "checkpoints",
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "summary.json",
+        "README.md",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ):
         shutil.rmtree(run / name) if (run / name).is_dir() else (run / name).unlink()
     code, _, err = run_cli("align", recipe, "--resume")
     assert code == 0, err
-    assert one_line(err) == (f"warning: {run}: its run stopped before its first checkpoint: starting it again from "
-                             "step 0")
+    assert one_line(err) == (
+        f"warning: {run}: its run stopped before its first checkpoint: starting it again from step 0"
+    )
     assert_same_adapter(run, reference)
     assert steps_logged(run) == list(range(1, 9))
 
@@ -336,12 +371,16 @@ def disk_full_at(monkeypatch, matches) -> list[Path]:
     return targets
 
 
-@pytest.mark.parametrize("where, pattern", [
-    ("recipe.yaml", r"could not write .*run/recipe.yaml: no space left on device " + FREE),
-    ("base_model", r"could not write the built base model \(.*run/base_model\): no space left on device " + FREE),
-])
-def test_a_full_disk_before_the_first_checkpoint_is_one_line_and_leaves_nothing(tmp_path, run_cli, monkeypatch,
-                                                                                where, pattern):
+@pytest.mark.parametrize(
+    "where, pattern",
+    [
+        ("recipe.yaml", r"could not write .*run/recipe.yaml: no space left on device " + FREE),
+        ("base_model", r"could not write the built base model \(.*run/base_model\): no space left on device " + FREE),
+    ],
+)
+def test_a_full_disk_before_the_first_checkpoint_is_one_line_and_leaves_nothing(
+    tmp_path, run_cli, monkeypatch, where, pattern
+):
     recipe = make_recipe(tmp_path)
     disk_full_at(monkeypatch, lambda source, target: target.name == where)
     code, _, err = run_cli("align", recipe)
@@ -350,20 +389,28 @@ def test_a_full_disk_before_the_first_checkpoint_is_one_line_and_leaves_nothing(
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("where, what, kept, written", [
-    ("step-00000004", r"the checkpoint of step 4 \(.*checkpoints/step-00000004\)", ["step-00000002"], []),
-    (".tmp-outputs", r"the adapter \(.*run\)", ["step-00000006", "step-00000008"], []),
-    # the adapter is complete and in place; the summary written after it is not there
-    ("summary.json", r".*run/summary.json", ["step-00000006", "step-00000008"], ["adapter_model.safetensors"]),
-])
-def test_a_full_disk_after_a_checkpoint_names_it_and_keeps_it_intact(tmp_path, run_cli, monkeypatch, reference,
-                                                                     where, what, kept, written):
+@pytest.mark.parametrize(
+    "where, what, kept, written",
+    [
+        ("step-00000004", r"the checkpoint of step 4 \(.*checkpoints/step-00000004\)", ["step-00000002"], []),
+        (".tmp-outputs", r"the adapter \(.*run\)", ["step-00000006", "step-00000008"], []),
+        # the adapter is complete and in place; the summary written after it is not there
+        ("summary.json", r".*run/summary.json", ["step-00000006", "step-00000008"], ["adapter_model.safetensors"]),
+    ],
+)
+def test_a_full_disk_after_a_checkpoint_names_it_and_keeps_it_intact(
+    tmp_path, run_cli, monkeypatch, reference, where, what, kept, written
+):
     recipe = make_recipe(tmp_path)
     run = tmp_path / "run"
     disk_full_at(monkeypatch, lambda source, target: where in (target.name, source.parent.name))
     code, _, err = run_cli("align", recipe)
-    assert_error(code, err, rf"^error: could not write {what}: no space left on device {FREE} \(last complete "
-                            rf"checkpoint: .*checkpoints/{kept[-1]}; continue with --resume\)$")
+    assert_error(
+        code,
+        err,
+        rf"^error: could not write {what}: no space left on device {FREE} \(last complete "
+        rf"checkpoint: .*checkpoints/{kept[-1]}; continue with --resume\)$",
+    )
     assert checkpoint_names(run) == kept and leftovers(run) == []
     assert all(checkpoint_damage(run / "checkpoints" / name) is None for name in kept)
     assert [name for name in ("adapter_model.safetensors", "summary.json") if (run / name).exists()] == written
@@ -371,8 +418,12 @@ def test_a_full_disk_after_a_checkpoint_names_it_and_keeps_it_intact(tmp_path, r
     # --resume on the still-full disk: the same kind of line, and the checkpoint still there
     disk_full_at(monkeypatch, lambda source, target: True)
     code, _, err = run_cli("align", recipe, "--resume")
-    assert_error(code, err, rf"could not write .*run/recipe.yaml: no space left on device {FREE} \(last complete "
-                            rf"checkpoint: .*{kept[-1]}; continue with --resume\)")
+    assert_error(
+        code,
+        err,
+        rf"could not write .*run/recipe.yaml: no space left on device {FREE} \(last complete "
+        rf"checkpoint: .*{kept[-1]}; continue with --resume\)",
+    )
     assert checkpoint_names(run) == kept and leftovers(run) == []
 
     monkeypatch.undo()
@@ -382,11 +433,14 @@ def test_a_full_disk_after_a_checkpoint_names_it_and_keeps_it_intact(tmp_path, r
 
 
 @pytest.mark.parametrize("failing", [WEIGHTS, OPTIMIZER])
-def test_the_libraries_own_write_failures_are_recognised_safetensors_and_torch_save(tmp_path, run_cli, monkeypatch,
-                                                                                     stopped_run, failing):
+def test_the_libraries_own_write_failures_are_recognised_safetensors_and_torch_save(
+    tmp_path, run_cli, monkeypatch, stopped_run, failing
+):
     # a file-size limit between the two files' sizes: safetensors' Rust writer or torch.save's zip writer fails
-    sizes = {name: (stopped_run / "run" / "checkpoints" / "step-00000004" / name).stat().st_size
-             for name in (WEIGHTS, OPTIMIZER)}
+    sizes = {
+        name: (stopped_run / "run" / "checkpoints" / "step-00000004" / name).stat().st_size
+        for name in (WEIGHTS, OPTIMIZER)
+    }
     assert sizes[WEIGHTS] < sizes[OPTIMIZER]
     limit = sizes[WEIGHTS] // 2 if failing == WEIGHTS else (sizes[WEIGHTS] + sizes[OPTIMIZER]) // 2
     real = train_module.save_checkpoint
@@ -400,8 +454,12 @@ def test_the_libraries_own_write_failures_are_recognised_safetensors_and_torch_s
     monkeypatch.setattr(train_module, "save_checkpoint", save_with_a_limit)
     recipe = make_recipe(tmp_path)
     code, _, err = run_cli("align", recipe)
-    assert_error(code, err, r"could not write the checkpoint of step 4 .*: file too large for the file-size limit "
-                            r"\(ulimit -f\) .*\(last complete checkpoint: .*step-00000002; continue with --resume\)")
+    assert_error(
+        code,
+        err,
+        r"could not write the checkpoint of step 4 .*: file too large for the file-size limit "
+        r"\(ulimit -f\) .*\(last complete checkpoint: .*step-00000002; continue with --resume\)",
+    )
     assert checkpoint_names(tmp_path / "run") == ["step-00000002"] and leftovers(tmp_path / "run") == []
 
 
@@ -416,8 +474,12 @@ def test_a_metrics_line_the_disk_refuses_is_cut_off_again(tmp_path, run_cli, mon
 
     monkeypatch.setattr(train_module, "append_metrics", append_with_a_limit)
     code, _, err = run_cli("align", make_recipe(tmp_path))
-    assert_error(code, err, r"could not write .*run/metrics.jsonl: file too large .*\(last complete checkpoint: "
-                            r".*step-00000002; continue with --resume\)")
+    assert_error(
+        code,
+        err,
+        r"could not write .*run/metrics.jsonl: file too large .*\(last complete checkpoint: "
+        r".*step-00000002; continue with --resume\)",
+    )
     text = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert text.endswith("\n") and steps_logged(tmp_path / "run") == [1, 2]
 
@@ -438,7 +500,6 @@ def test_the_writers_leave_nothing_half_written_when_the_disk_refuses(tmp_path):
             write_all_atomically({tmp_path / "kept.md": "new", tmp_path / "b.json": "y" * 5000})
     assert sorted(path.name for path in tmp_path.iterdir()) == ["kept.md"]
     assert (tmp_path / "kept.md").read_text() == "the old report"
-
 
 
 def test_replacing_folder_puts_the_old_contents_back_unless_the_new_are_kept(tmp_path):
@@ -496,12 +557,16 @@ def no_loading_bars():
             transformers_logging.enable_progress_bar()
 
 
-@pytest.mark.parametrize("fault, reason", [
-    ("full", "no space left on device"),
-    ("output is a file", "a part of the path is a file, not a folder"),
-])
+@pytest.mark.parametrize(
+    "fault, reason",
+    [
+        ("full", "no space left on device"),
+        ("output is a file", "a part of the path is a file, not a folder"),
+    ],
+)
 def test_analyze_on_a_full_disk_or_an_unwritable_output_is_one_line_and_writes_no_report(
-        tmp_path, run_cli, monkeypatch, tiny_model_dir, no_loading_bars, fault, reason):
+    tmp_path, run_cli, monkeypatch, tiny_model_dir, no_loading_bars, fault, reason
+):
     data = tmp_path / "held_out.jsonl"
     data.write_text("\n".join(LINES[:4]) + "\n", encoding="utf-8")
     output = tmp_path / "rep"
@@ -530,21 +595,26 @@ def flip_a_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("name, damage, problem", [
-    (WEIGHTS, truncate, r"trainable.safetensors has [\d,]+ bytes, [\d,]+ were written"),
-    (STATE, lambda path: path.write_text('{"step": 4, "world'), r"state.json has 18 bytes, [\d,]+ were written"),
-    (OPTIMIZER, flip_a_byte, r"optimizer.pt: its checksum differs from the manifest's"),
-    (OPTIMIZER, Path.unlink, r"optimizer.pt missing"),
-    (MANIFEST, lambda path: path.write_text("{"), r"manifest.json is unreadable"),
-])
-def test_a_damaged_checkpoint_is_skipped_for_the_newest_intact_one(run_copy, run_cli, reference, name, damage,
-                                                                   problem):
+@pytest.mark.parametrize(
+    "name, damage, problem",
+    [
+        (WEIGHTS, truncate, r"trainable.safetensors has [\d,]+ bytes, [\d,]+ were written"),
+        (STATE, lambda path: path.write_text('{"step": 4, "world'), r"state.json has 18 bytes, [\d,]+ were written"),
+        (OPTIMIZER, flip_a_byte, r"optimizer.pt: its checksum differs from the manifest's"),
+        (OPTIMIZER, Path.unlink, r"optimizer.pt missing"),
+        (MANIFEST, lambda path: path.write_text("{"), r"manifest.json is unreadable"),
+    ],
+)
+def test_a_damaged_checkpoint_is_skipped_for_the_newest_intact_one(run_copy, run_cli, reference, name, damage, problem):
     run = run_copy / "run"
     damage(run / "checkpoints" / "step-00000004" / name)
     code, out, err = run_cli("align", run_copy / "recipe.yaml", "--resume")
     assert code == 0, err
-    assert re.fullmatch(rf"warning: checkpoint .*step-00000004 is damaged \({problem}\): resuming from "
-                        r"step-00000002; the damaged one is kept as damaged-step-00000004", one_line(err))
+    assert re.fullmatch(
+        rf"warning: checkpoint .*step-00000004 is damaged \({problem}\): resuming from "
+        r"step-00000002; the damaged one is kept as damaged-step-00000004",
+        one_line(err),
+    )
     assert f"resumed from {run / 'checkpoints' / 'step-00000002'} (step 2)" in unwrapped(out)
     assert_same_adapter(run, reference)
     assert checkpoint_names(run) == ["damaged-step-00000004", "step-00000006", "step-00000008"]
@@ -556,9 +626,13 @@ def test_no_intact_checkpoint_is_one_line_and_changes_nothing(run_copy, run_cli)
     (run / "checkpoints" / "step-00000002" / STATE).write_text("{}")
     before = tree(run)
     code, _, err = run_cli("align", run_copy / "recipe.yaml", "--resume")
-    assert_error(code, err, r"no intact checkpoint in .*run/checkpoints to resume from \(step-00000004: "
-                            r"trainable.safetensors has .* were written; step-00000002: state.json has 2 bytes, .*\): "
-                            r"start the run again with --overwrite")
+    assert_error(
+        code,
+        err,
+        r"no intact checkpoint in .*run/checkpoints to resume from \(step-00000004: "
+        r"trainable.safetensors has .* were written; step-00000002: state.json has 2 bytes, .*\): "
+        r"start the run again with --overwrite",
+    )
     assert tree(run) == before
 
 
@@ -569,38 +643,53 @@ def test_checkpoints_without_a_manifest_are_accepted_when_every_file_parses(run_
     truncate(run / "checkpoints" / "step-00000004" / OPTIMIZER)
     code, _, err = run_cli("align", run_copy / "recipe.yaml", "--resume")
     assert code == 0, err
-    assert re.fullmatch(r"warning: checkpoint .*step-00000004 is damaged \(optimizer.pt does not parse\): resuming "
-                        r"from step-00000002; .*", one_line(err))
+    assert re.fullmatch(
+        r"warning: checkpoint .*step-00000004 is damaged \(optimizer.pt does not parse\): resuming "
+        r"from step-00000002; .*",
+        one_line(err),
+    )
     assert_same_adapter(run, reference)
 
 
 # ------------------------------------------------------------------------------------------- a changed recipe
 
 
-@pytest.mark.parametrize("overrides, listed", [
-    (["lora.r=4"], r"lora.r 8 → 4"),
-    (["train.lr=0.001"], r"train.lr 0.005 → 0.001"),
-    (["data.max_length=32"], r"data.max_length 48 → 32"),
-    (["model.architecture.hidden_size=32"], r"model.architecture \(changed\)"),
-    (["train.seed=1", "mcl.temperature=0.1", "train.save_every=1"], r"mcl.temperature 0.05 → 0.1, train.seed 0 → 1"),
-])
+@pytest.mark.parametrize(
+    "overrides, listed",
+    [
+        (["lora.r=4"], r"lora.r 8 → 4"),
+        (["train.lr=0.001"], r"train.lr 0.005 → 0.001"),
+        (["data.max_length=32"], r"data.max_length 48 → 32"),
+        (["model.architecture.hidden_size=32"], r"model.architecture \(changed\)"),
+        (
+            ["train.seed=1", "mcl.temperature=0.1", "train.save_every=1"],
+            r"mcl.temperature 0.05 → 0.1, train.seed 0 → 1",
+        ),
+    ],
+)
 def test_resume_with_a_recipe_that_changes_the_run_is_refused_listing_the_keys(run_copy, run_cli, overrides, listed):
-    run = run_copy / "run"
     before = tree(run_copy)
     code, _, err = run_cli("align", run_copy / "recipe.yaml", *overrides, "--resume")
-    line = assert_error(code, err, rf"--resume with a recipe that differs from the run's \(.*run/recipe.yaml\) in "
-                                   rf"{listed}: a resume may change only train.max_steps, train.log_every, ")
+    line = assert_error(
+        code,
+        err,
+        rf"--resume with a recipe that differs from the run's \(.*run/recipe.yaml\) in "
+        rf"{listed}: a resume may change only train.max_steps, train.log_every, ",
+    )
     assert "train.save_every 2" not in line  # an allowed change is not listed among the refused ones
     assert tree(run_copy) == before
 
 
 def test_resume_may_lengthen_the_run_and_change_its_cadence(run_copy, run_cli):
     run = run_copy / "run"
-    code, _, err = run_cli("align", run_copy / "recipe.yaml", "train.max_steps=10", "train.save_every=3",
-                           "train.log_every=2", "--resume")
+    code, _, err = run_cli(
+        "align", run_copy / "recipe.yaml", "train.max_steps=10", "train.save_every=3", "train.log_every=2", "--resume"
+    )
     assert code == 0, err
-    assert one_line(err) == ("warning: train.max_steps 8 → 10: the cosine schedule from step 4 on is the one of a "
-                             "10-step run, so the learning rate moves at the resume")
+    assert one_line(err) == (
+        "warning: train.max_steps 8 → 10: the cosine schedule from step 4 on is the one of a "
+        "10-step run, so the learning rate moves at the resume"
+    )
     assert steps_logged(run) == [1, 2, 3, 4, 6, 8, 10]
     assert checkpoint_names(run) == ["step-00000009", "step-00000010"]
     assert json.loads((run / "summary.json").read_text())["steps"] == 10

@@ -26,18 +26,35 @@ def _wrapped(inner: BaseException, outer: BaseException) -> BaseException:
         return raised
 
 
-@pytest.mark.parametrize(("error", "expected"), [
-    (_hub_error("GatedRepoError", "403 Client Error. Cannot access gated repo for url "
-                "https://huggingface.co/meta-llama/Llama-2-7b-hf/resolve/main/config.json."),
-     r"hub repository 'meta-llama/Llama-2-7b-hf' is gated: .*HF_TOKEN"),
-    (_wrapped(_hub_error("RepositoryNotFoundError", "404 Client Error. Repository Not Found for url: "
-                         "https://huggingface.co/facebook/xglm-565M/resolve/main/config.json."),
-              OSError("facebook/xglm-565M is not a local folder and is not a valid model identifier")),
-     r"hub repository 'facebook/xglm-565M' not found: check the name"),
-    (_wrapped(ModuleNotFoundError("No module named 'vllm'", name="vllm"), RuntimeError("backend failed")),
-     r"optional package 'vllm' is not installed: pip install vllm"),
-    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), r"out of GPU memory: lower the batch size"),
-])
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            _hub_error(
+                "GatedRepoError",
+                "403 Client Error. Cannot access gated repo for url "
+                "https://huggingface.co/meta-llama/Llama-2-7b-hf/resolve/main/config.json.",
+            ),
+            r"hub repository 'meta-llama/Llama-2-7b-hf' is gated: .*HF_TOKEN",
+        ),
+        (
+            _wrapped(
+                _hub_error(
+                    "RepositoryNotFoundError",
+                    "404 Client Error. Repository Not Found for url: "
+                    "https://huggingface.co/facebook/xglm-565M/resolve/main/config.json.",
+                ),
+                OSError("facebook/xglm-565M is not a local folder and is not a valid model identifier"),
+            ),
+            r"hub repository 'facebook/xglm-565M' not found: check the name",
+        ),
+        (
+            _wrapped(ModuleNotFoundError("No module named 'vllm'", name="vllm"), RuntimeError("backend failed")),
+            r"optional package 'vllm' is not installed: pip install vllm",
+        ),
+        (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), r"out of GPU memory: lower the batch size"),
+    ],
+)
 def test_known_library_failures_get_one_actionable_line(error, expected):
     import re
 
@@ -46,18 +63,24 @@ def test_known_library_failures_get_one_actionable_line(error, expected):
     assert "\n" not in line
 
 
-@pytest.mark.parametrize("error", [ZeroDivisionError("division by zero"), KeyError("input_ids"),
-                                   ModuleNotFoundError("No module named 'afp_cli.nothing'", name="afp_cli.nothing")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        ZeroDivisionError("division by zero"),
+        KeyError("input_ids"),
+        ModuleNotFoundError("No module named 'afp_cli.nothing'", name="afp_cli.nothing"),
+    ],
+)
 def test_bugs_are_not_explained_away(error):
     assert explain(error) is None
 
 
 def test_the_cli_turns_a_known_failure_into_exit_2_and_keeps_bugs_loud(tmp_path, run_cli, monkeypatch):
     import torch
-
-    import afp_cli.align.train
     from test_align import write_recipe
     from test_align_errors import GOOD_LINES, data_with
+
+    import afp_cli.align.train
 
     recipe = write_recipe(tmp_path, data_with(tmp_path, GOOD_LINES))
 

@@ -7,7 +7,12 @@ import json
 import pytest
 
 from afp_cli.analyze.language_confusion import (
-    ConfusionCheck, check_response, confusion_rates, normalize, words, wpr_applies,
+    ConfusionCheck,
+    check_response,
+    confusion_rates,
+    normalize,
+    words,
+    wpr_applies,
 )
 
 VOCABULARY = frozenset({"python", "program", "window"})  # a stand-in for web2's lower-case words of 4+ letters
@@ -15,6 +20,7 @@ VOCABULARY = frozenset({"python", "program", "window"})  # a stand-in for web2's
 
 def detector(languages: dict[str, tuple[str, float]], default: tuple[str, float] = ("zh", 0.9)):
     """A fake detector: the (language, confidence) of each line that contains a key, else ``default``."""
+
     def best_language(line: str) -> tuple[str, float]:
         return next((result for key, result in languages.items() if key in line), default)
 
@@ -75,10 +81,13 @@ def test_wpr_counts_lower_case_english_words_among_responses_that_pass_the_lines
 
 def test_wpr_only_for_non_latin_targets_and_lcpr_is_then_lpr():
     assert [wpr_applies(code) for code in ("zh", "ja", "ko", "ru", "ar", "hi", "th", "de", "en", "vi")] == [
-        True] * 7 + [False] * 3
+        True
+    ] * 7 + [False] * 3
     best = detector({}, default=("de", 0.9))
-    checks = [check_response("das ist ein sehr guter python Satz", "de", best, VOCABULARY),
-              check_response("das ist ein sehr guter Satz heute", "de", best, VOCABULARY)]
+    checks = [
+        check_response("das ist ein sehr guter python Satz", "de", best, VOCABULARY),
+        check_response("das ist ein sehr guter Satz heute", "de", best, VOCABULARY),
+    ]
     rates = confusion_rates(checks, "de")
     assert rates.lpr == 1.0 and rates.wpr is None and rates.lcpr == 1.0
     nothing = confusion_rates([check_response("kurz", "de", best, VOCABULARY)], "de")
@@ -106,8 +115,14 @@ def test_language_rate_report_has_lcb_columns_and_a_paired_test(tmp_path, run_cl
         ("cit", "3", "我喜欢喝绿茶因为它对身体很好而且很好喝"),
     ]
     answers = tmp_path / "answers.jsonl"
-    answers.write_text("".join(json.dumps({"id": i, "model": m, "target_lang": "zh", "source_lang": "en", "text": t},
-                                          ensure_ascii=False) + "\n" for m, i, t in lines), encoding="utf-8")
+    answers.write_text(
+        "".join(
+            json.dumps({"id": i, "model": m, "target_lang": "zh", "source_lang": "en", "text": t}, ensure_ascii=False)
+            + "\n"
+            for m, i, t in lines
+        ),
+        encoding="utf-8",
+    )
     code, _, stderr = run_cli("analyze", "language-rate", "--generations", answers, "-o", tmp_path / "rate")
     assert code == 0, stderr
     report = json.loads((tmp_path / "rate" / "language_rate.json").read_text(encoding="utf-8"))

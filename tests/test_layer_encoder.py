@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from afp_cli.model.representations import hidden_states_at
 from afp_cli.model.blocks import decoder_layers
+from afp_cli.model.representations import hidden_states_at
 from afp_cli.model.tiny import TINY_ARCHITECTURES, build_model, tiny_architecture
 
 INPUT_IDS = torch.tensor([[1, 50, 60, 70, 80], [1, 90, 100, 0, 0]])
@@ -28,8 +28,10 @@ def test_layers_above_the_pooling_layer_are_not_executed(model_type, layer, tiny
     calls = []
     blocks = decoder_layers(model)
     # a forward hook fires when a block has computed its output: exactly the blocks that ran
-    handles = [block.register_forward_hook(lambda module, args, output, index=index: calls.append(index))
-               for index, block in enumerate(blocks)]
+    handles = [
+        block.register_forward_hook(lambda module, args, output, index=index: calls.append(index))
+        for index, block in enumerate(blocks)
+    ]
     lm_head_calls = []
     handles.append(model.get_output_embeddings().register_forward_hook(lambda *args: lm_head_calls.append(1)))
     hidden_states_at(model, INPUT_IDS, MASK, layer)

@@ -7,18 +7,29 @@ import pytest
 import torch
 
 from afp_cli.errors import AfpError
-from afp_cli.model.lora_targets import mcl_reach_warning, pooling_reach, resolve_targets
 from afp_cli.model.loading import add_lora, merge_adapter
+from afp_cli.model.lora_targets import mcl_reach_warning, pooling_reach, resolve_targets
 from afp_cli.model.tiny import build_model, tiny_architecture
 
 EMBEDDING_NAMES = {
-    "llama": "model.embed_tokens", "xglm": "model.embed_tokens", "qwen2": "model.embed_tokens",
-    "gpt2": "transformer.wte", "bloom": "transformer.word_embeddings", "gpt_neox": "gpt_neox.embed_in",
+    "llama": "model.embed_tokens",
+    "xglm": "model.embed_tokens",
+    "qwen2": "model.embed_tokens",
+    "gpt2": "transformer.wte",
+    "bloom": "transformer.word_embeddings",
+    "gpt_neox": "gpt_neox.embed_in",
     "opt": "model.decoder.embed_tokens",
 }
 BLOCK_LINEARS = {
-    "llama": ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
-              "mlp.up_proj", "mlp.down_proj"],
+    "llama": [
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+    ],
     "gpt2": ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"],
     "bloom": ["self_attention.query_key_value", "self_attention.dense", "mlp.dense_h_to_4h", "mlp.dense_4h_to_h"],
 }
@@ -32,15 +43,19 @@ def models(tiny_tokenizer):
 @pytest.mark.parametrize("model_type", sorted(EMBEDDING_NAMES))
 def test_auto_adapts_the_input_embeddings_and_every_block_linear_layer_never_the_lm_head(models, model_type):
     model = add_lora(models(model_type), r=4, alpha=8, dropout=0.0, targets="auto", seed=0)
-    adapted = {name.removeprefix("base_model.model.") for name, module in model.named_modules()
-               if hasattr(module, "lora_A") or hasattr(module, "lora_embedding_A")}
+    adapted = {
+        name.removeprefix("base_model.model.")
+        for name, module in model.named_modules()
+        if hasattr(module, "lora_A") or hasattr(module, "lora_embedding_A")
+    }
     assert EMBEDDING_NAMES[model_type] in adapted
     assert not any("lm_head" in name or "embed_out" in name for name in adapted)
     blocks = model.config.num_hidden_layers
     if model_type in BLOCK_LINEARS:
         assert len(adapted) == 1 + blocks * len(BLOCK_LINEARS[model_type])
-        assert {name.split(".", 3)[-1] for name in adapted if name != EMBEDDING_NAMES[model_type]} == \
-               set(BLOCK_LINEARS[model_type])
+        assert {name.split(".", 3)[-1] for name in adapted if name != EMBEDDING_NAMES[model_type]} == set(
+            BLOCK_LINEARS[model_type]
+        )
     # only LoRA weights train; the tied output matrix (where there is one) is the frozen base matrix
     assert all("lora_" in name for name, param in model.named_parameters() if param.requires_grad)
     assert not model.get_output_embeddings().weight.requires_grad
@@ -49,8 +64,13 @@ def test_auto_adapts_the_input_embeddings_and_every_block_linear_layer_never_the
 def test_presets_resolve_to_the_named_module_sets(models):
     llama = models("llama")
     assert resolve_targets(llama, "attention") == ["q_proj", "k_proj", "v_proj", "o_proj"]
-    assert resolve_targets(llama, "embeddings+attention") == ["model.embed_tokens", "q_proj", "k_proj", "v_proj",
-                                                               "o_proj"]
+    assert resolve_targets(llama, "embeddings+attention") == [
+        "model.embed_tokens",
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+    ]
     assert resolve_targets(llama, "all-linear") == BLOCK_LINEARS["llama"]
     assert resolve_targets(llama, "auto") == resolve_targets(llama, "embeddings+all-linear")
     assert resolve_targets(llama, "auto", ["q_proj"]) == ["q_proj"]  # explicit module names win
@@ -59,14 +79,17 @@ def test_presets_resolve_to_the_named_module_sets(models):
 
 
 def _mcl_gradients(model, pooling_layer: int) -> dict[str, float]:
-    from afp_cli.model.representations import sentence_vectors
     from afp_cli.align.losses import info_nce
+    from afp_cli.model.representations import sentence_vectors
 
     ids = torch.randint(5, 300, (8, 10), generator=torch.Generator().manual_seed(0))
     vectors = sentence_vectors(model, ids, torch.ones_like(ids), pooling_layer, "last")
     info_nce(vectors[:4], vectors[4:], 0.05).backward()
-    return {name: float(param.grad.norm()) for name, param in model.named_parameters()
-            if param.requires_grad and param.grad is not None}
+    return {
+        name: float(param.grad.norm())
+        for name, param in model.named_parameters()
+        if param.requires_grad and param.grad is not None
+    }
 
 
 def test_the_mcl_gradient_reaches_the_embedding_adapter_and_nothing_above_the_pooling_layer(models):
@@ -81,13 +104,16 @@ def test_the_mcl_gradient_reaches_the_embedding_adapter_and_nothing_above_the_po
     assert not any(f".layers.{block}." in name for name in gradients for block in (1, 2, 3))
 
 
-@pytest.mark.parametrize(("targets", "pooling_layer", "warned"), [
-    ("attention", 1, "with the input embeddings frozen"),   # the setting the issue measured at chance
-    ("all-linear", 1, "with the input embeddings frozen"),
-    ("auto", 1, None),
-    ("embeddings+attention", 1, None),
-    ("attention", 4, None),                                  # pooling the final layer: every block lies below
-])
+@pytest.mark.parametrize(
+    ("targets", "pooling_layer", "warned"),
+    [
+        ("attention", 1, "with the input embeddings frozen"),  # the setting the issue measured at chance
+        ("all-linear", 1, "with the input embeddings frozen"),
+        ("auto", 1, None),
+        ("embeddings+attention", 1, None),
+        ("attention", 4, None),  # pooling the final layer: every block lies below
+    ],
+)
 def test_the_reach_warning_fires_when_mcl_can_barely_move_its_vectors(models, targets, pooling_layer, warned):
     model = add_lora(models("llama"), r=4, alpha=8, dropout=0.0, targets=targets, seed=0)
     warning = mcl_reach_warning(pooling_reach(model, pooling_layer), model.config.num_hidden_layers)
@@ -95,8 +121,9 @@ def test_the_reach_warning_fires_when_mcl_can_barely_move_its_vectors(models, ta
 
 
 def test_nothing_trained_below_the_pooling_layer_is_named_as_such(models):
-    model = add_lora(models("llama"), r=4, alpha=8, dropout=0.0, targets="auto",
-                     target_modules=["layers.3.self_attn.q_proj"], seed=0)
+    model = add_lora(
+        models("llama"), r=4, alpha=8, dropout=0.0, targets="auto", target_modules=["layers.3.self_attn.q_proj"], seed=0
+    )
     reach = pooling_reach(model, 1)
     assert reach.parameters_below == 0 and not reach.embeddings_trained
     assert "nothing below it is trained" in mcl_reach_warning(reach, 4)

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from afp_cli.data.tokenize import IGNORE_INDEX
 from afp_cli.align.losses import info_nce
+from afp_cli.data.tokenize import IGNORE_INDEX
 from afp_cli.model.representations import last_token_index, pool
 from afp_cli.model.scoring import causal_lm_loss
 
@@ -46,8 +46,10 @@ def _hand_info_nce(anchors, positives, temperature, hard=None, hard_weight=0.0):
     for i, anchor in enumerate(anchors):
         logits = [cos(anchor, positive) / temperature for positive in positives]
         if hard is not None:
-            logits += [cos(anchor, negative) / temperature + (hard_weight if j == i else 0.0)
-                       for j, negative in enumerate(hard)]
+            logits += [
+                cos(anchor, negative) / temperature + (hard_weight if j == i else 0.0)
+                for j, negative in enumerate(hard)
+            ]
         total += -logits[i] + math.log(sum(math.exp(value) for value in logits))
     return total / len(anchors)
 
@@ -84,8 +86,12 @@ def test_causal_lm_loss_equals_transformers_loss_on_the_same_targets(tiny_tokeni
     model = build_model(tiny_architecture("llama"), tiny_tokenizer, seed=1).eval()
     input_ids = torch.tensor([[1, 40, 41, 42, 43, 44], [1, 50, 51, 52, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
-    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 42, 43, 44],
-                           [IGNORE_INDEX, IGNORE_INDEX, 51, 52, IGNORE_INDEX, IGNORE_INDEX]])
+    labels = torch.tensor(
+        [
+            [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 42, 43, 44],
+            [IGNORE_INDEX, IGNORE_INDEX, 51, 52, IGNORE_INDEX, IGNORE_INDEX],
+        ]
+    )
     with torch.no_grad():
         ours = causal_lm_loss(model, input_ids, mask, labels)
         reference = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss

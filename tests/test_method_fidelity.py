@@ -37,14 +37,23 @@ def test_split_refuses_more_than_the_file_holds():
 
 
 def _rows(variant: str, values: list[float]) -> list[dict]:
-    metrics = {"retrieval_layer1_en_zh": 0.0, "retrieval_layer1_zh_en": 0.0, "retrieval_last_en_zh": 0.0,
-               "retrieval_last_zh_en": 0.0, "chrf": 0.0, "bleu": 0.0, "language_rate": 0.0, "held_out_cit_loss": 0.0}
+    metrics = {
+        "retrieval_layer1_en_zh": 0.0,
+        "retrieval_layer1_zh_en": 0.0,
+        "retrieval_last_en_zh": 0.0,
+        "retrieval_last_zh_en": 0.0,
+        "chrf": 0.0,
+        "bleu": 0.0,
+        "language_rate": 0.0,
+        "held_out_cit_loss": 0.0,
+    }
     return [{"variant": variant, "seed": seed, **metrics, "retrieval_top1": value} for seed, value in enumerate(values)]
 
 
 def test_a_difference_within_the_spread_is_noise():
-    summary = summarise(_rows("mcl", [0.30, 0.20, 0.25]) + _rows("base", [0.01, 0.02, 0.03])
-                        + _rows("cit", [0.22, 0.40, 0.04]), "main")
+    summary = summarise(
+        _rows("mcl", [0.30, 0.20, 0.25]) + _rows("base", [0.01, 0.02, 0.03]) + _rows("cit", [0.22, 0.40, 0.04]), "main"
+    )
     clear = compare(summary, "mcl", "base", "retrieval_top1")
     assert clear["difference"] == pytest.approx(0.23)
     assert clear["spread"] == pytest.approx(0.05)  # the bigger of the two sample standard deviations
@@ -64,8 +73,19 @@ def test_a_loss_is_better_when_lower():
 def test_quick_run_separates_mcl_from_no_mcl(tmp_path):
     """The effects that must hold at any scale: MCL aligns sentence vectors, CIT learns to translate."""
     out = tmp_path / "fidelity"
-    subprocess.run([sys.executable, str(BENCH / "method_fidelity.py"), "--quick", "--out", str(out),
-                    "--cache-dir", str(tmp_path / "cache")], check=True, timeout=1200)
+    subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "method_fidelity.py"),
+            "--quick",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        check=True,
+        timeout=1200,
+    )
     result = json.loads((out / "results.json").read_text())
     rows = {row["variant"]: row for row in result["rows"]}
     assert set(rows) == {"base", "mcl", "cit", "mcl+cit"}

@@ -19,11 +19,17 @@ def test_every_python_package_is_listed():
 def test_every_task_file_is_shipped_as_package_data():
     patterns = SETUPTOOLS["package-data"]["afp_cli.tasks"]
     tasks = ROOT / SETUPTOOLS["package-dir"]["afp_cli.tasks"]
-    files = [path.relative_to(tasks).as_posix() for path in tasks.rglob("*")
-             if path.is_file() and "__pycache__" not in path.parts]
+    files = [
+        path.relative_to(tasks).as_posix()
+        for path in tasks.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
     assert len(files) > 100
-    missing = [name for name in files if not any(fnmatch.fnmatch(name, pattern) and name.count("/") == pattern.count("/")
-                                                 for pattern in patterns)]
+    missing = [
+        name
+        for name in files
+        if not any(fnmatch.fnmatch(name, pattern) and name.count("/") == pattern.count("/") for pattern in patterns)
+    ]
     assert missing == []
 
 
@@ -35,8 +41,14 @@ def test_package_data_files_exist():
 def test_every_data_file_of_the_package_is_shipped():
     patterns = SETUPTOOLS["package-data"]["afp_cli"]
     root = ROOT / "afp_cli"
-    data_files = [path.relative_to(root).as_posix() for path in root.rglob("*")
-                  if path.is_file() and path.suffix not in {".py", ".pyc"} and "__pycache__" not in path.parts]
-    missing = [name for name in data_files if not any(fnmatch.fnmatch(name, pattern) and
-                                                      name.count("/") == pattern.count("/") for pattern in patterns)]
+    data_files = [
+        path.relative_to(root).as_posix()
+        for path in root.rglob("*")
+        if path.is_file() and path.suffix not in {".py", ".pyc"} and "__pycache__" not in path.parts
+    ]
+    missing = [
+        name
+        for name in data_files
+        if not any(fnmatch.fnmatch(name, pattern) and name.count("/") == pattern.count("/") for pattern in patterns)
+    ]
     assert missing == []

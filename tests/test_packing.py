@@ -37,8 +37,12 @@ def test_pack_places_longest_first_and_restarts_positions_per_text_and_at_the_pa
     assert layout.token_count == 14 and layout.longest == 5
     hidden = values.unsqueeze(-1).float()  # unpacking gives back each text from column 0, as right padding does
     unpacked, real = layout.unpack(hidden)
-    assert (unpacked.squeeze(-1) * real).long().tolist() == [[1, 2, 3, 0, 0], [4, 5, 6, 7, 8], [9, 10, 0, 0, 0],
-                                                            [11, 12, 13, 14, 0]]
+    assert (unpacked.squeeze(-1) * real).long().tolist() == [
+        [1, 2, 3, 0, 0],
+        [4, 5, 6, 7, 8],
+        [9, 10, 0, 0, 0],
+        [11, 12, 13, 14, 0],
+    ]
     assert real.sum(-1).tolist() == [3, 5, 2, 4]
     labels = fill_rows(texts, layout, IGNORE_INDEX, first_value=IGNORE_INDEX)
     assert labels[2].tolist() == [IGNORE_INDEX, 2, 3, IGNORE_INDEX, 10]  # no text predicts the next one's first token
@@ -54,8 +58,18 @@ def test_rows_share_the_tokens_evenly_rather_than_filling_the_widest_first():
 
 
 def test_bucketed_widths_are_few():
-    assert [bucket_width(n) for n in (1, 8, 9, 17, 33, 64, 65, 96, 129, 512)] == [8, 8, 16, 32, 64, 64, 128, 128,
-                                                                                 192, 512]
+    assert [bucket_width(n) for n in (1, 8, 9, 17, 33, 64, 65, 96, 129, 512)] == [
+        8,
+        8,
+        16,
+        32,
+        64,
+        64,
+        128,
+        128,
+        192,
+        512,
+    ]
     assert len({bucket_width(n) for n in range(1, 513)}) == 11
 
 
@@ -79,18 +93,27 @@ def lora_model(model_type, tokenizer):
 
 def losses_and_gradients(model, batch, pooling="last-1"):
     """One afp step's loss parts and the gradient of every trainable weight."""
-    config = build_config({"model": {"name_or_path": "x"}, "data": {"train_file": "x"},
-                           "train": {"batch_size": 8}, "mcl": {"pooling": pooling}})
+    config = build_config(
+        {
+            "model": {"name_or_path": "x"},
+            "data": {"train_file": "x"},
+            "train": {"batch_size": 8},
+            "mcl": {"pooling": pooling},
+        }
+    )
     model.zero_grad(set_to_none=True)
     parts = objective(model, batch, config)
     parts.total.backward()
-    gradients = {name: parameter.grad.clone() for name, parameter in model.named_parameters()
-                 if parameter.requires_grad}
+    gradients = {
+        name: parameter.grad.clone() for name, parameter in model.named_parameters() if parameter.requires_grad
+    }
     return parts, gradients
 
 
-@pytest.mark.parametrize("model_type, pooling", [("llama", "last-1"), ("llama", "avg-2"), ("llama", "max"),
-                                                 ("gpt2", "last-1"), ("qwen2", "last")])
+@pytest.mark.parametrize(
+    "model_type, pooling",
+    [("llama", "last-1"), ("llama", "avg-2"), ("llama", "max"), ("gpt2", "last-1"), ("qwen2", "last")],
+)
 def test_packed_batch_gives_the_right_padded_batch_losses_and_lora_gradients(tiny_tokenizer, model_type, pooling):
     tokenized = _tokenized(tiny_tokenizer)
     model = lora_model(model_type, tiny_tokenizer)
@@ -166,8 +189,17 @@ def _recipe(folder: Path, model_type: str, packing: bool) -> Path:
         "model": {"architecture": tiny_architecture(model_type), "tokenizer_vocab_size": 400},
         "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
         "data": {"train_file": str(data), "held_out": 4, "max_length": 48, "packing": packing},
-        "train": {"max_steps": 4, "batch_size": 6, "lr": 5e-3, "warmup_ratio": 0.0, "log_every": 1, "eval_every": 0,
-                  "save_every": 0, "seed": 0, "scheduler": "constant"},
+        "train": {
+            "max_steps": 4,
+            "batch_size": 6,
+            "lr": 5e-3,
+            "warmup_ratio": 0.0,
+            "log_every": 1,
+            "eval_every": 0,
+            "save_every": 0,
+            "seed": 0,
+            "scheduler": "constant",
+        },
         "output_dir": str(folder / "run"),
     }
     path = folder / "recipe.yaml"

@@ -47,8 +47,16 @@ def real_run(real_model, tmp_path_factory):
         "model": {"name_or_path": str(real_model)},
         "mcl": {"pooling": POOLING},
         "data": {"train_file": str(DEMO_DATA), "held_out": 64, "max_length": 48},
-        "train": {"max_steps": 40, "batch_size": 8, "lr": 3e-4, "log_every": 5, "eval_every": 0,
-                  "save_every": 0, "seed": 0, "cpu_threads": 1},
+        "train": {
+            "max_steps": 40,
+            "batch_size": 8,
+            "lr": 3e-4,
+            "log_every": 5,
+            "eval_every": 0,
+            "save_every": 0,
+            "seed": 0,
+            "cpu_threads": 1,
+        },
         "output_dir": str(folder / "run"),
     }
     path = folder / "recipe.yaml"
@@ -93,15 +101,37 @@ def test_evaluate_gives_scores_in_range_and_deltas_to_the_base(run_cli, real_run
     for name in ("pawsx", "xcopa"):
         (data / name).symlink_to(shared_data / name)
     (data / "flores").symlink_to(shared_data / "flores-layout")
-    code, _, err = run_cli("evaluate", "-m", real_model, "-a", run, "--tasks",
-                           "afp_pawsx_en,afp_xcopa_zh,afp_flores_zho_Hans-eng_Latn", "--num-fewshot", "0",
-                           "--data-dir", data, "--limit", "16", "--max-gen-toks", "48", "--batch-size", "8",
-                           "--device", "cpu", "-o", tmp_path / "eval")
+    code, _, err = run_cli(
+        "evaluate",
+        "-m",
+        real_model,
+        "-a",
+        run,
+        "--tasks",
+        "afp_pawsx_en,afp_xcopa_zh,afp_flores_zho_Hans-eng_Latn",
+        "--num-fewshot",
+        "0",
+        "--data-dir",
+        data,
+        "--limit",
+        "16",
+        "--max-gen-toks",
+        "48",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "-o",
+        tmp_path / "eval",
+    )
     assert code == 0, err
     rows = json.loads((tmp_path / "eval" / "comparison.json").read_text())["rows"]
     values = {(row["task"], row["model"], row["metric"].split(",")[0]): row for row in rows}
-    for task, metric, high in (("afp_pawsx_en", "acc", 1), ("afp_xcopa_zh", "acc", 1),
-                               ("afp_flores_zho_Hans-eng_Latn", "chrfpp", 100)):
+    for task, metric, high in (
+        ("afp_pawsx_en", "acc", 1),
+        ("afp_xcopa_zh", "acc", 1),
+        ("afp_flores_zho_Hans-eng_Latn", "chrfpp", 100),
+    ):
         base, adapted = values[(task, "base", metric)], values[(task, run.name, metric)]
         assert 0 <= base["value"] <= high and 0 <= adapted["value"] <= high
         assert adapted["delta_vs_base"] == pytest.approx(adapted["value"] - base["value"])
@@ -115,13 +145,31 @@ def test_evaluate_gives_scores_in_range_and_deltas_to_the_base(run_cli, real_run
 
 def test_language_rate_of_the_real_model_answers(run_cli, real_run, real_model, tmp_path):
     run, _ = real_run
-    code, _, err = run_cli("analyze", "language-rate", "-m", real_model, "-a", run, "--directions", "zh-en,en-zh",
-                           "--shots", "0", "--limit", "6", "--max-gen-toks", "32", "--device", "cpu",
-                           "-o", tmp_path / "rate")
+    code, _, err = run_cli(
+        "analyze",
+        "language-rate",
+        "-m",
+        real_model,
+        "-a",
+        run,
+        "--directions",
+        "zh-en,en-zh",
+        "--shots",
+        "0",
+        "--limit",
+        "6",
+        "--max-gen-toks",
+        "32",
+        "--device",
+        "cpu",
+        "-o",
+        tmp_path / "rate",
+    )
     assert code == 0, err
     rows = json.loads((tmp_path / "rate" / "language_rate.json").read_text())["rows"]
     assert {(row["model"], row["direction"]) for row in rows} == {
-        (model, direction) for model in ("base", run.name) for direction in ("zh-en", "en-zh")}
+        (model, direction) for model in ("base", run.name) for direction in ("zh-en", "en-zh")
+    }
     for row in rows:
         assert row["answers"] == 6 and 0 <= row["rate"] <= 1
     # real answers are real text: the detector names a language for most of them
@@ -134,8 +182,24 @@ def test_alignment_across_the_30_layers(run_cli, real_run, real_model, shared_da
     pairs = tmp_path / "pairs.tsv"
     lines = (shared_data / "parallel" / "tatoeba_en-zh.tsv").read_text(encoding="utf-8").splitlines()
     pairs.write_text("\n".join([lines[0], *lines[-200:]]) + "\n", encoding="utf-8")
-    code, _, err = run_cli("analyze", "alignment", "-m", real_model, "-a", run, "--pairs", pairs, "--layers", "all",
-                           "--pooling", "last", "--device", "cpu", "-o", tmp_path / "alignment")
+    code, _, err = run_cli(
+        "analyze",
+        "alignment",
+        "-m",
+        real_model,
+        "-a",
+        run,
+        "--pairs",
+        pairs,
+        "--layers",
+        "all",
+        "--pooling",
+        "last",
+        "--device",
+        "cpu",
+        "-o",
+        tmp_path / "alignment",
+    )
     assert code == 0, err
     rows = json.loads((tmp_path / "alignment" / "alignment.json").read_text())["rows"]
     by = {(row["model"], row["layer"]): row for row in rows}

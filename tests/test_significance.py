@@ -7,17 +7,25 @@ import random
 import pytest
 
 from afp_cli.statistics import (
-    AdditiveMetric, holm, mcnemar, mcnemar_exact_p, paired_bootstrap, paired_proportion_interval,
+    AdditiveMetric,
+    holm,
+    mcnemar,
+    mcnemar_exact_p,
+    paired_bootstrap,
+    paired_proportion_interval,
 )
 
 
-@pytest.mark.parametrize(("first_only", "second_only", "expected"), [
-    (0, 0, 1.0),  # no discordant item: nothing to test
-    (5, 0, 2 / 32),  # 2 · P(X ≤ 0), X ~ Bin(5, 1/2)
-    (1, 4, 2 * (1 + 5) / 32),  # 2 · (C(5,0) + C(5,1)) / 2^5
-    (3, 3, 1.0),  # a tie: 2 · P(X ≤ 3) > 1, capped
-    (0, 12, 2 / 4096),
-])
+@pytest.mark.parametrize(
+    ("first_only", "second_only", "expected"),
+    [
+        (0, 0, 1.0),  # no discordant item: nothing to test
+        (5, 0, 2 / 32),  # 2 · P(X ≤ 0), X ~ Bin(5, 1/2)
+        (1, 4, 2 * (1 + 5) / 32),  # 2 · (C(5,0) + C(5,1)) / 2^5
+        (3, 3, 1.0),  # a tie: 2 · P(X ≤ 3) > 1, capped
+        (0, 12, 2 / 4096),
+    ],
+)
 def test_mcnemar_exact_p_by_hand(first_only, second_only, expected):
     assert mcnemar_exact_p(first_only, second_only) == pytest.approx(expected, rel=1e-12)
 
@@ -76,8 +84,9 @@ def test_bootstrap_of_identical_and_of_shifted_runs():
     values = [0.1 * index for index in range(30)]
     same = paired_bootstrap([values], [values], lambda items: sum(items) / len(items), resamples=200)
     assert (same.delta, same.ci_low, same.ci_high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
-    shifted = paired_bootstrap([[value + 2.0 for value in values]], [values], lambda items: sum(items) / len(items),
-                               resamples=200)
+    shifted = paired_bootstrap(
+        [[value + 2.0 for value in values]], [values], lambda items: sum(items) / len(items), resamples=200
+    )
     # every resample has the same difference, 2: a zero-width interval and the smallest p a bootstrap can give
     assert shifted.delta == pytest.approx(2.0)
     assert shifted.ci_low == pytest.approx(2.0) and shifted.ci_high == pytest.approx(2.0)
@@ -93,17 +102,26 @@ def test_bootstrap_of_a_mean_matches_scipy_paired_percentile_bootstrap():
     adapter = base + generator.normal(0.15, 0.5, 400)
     mean = AdditiveMetric(statistics=lambda items: [[value, 1.0] for value in items], score=lambda s: s[0] / s[1])
     ours = paired_bootstrap([list(adapter)], [list(base)], mean, resamples=4000, seed=1)
-    theirs = stats.bootstrap((adapter, base), lambda a, b: np.mean(a) - np.mean(b), paired=True, vectorized=False,
-                             n_resamples=4000, method="percentile", random_state=2).confidence_interval
+    theirs = stats.bootstrap(
+        (adapter, base),
+        lambda a, b: np.mean(a) - np.mean(b),
+        paired=True,
+        vectorized=False,
+        n_resamples=4000,
+        method="percentile",
+        random_state=2,
+    ).confidence_interval
     assert ours.delta == pytest.approx(float(np.mean(adapter - base)))
     # two independent sets of 4,000 resamples: the percentile limits agree to Monte-Carlo error (sd ≈ 0.0015 here)
     assert ours.ci_low == pytest.approx(theirs.low, abs=0.006) and ours.ci_high == pytest.approx(theirs.high, abs=0.006)
     assert ours.p_value < 0.01  # the interval is far from 0
-    generic = paired_bootstrap([list(adapter)], [list(base)], lambda items: sum(items) / len(items),
-                               resamples=500, seed=1)
+    generic = paired_bootstrap(
+        [list(adapter)], [list(base)], lambda items: sum(items) / len(items), resamples=500, seed=1
+    )
     additive = paired_bootstrap([list(adapter)], [list(base)], mean, resamples=500, seed=1)
     assert (generic.ci_low, generic.ci_high, generic.p_value) == pytest.approx(
-        (additive.ci_low, additive.ci_high, additive.p_value))
+        (additive.ci_low, additive.ci_high, additive.p_value)
+    )
 
 
 def _flores_utils():
@@ -111,14 +129,20 @@ def _flores_utils():
 
     from afp_cli.evaluation.tasks import default_include_path
 
-    spec = importlib.util.spec_from_file_location("afp_flores_utils", default_include_path() / "afp_flores" / "utils.py")
+    spec = importlib.util.spec_from_file_location(
+        "afp_flores_utils", default_include_path() / "afp_flores" / "utils.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-SENTENCES = [("the cat sat on the mat", "the cat sat on a mat"), ("a dog ran in the park", "the dog ran to the park"),
-             ("it is raining again today", "it rains again today"), ("I like green tea", "I love green tea very much")]
+SENTENCES = [
+    ("the cat sat on the mat", "the cat sat on a mat"),
+    ("a dog ran in the park", "the dog ran to the park"),
+    ("it is raining again today", "it rains again today"),
+    ("I like green tea", "I love green tea very much"),
+]
 
 
 def test_bleu_and_chrf_statistics_give_corpus_scores_of_any_resample():
@@ -134,11 +158,14 @@ def test_bleu_and_chrf_statistics_give_corpus_scores_of_any_resample():
         bleu = AdditiveMetric(utils.bleu_target_tok.item_statistics, utils.bleu_target_tok.score_statistics)
         chrf = AdditiveMetric(utils.chrfpp.item_statistics, utils.chrfpp.score_statistics)
         assert bleu([items_bleu[i] for i in indices]) == pytest.approx(
-            sacrebleu.corpus_bleu(hypotheses, [references], tokenize="13a").score, abs=1e-9)
+            sacrebleu.corpus_bleu(hypotheses, [references], tokenize="13a").score, abs=1e-9
+        )
         assert chrf([items_chrf[i] for i in indices]) == pytest.approx(
-            sacrebleu.corpus_chrf(hypotheses, [references], word_order=2).score, abs=1e-9)
-        assert utils.bleu_target_tok([items_bleu[i] for i in indices]) == pytest.approx(bleu(
-            [items_bleu[i] for i in indices]))
+            sacrebleu.corpus_chrf(hypotheses, [references], word_order=2).score, abs=1e-9
+        )
+        assert utils.bleu_target_tok([items_bleu[i] for i in indices]) == pytest.approx(
+            bleu([items_bleu[i] for i in indices])
+        )
 
 
 def test_bootstrap_recomputes_corpus_bleu_on_each_resample():
@@ -156,8 +183,10 @@ def test_bootstrap_recomputes_corpus_bleu_on_each_resample():
     base_items = [(h, r, "13a") for h, r in zip(base, references)]
 
     def corpus_delta(indices):
-        return (sacrebleu.corpus_bleu([adapter[i] for i in indices], [[references[i] for i in indices]]).score
-                - sacrebleu.corpus_bleu([base[i] for i in indices], [[references[i] for i in indices]]).score)
+        return (
+            sacrebleu.corpus_bleu([adapter[i] for i in indices], [[references[i] for i in indices]]).score
+            - sacrebleu.corpus_bleu([base[i] for i in indices], [[references[i] for i in indices]]).score
+        )
 
     possible = {round(corpus_delta(indices), 9) for indices in itertools.combinations_with_replacement(range(3), 3)}
     result = paired_bootstrap([adapter_items], [base_items], utils.bleu_target_tok, resamples=300, seed=0)
@@ -193,8 +222,16 @@ def _items(values: list, task: str = "t", shots: int = 0, metric: str = "acc", h
 
 
 def _row(model: str, value: float, delta: float | None, seeds: str = "0", **extra) -> dict:
-    return {"task": "t", "shots": 0, "metric": "acc", "model": model, "value": value, "seeds": seeds,
-            "delta_vs_base": delta, **extra}
+    return {
+        "task": "t",
+        "shots": 0,
+        "metric": "acc",
+        "model": model,
+        "value": value,
+        "seeds": seeds,
+        "delta_vs_base": delta,
+        **extra,
+    }
 
 
 def test_comparison_rows_get_mcnemar_for_accuracy_and_holm_over_adapters():
@@ -233,19 +270,25 @@ def test_corpus_metric_rows_get_the_bootstrap_and_several_seeds_a_pooled_interva
     references = [reference for _, reference in SENTENCES]
     adapter = [(reference, reference, "13a") for reference in references]  # perfect translations
     base = [(hypothesis, reference, "13a") for hypothesis, reference in SENTENCES]
-    items = {(model, seed): _items(values, metric="bleu_target_tok")
-             for seed in (0, 1) for model, values in (("base", base), ("a", adapter))}
+    items = {
+        (model, seed): _items(values, metric="bleu_target_tok")
+        for seed in (0, 1)
+        for model, values in (("base", base), ("a", adapter))
+    }
     aggregations = {"t": {"bleu_target_tok": utils.bleu_target_tok}}
-    per_seed = [{**_row(model, 0.0, None, metric="bleu_target_tok"), "seed": seed}
-                for seed in (0, 1) for model in ("base", "a")]
+    per_seed = [
+        {**_row(model, 0.0, None, metric="bleu_target_tok"), "seed": seed} for seed in (0, 1) for model in ("base", "a")
+    ]
     PairedTests(items, aggregations, {}, resamples=200).annotate(per_seed, per_seed=True)
     tested = [row for row in per_seed if row["model"] == "a"]
     assert all(row["test"] == "paired-bootstrap" and row["paired"] == "4 documents" for row in tested)
     # perfect translations beat the base on every resample by far more than half the observed delta: every
     # resampled delta lies within (0, 2δ), so the interval excludes 0 and p is the smallest possible, 1 / 201
     assert all(row["ci_low"] > 0 and row["p_value"] == pytest.approx(1 / 201) for row in tested)
-    summary = [_row("base", 0.0, None, seeds="0,1", metric="bleu_target_tok"),
-               _row("a", 100.0, 1.0, seeds="0,1", metric="bleu_target_tok")]
+    summary = [
+        _row("base", 0.0, None, seeds="0,1", metric="bleu_target_tok"),
+        _row("a", 100.0, 1.0, seeds="0,1", metric="bleu_target_tok"),
+    ]
     PairedTests(items, aggregations, {}, resamples=200).annotate(summary)
     expected = 100.0 - utils.bleu_target_tok(base)
     assert summary[1]["paired"] == "4 documents × 2 seeds (mean)"
@@ -260,9 +303,13 @@ def test_a_group_is_tested_on_its_pooled_documents_when_its_value_is_their_mean(
     from afp_cli.evaluation.significance import PairedTests, collect_items
 
     def results(values_by_task):
-        samples = {task: [{"doc_id": index, "doc_hash": f"{task}{index}", "filter": "none", "metrics": ["acc"],
-                           "acc": value} for index, value in enumerate(values)]
-                   for task, values in values_by_task.items()}
+        samples = {
+            task: [
+                {"doc_id": index, "doc_hash": f"{task}{index}", "filter": "none", "metrics": ["acc"], "acc": value}
+                for index, value in enumerate(values)
+            ]
+            for task, values in values_by_task.items()
+        }
         return {"results": {"g": {}, "t1": {}, "t2": {}}, "group_subtasks": {"g": ["t1", "t2"]}, "samples": samples}
 
     base = collect_items(results({"t1": [0, 0, 0, 0], "t2": [1, 0]}), lambda task: 0)

@@ -101,9 +101,18 @@ class ScriptedLM:
 def _evaluate(lm, tasks, data_dir, limit=20, num_fewshot=0):
     import lm_eval
 
-    return lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit,
-                                   task_manager=_manager(data_dir), log_samples=True, random_seed=0,
-                                   numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
+    return lm_eval.simple_evaluate(
+        model=lm,
+        tasks=tasks,
+        num_fewshot=num_fewshot,
+        limit=limit,
+        task_manager=_manager(data_dir),
+        log_samples=True,
+        random_seed=0,
+        numpy_random_seed=0,
+        torch_random_seed=0,
+        fewshot_random_seed=0,
+    )
 
 
 def _tsv_labels(path: Path, limit: int) -> list[int]:
@@ -134,8 +143,13 @@ def test_gold_and_first_choice_accuracy_on_real_pawsx_and_xcopa(shared_data):
 
 
 def test_prompts_follow_the_official_templates_and_demonstration_languages(shared_data):
-    output = _evaluate(ScriptedLM(choose=lambda doc: 0), ["afp_xcopa_zh_demo_native", "afp_pawsx_zh"], shared_data,
-                       limit=2, num_fewshot=2)
+    output = _evaluate(
+        ScriptedLM(choose=lambda doc: 0),
+        ["afp_xcopa_zh_demo_native", "afp_pawsx_zh"],
+        shared_data,
+        limit=2,
+        num_fewshot=2,
+    )
     xcopa = output["samples"]["afp_xcopa_zh_demo_native"][0]
     first = json.loads((shared_data / "xcopa" / "zh_test.jsonl").read_text(encoding="utf-8").splitlines()[0])
     context, continuation = xcopa["arguments"][0]
@@ -158,21 +172,30 @@ def test_prompts_follow_the_official_templates_and_demonstration_languages(share
 
 
 def test_xnli_reads_local_jsonl_with_spelled_out_labels(tmp_path):
-    rows = [{"premise": f"前提{i}", "hypothesis": f"假设{i}", "label": name}
-            for i, name in enumerate(["entailment", "neutral", "contradiction", "neutral"])]
+    rows = [
+        {"premise": f"前提{i}", "hypothesis": f"假设{i}", "label": name}
+        for i, name in enumerate(["entailment", "neutral", "contradiction", "neutral"])
+    ]
     (tmp_path / "xnli").mkdir()
     for name in ("zh_test", "zh_dev", "en_dev"):
         (tmp_path / "xnli" / f"{name}.jsonl").write_text(
-            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8"
+        )
     output = _evaluate(ScriptedLM(choose=lambda doc: 1), ["afp_xnli_zh"], tmp_path, limit=None)
     assert output["results"]["afp_xnli_zh"]["acc,none"] == 0.5  # "Also" (neutral) is right for 2 of 4
     arguments = [list(pair) for pair in output["samples"]["afp_xnli_zh"][0]["arguments"]]
-    assert arguments == [["前提0, right?", " Yes, 假设0"], ["前提0, right?", " Also, 假设0"], ["前提0, right?", " No, 假设0"]]
+    assert arguments == [
+        ["前提0, right?", " Yes, 假设0"],
+        ["前提0, right?", " Also, 假设0"],
+        ["前提0, right?", " No, 假设0"],
+    ]
     question = _evaluate(ScriptedLM(choose=lambda doc: 1), ["afp_xnli_qa_zh"], tmp_path, limit=None)
     assert question["results"]["afp_xnli_qa_zh"]["acc,none"] == 0.5
     assert list(question["samples"]["afp_xnli_qa_zh"][0]["arguments"][0]) == [
         "Premise: 前提0\nHypothesis: 假设0\nQuestion: What is the relationship between premise and hypothesis, "
-        "entailment, neutral, or contradiction?\nAnswer:", " A"]
+        "entailment, neutral, or contradiction?\nAnswer:",
+        " A",
+    ]
 
 
 def test_flores_scores_a_perfect_translation_100_and_cuts_at_newline(shared_data, tmp_path):
@@ -190,13 +213,17 @@ def test_flores_scores_a_perfect_translation_100_and_cuts_at_newline(shared_data
 
 def test_summarization_rouge_is_one_for_identical_chinese(tmp_path):
     (tmp_path / "summarization").mkdir()
-    rows = [{"article": "今天北京天气很好，很多人去公园散步。", "summary": "北京天气好"},
-            {"article": "新的地铁线路明天开通。", "summary": "地铁新线开通"}]
+    rows = [
+        {"article": "今天北京天气很好，很多人去公园散步。", "summary": "北京天气好"},
+        {"article": "新的地铁线路明天开通。", "summary": "地铁新线开通"},
+    ]
     for split in ("dev", "test"):
         (tmp_path / "summarization" / f"en2zh_{split}.jsonl").write_text(
-            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    output = _evaluate(ScriptedLM(generate=lambda doc: doc["summary"]), ["afp_cls_en-zh"], tmp_path,
-                       limit=None, num_fewshot=1)
+            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8"
+        )
+    output = _evaluate(
+        ScriptedLM(generate=lambda doc: doc["summary"]), ["afp_cls_en-zh"], tmp_path, limit=None, num_fewshot=1
+    )
     for metric in ("rouge1", "rouge2", "rougeL"):
         assert output["results"]["afp_cls_en-zh"][f"{metric},none"] == pytest.approx(1.0)
 
@@ -219,7 +246,12 @@ def test_bleu_and_chrf_on_known_strings(common):
 def test_bleu_tokenizer_by_target_language(common):
     generator = _load_module(TASKS_DIR / "afp_flores" / "_generate_configs.py", "flores_generator")
     assert [generator.bleu_tokenizer(code) for code in ("zh", "ja", "th", "de", "en")] == [
-        "zh", "ja-mecab", "char", "13a", "13a"]
+        "zh",
+        "ja-mecab",
+        "char",
+        "13a",
+        "13a",
+    ]
     assert common.effective_bleu_tokenizer("ja-mecab") == ("ja-mecab" if common.mecab_available() else "char")
     assert common.effective_bleu_tokenizer("13a") == "13a"
 
@@ -247,12 +279,15 @@ def test_a_hub_dataset_only_a_loading_script_reads_is_one_line_naming_the_local_
 
     monkeypatch.setattr(datasets, "load_dataset", refuse)
     with pytest.raises(common.LocalDataError) as refusal:
-        common.load_splits(hub_path="Muennighoff/xwinograd",
-                           splits={"test": {"hub_name": "zh", "hub_split": "test", "local": "xwinograd/zh_test.jsonl"}})
+        common.load_splits(
+            hub_path="Muennighoff/xwinograd",
+            splits={"test": {"hub_name": "zh", "hub_split": "test", "local": "xwinograd/zh_test.jsonl"}},
+        )
     assert str(refusal.value) == (
         f"Muennighoff/xwinograd (zh, test): the dataset is read by a loading script, which datasets "
         f"{datasets.__version__} no longer runs; evaluate from local files: afp evaluate --data-dir D, or lm_eval "
-        "--metadata '{\"data_dir\": D}' (docs/evaluate.md, Local data)")
+        "--metadata '{\"data_dir\": D}' (docs/evaluate.md, Local data)"
+    )
     monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("bug")))
     with pytest.raises(RuntimeError, match="^bug$"):  # any other error keeps its traceback
         common.load_splits(hub_path="x", splits={"test": {"hub_name": "zh", "hub_split": "test", "local": "x"}})
@@ -260,5 +295,7 @@ def test_a_hub_dataset_only_a_loading_script_reads_is_one_line_naming_the_local_
 
 def test_missing_local_file_names_the_file(common, tmp_path):
     with pytest.raises(common.LocalDataError, match=r"xcopa/zh_test.jsonl: missing local data file"):
-        common.load_splits(splits={"test": {"hub_path": "x", "hub_split": "test", "local": "xcopa/zh_test.jsonl"}},
-                           data_dir=str(tmp_path))
+        common.load_splits(
+            splits={"test": {"hub_path": "x", "hub_split": "test", "local": "xcopa/zh_test.jsonl"}},
+            data_dir=str(tmp_path),
+        )

@@ -6,13 +6,14 @@ import json
 import random
 
 import pytest
-
 from test_tasks import TASKS_DIR, ScriptedLM, _evaluate, _load_module
 
 
 def _pawsx_file(path, rows):
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["id\tsentence1\tsentence2\tlabel"] + [f"{i}\t{s1}\t{s2}\t{label}" for i, (s1, s2, label) in enumerate(rows)]
+    lines = ["id\tsentence1\tsentence2\tlabel"] + [
+        f"{i}\t{s1}\t{s2}\t{label}" for i, (s1, s2, label) in enumerate(rows)
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -32,6 +33,7 @@ def _official_prompts(data_dir, seed: int, shots: int) -> list[list[str]]:
     TSV (header skipped, `line.strip().split("\\t")`), `random.seed(seed)`, shuffles the rows, takes the first k,
     formats `{sentence1}, right? {Yes|No}, {sentence2}` + `</s>` each, then `{demos}{sentence1}, right? {choice},
     {sentence2}` per test item and choice."""
+
     def read(path):
         return [line.strip().split("\t") for line in path.read_text(encoding="utf-8").splitlines()[1:]]
 
@@ -40,8 +42,10 @@ def _official_prompts(data_dir, seed: int, shots: int) -> list[list[str]]:
     demonstrations = read(data_dir / "pawsx" / "en_dev.tsv")
     random.shuffle(demonstrations)
     demos = "".join(f"{s1}, right? {yes_no[label]}, {s2}</s>" for _, s1, s2, label in demonstrations[:shots])
-    return [[f"{demos}{s1}, right? {choice}, {s2}" for choice in ("Yes", "No")]
-            for _, s1, s2, _ in read(data_dir / "pawsx" / "zh_test.tsv")]
+    return [
+        [f"{demos}{s1}, right? {choice}, {s2}" for choice in ("Yes", "No")]
+        for _, s1, s2, _ in read(data_dir / "pawsx" / "zh_test.tsv")
+    ]
 
 
 @pytest.mark.parametrize("seed", [0, 7])
@@ -51,8 +55,14 @@ def test_five_shot_context_is_the_official_prompt_byte_for_byte(pawsx_data, seed
     manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata={"data_dir": str(pawsx_data)})
     import lm_eval
 
-    output = lm_eval.simple_evaluate(model=ScriptedLM(choose=lambda doc: 0), tasks=["afp_pawsx_zh"], num_fewshot=5,
-                                     task_manager=manager, fewshot_random_seed=seed, log_samples=True)
+    output = lm_eval.simple_evaluate(
+        model=ScriptedLM(choose=lambda doc: 0),
+        tasks=["afp_pawsx_zh"],
+        num_fewshot=5,
+        task_manager=manager,
+        fewshot_random_seed=seed,
+        log_samples=True,
+    )
     samples = sorted(output["samples"]["afp_pawsx_zh"], key=lambda sample: sample["doc_id"])
     afp = [[context + continuation for context, continuation in sample["arguments"]] for sample in samples]
     assert afp == _official_prompts(pawsx_data, seed, 5)
@@ -70,8 +80,14 @@ def test_another_seed_draws_another_block_and_per_item_sampling_is_an_option(paw
     assert _official_prompts(pawsx_data, 0, 5)[0] != _official_prompts(pawsx_data, 7, 5)[0]
     manager = build_task_manager(TASKS_DIR, ["afp_pawsx_zh"], pawsx_data)
     manager.hooks = [per_item_demonstrations]
-    output = lm_eval.simple_evaluate(model=ScriptedLM(choose=lambda doc: 0), tasks=["afp_pawsx_zh"], num_fewshot=5,
-                                     task_manager=manager, fewshot_random_seed=0, log_samples=True)
+    output = lm_eval.simple_evaluate(
+        model=ScriptedLM(choose=lambda doc: 0),
+        tasks=["afp_pawsx_zh"],
+        num_fewshot=5,
+        task_manager=manager,
+        fewshot_random_seed=0,
+        log_samples=True,
+    )
     blocks = {sample["arguments"][0][0].rsplit("</s>", 1)[0] for sample in output["samples"]["afp_pawsx_zh"]}
     assert len(blocks) > 1  # lm-eval's sampler: new demonstrations for each item
 
@@ -85,8 +101,10 @@ def test_official_order_is_random_shuffle_of_the_rows():
 
 
 def test_xstorycloze_published_tsv_and_official_prompt(tmp_path):
-    header = ("InputStoryid\tInputSentence1\tInputSentence2\tInputSentence3\tInputSentence4\t"
-              "RandomFifthSentenceQuiz1\tRandomFifthSentenceQuiz2\tAnswerRightEnding")
+    header = (
+        "InputStoryid\tInputSentence1\tInputSentence2\tInputSentence3\tInputSentence4\t"
+        "RandomFifthSentenceQuiz1\tRandomFifthSentenceQuiz2\tAnswerRightEnding"
+    )
     rows = [f"s{i}\tA{i}.\tB{i}.\tC{i}.\tD{i}.\tGood end {i}.\tBad end {i}.\t{1 + i % 2}" for i in range(6)]
     (tmp_path / "xstorycloze").mkdir()
     for name in ("en_train", "zh_eval"):
@@ -101,26 +119,41 @@ def test_xstorycloze_published_tsv_and_official_prompt(tmp_path):
 
 
 def test_xwinograd_cuts_the_sentence_at_its_blank(tmp_path):
-    rows = [{"sentence": f"The trophy {i} does not fit because _ is too big.", "option1": "the trophy",
-             "option2": "the case", "answer": "1" if i % 2 == 0 else "2"} for i in range(5)]
+    rows = [
+        {
+            "sentence": f"The trophy {i} does not fit because _ is too big.",
+            "option1": "the trophy",
+            "option2": "the case",
+            "answer": "1" if i % 2 == 0 else "2",
+        }
+        for i in range(5)
+    ]
     (tmp_path / "xwinograd").mkdir()
     for language in ("en", "fr"):
         (tmp_path / "xwinograd" / f"{language}_test.jsonl").write_text(
-            "".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+            "".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8"
+        )
     output = _evaluate(ScriptedLM(choose=lambda doc: 0), ["afp_xwinograd_fr"], tmp_path, limit=None)
     assert output["results"]["afp_xwinograd_fr"]["acc,none"] == pytest.approx(3 / 5)  # answer 1 for items 0, 2, 4
     sample = min(output["samples"]["afp_xwinograd_fr"], key=lambda s: s["doc_id"])
     assert [list(pair) for pair in sample["arguments"]] == [
         ["The trophy 0 does not fit because ", "the trophy is too big."],
-        ["The trophy 0 does not fit because ", "the case is too big."]]
+        ["The trophy 0 does not fit because ", "the case is too big."],
+    ]
 
 
-@pytest.mark.parametrize("content, message", [
-    ("id\tsentence1\tsentence2\tlabel\n0\tcafé\tb\t1\n".encode("latin-1"), r"not UTF-8 text \(byte 0xe9"),
-    ("id\tsentence1\tsentence2\tlabel\n0\tonly one field\n".encode(), r"zh_test.tsv:2: no value for 'sentence2'"),
-    ("id\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n".encode(), r"row 1: field 'label': 'maybe' is not an integer"),
-    ("id\ttext\n0\ta\n".encode(), r"row 1: field 'sentence1' missing"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("id\tsentence1\tsentence2\tlabel\n0\tcafé\tb\t1\n".encode("latin-1"), r"not UTF-8 text \(byte 0xe9"),
+        (b"id\tsentence1\tsentence2\tlabel\n0\tonly one field\n", r"zh_test.tsv:2: no value for 'sentence2'"),
+        (
+            b"id\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n",
+            r"row 1: field 'label': 'maybe' is not an integer",
+        ),
+        (b"id\ttext\n0\ta\n", r"row 1: field 'sentence1' missing"),
+    ],
+)
 def test_bad_local_files_are_one_line_naming_the_file(tmp_path, content, message):
     common = _load_module(TASKS_DIR / "afp_task_common.py", "afp_task_common_bad_files")
     (tmp_path / "pawsx").mkdir()

@@ -20,8 +20,9 @@ def test_split_only(tmp_path, shared_data):
     return tmp_path
 
 
-@pytest.mark.parametrize(("task", "demonstrations"), [("afp_pawsx_zh", "pawsx/en_dev.tsv"),
-                                                       ("afp_xcopa_zh", "xcopa/en_train.jsonl")])
+@pytest.mark.parametrize(
+    ("task", "demonstrations"), [("afp_pawsx_zh", "pawsx/en_dev.tsv"), ("afp_xcopa_zh", "xcopa/en_train.jsonl")]
+)
 def test_zero_shot_checks_no_demonstration_file_but_k_shot_does(test_split_only, task, demonstrations):
     manager = build_task_manager(default_include_path(), [task], test_split_only)
     check_local_data(manager, [task], test_split_only, [0])  # passes: only the test split is read
@@ -42,8 +43,9 @@ def test_without_num_fewshot_a_one_shot_task_needs_its_demonstrations(tmp_path):
 def test_the_loader_defers_a_missing_demonstration_file_to_the_first_demonstration(test_split_only):
     from afp_cli.evaluation.run_tasks import RunTaskManager
 
-    manager = RunTaskManager(include_path=str(default_include_path()), include_defaults=False,
-                             metadata={"data_dir": str(test_split_only)})
+    manager = RunTaskManager(
+        include_path=str(default_include_path()), include_defaults=False, metadata={"data_dir": str(test_split_only)}
+    )
     task = manager.load(["afp_pawsx_zh"])["tasks"]["afp_pawsx_zh"]
     assert len(task.eval_docs) == len((test_split_only / "pawsx" / "zh_test.tsv").read_text().splitlines()) - 1
     assert task.sampler.sample(0) == []
@@ -53,8 +55,19 @@ def test_the_loader_defers_a_missing_demonstration_file_to_the_first_demonstrati
 
 def test_zero_shot_evaluate_runs_with_the_test_split_alone(run_cli, tiny_model_dir, test_split_only, tmp_path):
     model = tiny_model_dir("llama")
-    common = ["evaluate", "-m", model, "--tasks", "afp_pawsx_zh,afp_xcopa_zh", "--data-dir", test_split_only,
-              "--limit", "4", "--device", "cpu"]
+    common = [
+        "evaluate",
+        "-m",
+        model,
+        "--tasks",
+        "afp_pawsx_zh,afp_xcopa_zh",
+        "--data-dir",
+        test_split_only,
+        "--limit",
+        "4",
+        "--device",
+        "cpu",
+    ]
     code, _, stderr = run_cli(*common, "--num-fewshot", "0", "-o", tmp_path / "zero")
     assert code == 0, stderr
     rows = json.loads((tmp_path / "zero" / "comparison.json").read_text(encoding="utf-8"))["rows"]
@@ -65,8 +78,8 @@ def test_zero_shot_evaluate_runs_with_the_test_split_alone(run_cli, tiny_model_d
 
 
 def test_evaluate_and_analyze_label_adapters_alike(tmp_path):
-    from afp_cli.model.variants import adapter_labels as analyze_labels
     from afp_cli.evaluation.runner import model_labels as evaluate_labels
+    from afp_cli.model.variants import adapter_labels as analyze_labels
 
     adapters = [tmp_path / "a" / "final", tmp_path / "b" / "final", tmp_path / "cit", tmp_path / "base"]
     assert evaluate_labels(adapters) == ["base", "final-0", "final-1", "cit", "base-3"]

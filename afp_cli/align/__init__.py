@@ -1,1 +1,2 @@
-"""`afp align`: the typed recipe, the training loop, its losses, checkpoints, held-out evaluation and run folder, on one process or several."""
+"""`afp align`: the typed recipe, the training loop, its losses, checkpoints, held-out evaluation and run folder,
+on one process or several."""

@@ -61,8 +61,16 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 ENGINE_STATE = "engine"  # FSDP / DeepSpeed: the sharded weights and optimizer, as accelerate's save_state wrote them
 
 
-def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: TrainingState, keep: int,
-                    rng_per_process: list[dict[str, Any]] | None = None, engine_state: Path | None = None) -> Path:
+def save_checkpoint(
+    output_dir: Path,
+    model,
+    optimizer,
+    scheduler,
+    state: TrainingState,
+    keep: int,
+    rng_per_process: list[dict[str, Any]] | None = None,
+    engine_state: Path | None = None,
+) -> Path:
     """Write ``checkpoints/step-NNNNNNNN`` through a temporary folder renamed at the end, then prune old ones.
 
     A checkpoint folder either exists complete, its manifest last, or not at all, so a run killed mid-write
@@ -81,8 +89,9 @@ def save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: Traini
             os.replace(engine_state, temporary / ENGINE_STATE)
             saved = {}
         torch.save({**saved, "scheduler": scheduler.state_dict(), "rng": rng_per_process}, temporary / OPTIMIZER)
-        (temporary / STATE).write_text(json.dumps({"step": state.step, "world_size": len(rng_per_process),
-                                                   "extra": state.extra}, indent=2))
+        (temporary / STATE).write_text(
+            json.dumps({"step": state.step, "world_size": len(rng_per_process), "extra": state.extra}, indent=2)
+        )
         (temporary / MANIFEST).write_text(json.dumps({"format": 1, "files": _file_digests(temporary)}, indent=2))
     for old in list_checkpoints(output_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -99,8 +108,11 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
 
 def _file_digests(folder: Path) -> dict[str, dict[str, Any]]:
     """Size and SHA-256 of every file below ``folder`` but the manifest, by path relative to it."""
-    return {path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
-            for path in sorted(folder.rglob("*")) if path.is_file() and path.name != MANIFEST}
+    return {
+        path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != MANIFEST
+    }
 
 
 def _sha256(path: Path) -> str:
@@ -122,8 +134,10 @@ def checkpoint_damage(path: Path) -> str | None:
     if not (path / MANIFEST).is_file():
         return _legacy_damage(path)
     try:
-        written = {name: (int(entry["bytes"]), str(entry["sha256"]))
-                   for name, entry in json.loads((path / MANIFEST).read_text(encoding="utf-8"))["files"].items()}
+        written = {
+            name: (int(entry["bytes"]), str(entry["sha256"]))
+            for name, entry in json.loads((path / MANIFEST).read_text(encoding="utf-8"))["files"].items()
+        }
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return f"{MANIFEST} is unreadable"
     for name, (size, _) in written.items():  # sizes first: a truncated file is found without reading any
@@ -165,8 +179,10 @@ def resumable_checkpoint(output_dir: Path) -> tuple[Path, list[tuple[Path, str]]
             return path, damaged
         damaged.append((path, problem))
     found = "; ".join(f"{path.name}: {problem}" for path, problem in damaged)
-    raise AfpError(f"no intact checkpoint in {output_dir / CHECKPOINTS} to resume from ({found}): start the run "
-                   "again with --overwrite")
+    raise AfpError(
+        f"no intact checkpoint in {output_dir / CHECKPOINTS} to resume from ({found}): start the run "
+        "again with --overwrite"
+    )
 
 
 def set_aside(checkpoint: Path) -> Path:

@@ -26,8 +26,16 @@ import yaml
 from afp_cli.errors import AfpError
 from afp_cli.model.lora_targets import TARGET_PRESETS
 from afp_cli.model.pooling import Pooling, parse_pooling
-from afp_cli.typed_yaml import (ConfigValueError, Located, build_section, coerce, parse_override, read_recipe,
-                                set_dotted, suggest)
+from afp_cli.typed_yaml import (
+    ConfigValueError,
+    Located,
+    build_section,
+    coerce,
+    parse_override,
+    read_recipe,
+    set_dotted,
+    suggest,
+)
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
@@ -49,26 +57,45 @@ DEFAULT_LORA_LR = 1e-4
 
 @dataclass
 class ModelConfig:
-    name_or_path: str | None = _help("Hub name or local path of a pre-trained causal LM (e.g. facebook/xglm-564M).", None)
+    name_or_path: str | None = _help(
+        "Hub name or local path of a pre-trained causal LM (e.g. facebook/xglm-564M).", None
+    )
     architecture: dict[str, Any] | None = _help(
         "Build a randomly initialised model from this config instead ({model_type: llama, hidden_size: 64, ...}); "
-        "used by the demo and tests.", None)
-    tokenizer: str | None = _help("Tokenizer name or path; defaults to name_or_path. With `architecture` and no "
-                                  "tokenizer, a byte-level BPE is trained on the training texts.", None)
+        "used by the demo and tests.",
+        None,
+    )
+    tokenizer: str | None = _help(
+        "Tokenizer name or path; defaults to name_or_path. With `architecture` and no "
+        "tokenizer, a byte-level BPE is trained on the training texts.",
+        None,
+    )
     tokenizer_vocab_size: int = _help("Vocabulary size of the tokenizer trained in-process (architecture only).", 1000)
-    dtype: str = _help("Weights dtype: auto (bfloat16 on CUDA with LoRA, else float32), float32, bfloat16, float16.",
-                       "auto")
+    dtype: str = _help(
+        "Weights dtype: auto (bfloat16 on CUDA with LoRA, else float32), float32, bfloat16, float16.", "auto"
+    )
     trust_remote_code: bool = _help("Allow model code from the hub (only for models you trust).", False)
 
     def __post_init__(self) -> None:
-        _require((self.name_or_path is None) != (self.architecture is None), "name_or_path",
-                 "or 'model.architecture' must be set, not both and not neither")
+        _require(
+            (self.name_or_path is None) != (self.architecture is None),
+            "name_or_path",
+            "or 'model.architecture' must be set, not both and not neither",
+        )
         if self.architecture is not None:
-            _require(isinstance(self.architecture, dict) and "model_type" in self.architecture, "architecture",
-                     "must be a mapping with a model_type (e.g. {model_type: llama, hidden_size: 64})")
-        _require(self.dtype in {"auto", "float32", "bfloat16", "float16"}, "dtype",
-                 "must be auto, float32, bfloat16 or float16")
-        _require(self.tokenizer_vocab_size >= 300, "tokenizer_vocab_size", "must be at least 300 (256 bytes + specials)")
+            _require(
+                isinstance(self.architecture, dict) and "model_type" in self.architecture,
+                "architecture",
+                "must be a mapping with a model_type (e.g. {model_type: llama, hidden_size: 64})",
+            )
+        _require(
+            self.dtype in {"auto", "float32", "bfloat16", "float16"},
+            "dtype",
+            "must be auto, float32, bfloat16 or float16",
+        )
+        _require(
+            self.tokenizer_vocab_size >= 300, "tokenizer_vocab_size", "must be at least 300 (256 bytes + specials)"
+        )
 
 
 @dataclass
@@ -80,9 +107,12 @@ class LoRAConfig:
     targets: str = _help(
         "What to adapt: auto (afp's default: embeddings+all-linear), attention, all-linear, embeddings+attention, "
         "embeddings+all-linear. MCL pools a low layer, so it needs the input embeddings adapted "
-        "(docs/method_fidelity.md).", "auto")
+        "(docs/method_fidelity.md).",
+        "auto",
+    )
     target_modules: list[str] | str | None = _help(
-        "Explicit PEFT module names (or 'all-linear'); when set, they win over `targets`.", None)
+        "Explicit PEFT module names (or 'all-linear'); when set, they win over `targets`.", None
+    )
 
     def __post_init__(self) -> None:
         _require(self.targets in TARGET_PRESETS, "targets", f"must be one of {', '.join(TARGET_PRESETS)}")
@@ -95,15 +125,19 @@ class LoRAConfig:
 class MCLConfig:
     weight: float = _help("Weight of the multilingual contrastive loss (0 disables MCL: the CIT-only ablation).", 1.0)
     temperature: float = _help("InfoNCE temperature τ (cosine similarity / τ).", 0.05)
-    pooling: str = _help("Sentence vector: last-N / avg-N / max-N = last token / mean / max of layer N "
-                         "(0 = embeddings); last / avg / max = final layer. Official default last-1.", "last-1")
+    pooling: str = _help(
+        "Sentence vector: last-N / avg-N / max-N = last token / mean / max of layer N "
+        "(0 = embeddings); last / avg / max = final layer. Official default last-1.",
+        "last-1",
+    )
     symmetric: bool = _help("Average the loss of both directions (x→y and y→x); the official loss is x→y only.", False)
     hard_negative_weight: float = _help("Logit bonus added to each pair's own hard negative (SimCSE style).", 0.0)
     gather_negatives: bool = _help(
         "With several processes, contrast each pair with the pairs of every process (the global batch), through "
         "an all-gather that carries the gradient (the official one does not: docs/distributed.md); false: only the "
         "pairs of the same process.",
-        True)
+        True,
+    )
 
     def __post_init__(self) -> None:
         _require(self.weight >= 0, "weight", "must be >= 0")
@@ -134,7 +168,9 @@ class MCLConfig:
 
 @dataclass
 class CITConfig:
-    weight: float = _help("Weight of the cross-lingual instruction-tuning (causal LM) loss (0: MCL-only ablation).", 1.5)
+    weight: float = _help(
+        "Weight of the cross-lingual instruction-tuning (causal LM) loss (0: MCL-only ablation).", 1.5
+    )
     learn_prompt: bool = _help("Also learn the prompt tokens (false: only the answer is a target).", False)
     append_eos: bool = _help("Append EOS to every answer so the model learns to stop.", True)
 
@@ -148,31 +184,41 @@ class CITConfig:
 
 @dataclass
 class DataConfig:
-    train_file: str | None = _help("AFP JSONL: sent0, sent1, [hard_neg], clm_text, clm_prompt_len (official format). "
-                                   "Relative paths are resolved against the recipe's folder.", None)
+    train_file: str | None = _help(
+        "AFP JSONL: sent0, sent1, [hard_neg], clm_text, clm_prompt_len (official format). "
+        "Relative paths are resolved against the recipe's folder.",
+        None,
+    )
     build: dict[str, Any] | list[dict[str, Any]] | None = _help(
         "Build the training file instead: one part or a list of parts, each with the options of `afp data` (mode, "
         "languages, instructions or parallel as a path or hf:// reference, cross_prob, change_prob, repeat, seed, "
         "templates), mixed and shuffled by train.seed; built once and cached in $AFP_CACHE_DIR (default "
-        "~/.cache/afp). See docs/data.md.", None)
+        "~/.cache/afp). See docs/data.md.",
+        None,
+    )
     held_out: int = _help("Number of training examples held out for evaluation (taken by the seeded shuffle).", 64)
-    max_length: int = _help("Maximum tokens per sentence (MCL) and per instruction text (CIT); longer ones are "
-                            "truncated and counted.", 512)
+    max_length: int = _help(
+        "Maximum tokens per sentence (MCL) and per instruction text (CIT); longer ones are truncated and counted.", 512
+    )
     packing: bool = _help(
         "Padding-free training batches: the texts of a micro-batch share rows (position ids restarting per text, "
         "attention kept within each text), the same losses as padded rows with less padding computed. Checked on "
         "the model at start-up: an architecture that mixes packed texts (XGLM, OPT, BLOOM) trains padded, with a "
         "warning. Held-out evaluation stays padded. Off by default, though faster (bench/RESULTS.md): with LoRA "
-        "dropout the random draws differ from padded rows, so existing recipes would change their numbers.", False)
+        "dropout the random draws differ from padded rows, so existing recipes would change their numbers.",
+        False,
+    )
 
     def __post_init__(self) -> None:
-        _require((self.train_file is None) != (self.build is None), "train_file",
-                 "or 'data.build' must be set, not both and not neither")
+        _require(
+            (self.train_file is None) != (self.build is None),
+            "train_file",
+            "or 'data.build' must be set, not both and not neither",
+        )
         if self.build is not None:
             self.mixture()  # validate now, so a bad value is reported with the recipe's file and line
         _require(self.held_out >= 0, "held_out", "must be >= 0")
         _require(self.max_length >= 8, "max_length", "must be >= 8")
-
 
     def mixture(self, seed: int = 0):
         """The `afp data` mixture (a Mixture) that ``build`` describes, mixed by ``seed``; parts may set their own."""
@@ -187,11 +233,17 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     max_steps: int = _help("Optimizer steps.", 5000)
-    batch_size: int = _help("Examples per micro-batch (each gives one MCL pair and one CIT text), over all processes: "
-                            "launched on N processes, each takes batch_size / N of them (docs/distributed.md).", 2)
+    batch_size: int = _help(
+        "Examples per micro-batch (each gives one MCL pair and one CIT text), over all processes: "
+        "launched on N processes, each takes batch_size / N of them (docs/distributed.md).",
+        2,
+    )
     grad_accumulation: int = _help("Micro-batches per optimizer step.", 1)
-    lr: float | None = _help("Peak learning rate; null: 1e-4 with LoRA, 1e-5 for full fine-tuning (the official "
-                             "rate). The resolved value is printed and written to recipe.yaml.", None)
+    lr: float | None = _help(
+        "Peak learning rate; null: 1e-4 with LoRA, 1e-5 for full fine-tuning (the official "
+        "rate). The resolved value is printed and written to recipe.yaml.",
+        None,
+    )
     weight_decay: float = _help("AdamW weight decay.", 0.0)
     scheduler: str = _help("Learning-rate schedule after warmup: cosine, linear or constant.", "cosine")
     warmup_ratio: float = _help("Share of steps with linear warmup.", 0.03)
@@ -200,15 +252,18 @@ class TrainConfig:
     device: str = _help("auto (CUDA when present), cpu, cuda, cuda:1, ...", "auto")
     precision: str = _help("auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32.", "auto")
     tf32: bool = _help("Allow TF32 matmuls on CUDA.", True)
-    cpu_threads: int | None = _help("torch threads on CPU (null: torch's default). 1 is fastest for tiny models "
-                                    "and on busy machines.", None)
+    cpu_threads: int | None = _help(
+        "torch threads on CPU (null: torch's default). 1 is fastest for tiny models and on busy machines.", None
+    )
     gradient_checkpointing: bool = _help("Recompute activations in backward to save memory.", False)
     compile: bool = _help(
         "torch.compile each decoder block (LoRA inside) for the training passes, batch widths rounded up to few "
         "sizes. The first step compiles (minutes on a CPU, which needs a C++ compiler); then about 2x the eager "
         "step on a CPU for SmolLM2-135M (bench/RESULTS.md), not measured on CUDA yet. Off by default: a short run "
         "would not earn back the compile time, and rounding and dropout draws differ from eager. Not with "
-        "FSDP/DeepSpeed.", False)
+        "FSDP/DeepSpeed.",
+        False,
+    )
     log_every: int = _help("Write metrics.jsonl and update the progress line every N steps.", 10)
     eval_every: int = _help("Evaluate on the held-out slice every N steps (0: only before and after).", 500)
     save_every: int = _help("Write a checkpoint every N steps (0: only at the end).", 500)
@@ -247,10 +302,16 @@ class AlignConfig:
         self.train = self.train or TrainConfig()
         if self.train.lr is None:
             self.train.lr = DEFAULT_LORA_LR if self.lora.enabled else DEFAULT_FULL_LR
-        _require(self.mcl.enabled or self.cit.enabled, "mcl.weight",
-                 "'mcl.weight' and 'cit.weight' are both 0: nothing to train")
-        _require(not self.mcl.enabled or self.train.batch_size >= 2, "train.batch_size",
-                 "'train.batch_size' must be >= 2 when MCL is on: in-batch negatives need at least two pairs")
+        _require(
+            self.mcl.enabled or self.cit.enabled,
+            "mcl.weight",
+            "'mcl.weight' and 'cit.weight' are both 0: nothing to train",
+        )
+        _require(
+            not self.mcl.enabled or self.train.batch_size >= 2,
+            "train.batch_size",
+            "'train.batch_size' must be >= 2 when MCL is on: in-batch negatives need at least two pairs",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -258,8 +319,14 @@ class AlignConfig:
 
 # ---------------------------------------------------------------------------------------------- loading
 
-_SECTIONS: dict[str, type] = {"model": ModelConfig, "lora": LoRAConfig, "mcl": MCLConfig, "cit": CITConfig,
-                              "data": DataConfig, "train": TrainConfig}
+_SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "lora": LoRAConfig,
+    "mcl": MCLConfig,
+    "cit": CITConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+}
 
 
 def load_config(recipe: str | Path, overrides: list[str] | None = None) -> AlignConfig:
@@ -348,5 +415,16 @@ def reference_markdown() -> str:
     return "\n".join(blocks)
 
 
-__all__ = ["AlignConfig", "ModelConfig", "LoRAConfig", "MCLConfig", "CITConfig", "DataConfig", "TrainConfig",
-           "load_config", "build_config", "config_to_yaml", "reference_markdown"]
+__all__ = [
+    "AlignConfig",
+    "ModelConfig",
+    "LoRAConfig",
+    "MCLConfig",
+    "CITConfig",
+    "DataConfig",
+    "TrainConfig",
+    "load_config",
+    "build_config",
+    "config_to_yaml",
+    "reference_markdown",
+]

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -35,8 +35,9 @@ def launched_world_size() -> int:
 
 def sharding_engine_requested() -> bool:
     """An accelerate config asked for FSDP or DeepSpeed (they shard even on one process, e.g. ZeRO offload)."""
-    return any(os.environ.get(name, "false").lower() == "true"
-               for name in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
+    return any(
+        os.environ.get(name, "false").lower() == "true" for name in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")
+    )
 
 
 def start_processes(device: str, grad_accumulation: int, find_unused_parameters: bool):
@@ -50,10 +51,13 @@ def start_processes(device: str, grad_accumulation: int, find_unused_parameters:
     if launched_world_size() == 1 and not sharding_engine_requested():
         return SingleProcess()
     if device not in {"auto", "cpu", "cuda"}:
-        raise AfpError(f"train.device={device} names one device, but {launched_world_size()} processes were "
-                       "launched: use auto, cuda or cpu (each process takes its own local GPU)")
-    return AcceleratedProcesses(device == "cpu" or not torch.cuda.is_available(), grad_accumulation,
-                                find_unused_parameters)
+        raise AfpError(
+            f"train.device={device} names one device, but {launched_world_size()} processes were "
+            "launched: use auto, cuda or cpu (each process takes its own local GPU)"
+        )
+    return AcceleratedProcesses(
+        device == "cpu" or not torch.cuda.is_available(), grad_accumulation, find_unused_parameters
+    )
 
 
 class SingleProcess:
@@ -118,8 +122,10 @@ class AcceleratedProcesses:
         from accelerate import Accelerator, DistributedDataParallelKwargs, DistributedType
 
         self.accelerator = Accelerator(
-            cpu=cpu, gradient_accumulation_steps=grad_accumulation,
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)])
+            cpu=cpu,
+            gradient_accumulation_steps=grad_accumulation,
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
+        )
         state = self.accelerator.state
         self.rank = state.process_index
         self.world_size = state.num_processes
@@ -130,8 +136,10 @@ class AcceleratedProcesses:
         self.engine = {DistributedType.FSDP: "FSDP", DistributedType.DEEPSPEED: "DeepSpeed"}.get(kind, "DDP")
         self.weights_dtype = self._deepspeed_weights_dtype()
         if sharding_engine_requested() and not self.shards_weights:  # accelerate runs DDP on CPU processes
-            raise AfpError("the accelerate config asks for FSDP or DeepSpeed, but these processes run on the CPU, "
-                           "where accelerate runs DDP: launch on GPUs, or without that config for DDP")
+            raise AfpError(
+                "the accelerate config asks for FSDP or DeepSpeed, but these processes run on the CPU, "
+                "where accelerate runs DDP: launch on GPUs, or without that config for DDP"
+            )
 
     def prepare(self, entry: torch.nn.Module, optimizer, per_process_batch: int):
         deepspeed = self.accelerator.state.deepspeed_plugin
@@ -280,7 +288,7 @@ class _AllGatherWithGrad(torch.autograd.Function):
         gradient = gradient.contiguous()
         torch.distributed.all_reduce(gradient)
         start = context.rank * context.rows
-        return gradient[start:start + context.rows]
+        return gradient[start : start + context.rows]
 
 
 def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,9 @@ from afp_cli.data.batches import collate
 from afp_cli.model.scoring import score_batches
 
 
-def evaluate_held_out(model, examples, config: AlignConfig, pad_token_id: int, device: str, autocast,
-                      through=None) -> dict[str, float]:
+def evaluate_held_out(
+    model, examples, config: AlignConfig, pad_token_id: int, device: str, autocast, through=None
+) -> dict[str, float]:
     """CIT loss and MCL retrieval top-1 accuracy (sent0 → sent1 among the held-out pairs), dropout off.
 
     Args:
@@ -18,7 +19,8 @@ def evaluate_held_out(model, examples, config: AlignConfig, pad_token_id: int, d
     if not examples:
         return {}
     size = max(2, config.train.batch_size * 2)
-    batches = (collate(examples[start:start + size], pad_token_id) for start in range(0, len(examples), size))
-    scores = score_batches(model, batches, config.mcl.pooling_layer, config.mcl.pooling_method, device, autocast,
-                           through)
+    batches = (collate(examples[start : start + size], pad_token_id) for start in range(0, len(examples), size))
+    scores = score_batches(
+        model, batches, config.mcl.pooling_layer, config.mcl.pooling_method, device, autocast, through
+    )
     return {key: scores[key] for key in ("retrieval_top1", "cit_loss") if key in scores}

@@ -25,9 +25,14 @@ from afp_cli.model.representations import sentence_vectors
 from afp_cli.model.scoring import causal_lm_loss
 
 
-def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float,
-             hard_negatives: torch.Tensor | None = None, hard_negative_weight: float = 0.0,
-             symmetric: bool = False) -> torch.Tensor:
+def info_nce(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    temperature: float,
+    hard_negatives: torch.Tensor | None = None,
+    hard_negative_weight: float = 0.0,
+    symmetric: bool = False,
+) -> torch.Tensor:
     """InfoNCE with cosine similarity / τ and in-batch negatives (SimCSE-style, as in AFP).
 
     Row i's logits are ``cos(a_i, p_j) / τ`` for every j (the positive at j = i), followed by
@@ -62,8 +67,9 @@ def contrastive_loss(model, batch, mcl: MCLConfig, world_size: int) -> torch.Ten
     global batch, in rank order: the same matrix one process would build), so its value is the same on every
     process; without, each process contrasts only its own pairs.
     """
-    vectors = sentence_vectors(model, batch.sentence_ids, batch.sentence_mask, mcl.pooling_layer, mcl.pooling_method,
-                               batch.sentence_packing)
+    vectors = sentence_vectors(
+        model, batch.sentence_ids, batch.sentence_mask, mcl.pooling_layer, mcl.pooling_method, batch.sentence_packing
+    )
     if world_size > 1 and mcl.gather_negatives:
         # (columns × pairs, hidden) → rows of (columns, hidden) per pair, gathered, and back: all anchors of
         # the global batch, then all positives, [then all hard negatives]
@@ -71,8 +77,7 @@ def contrastive_loss(model, batch, mcl: MCLConfig, world_size: int) -> torch.Ten
         vectors = all_gather_with_grad(per_pair).transpose(0, 1).flatten(0, 1)
     columns = vectors.chunk(batch.sentences_per_example)
     hard_negatives = columns[2] if len(columns) > 2 else None
-    return info_nce(columns[0], columns[1], mcl.temperature, hard_negatives, mcl.hard_negative_weight,
-                    mcl.symmetric)
+    return info_nce(columns[0], columns[1], mcl.temperature, hard_negatives, mcl.hard_negative_weight, mcl.symmetric)
 
 
 def instruction_loss(model, batch, world_size: int) -> torch.Tensor:
@@ -86,8 +91,9 @@ def instruction_loss(model, batch, world_size: int) -> torch.Tensor:
         targets = float((batch.instruction_labels[:, 1:] != IGNORE_INDEX).sum())
         mean_over = max(sum_over_processes(targets), 1.0) / world_size
     positions = None if batch.instruction_packing is None else batch.instruction_packing.position_ids
-    return causal_lm_loss(model, batch.instruction_ids, batch.instruction_mask, batch.instruction_labels, mean_over,
-                          positions)
+    return causal_lm_loss(
+        model, batch.instruction_ids, batch.instruction_mask, batch.instruction_labels, mean_over, positions
+    )
 
 
 @dataclass

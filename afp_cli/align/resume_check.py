@@ -22,9 +22,19 @@ from afp_cli.errors import AfpError, warn
 
 # length, cadence and outputs; device and speed (the last bits of the numbers may differ, nothing else does)
 RESUMABLE_KEYS = (
-    "train.max_steps", "train.log_every", "train.eval_every", "train.save_every", "train.keep_checkpoints",
-    "train.tensorboard", "merge", "train.device", "train.precision", "train.tf32", "train.cpu_threads",
-    "train.gradient_checkpointing", "train.compile",
+    "train.max_steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.save_every",
+    "train.keep_checkpoints",
+    "train.tensorboard",
+    "merge",
+    "train.device",
+    "train.precision",
+    "train.tf32",
+    "train.cpu_threads",
+    "train.gradient_checkpointing",
+    "train.compile",
 )
 # the folder being resumed: the same by construction, however it is spelled (relative, absolute)
 _NOT_COMPARED = ("output_dir",)
@@ -42,8 +52,10 @@ def check_resume(config: AlignConfig, saved_recipe: Path, checkpoint_step: int) 
     try:
         saved = yaml.safe_load(saved_recipe.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise AfpError(f"{saved_recipe}: unreadable ({type(error).__name__}), so the recipe cannot be compared with "
-                       "the run's: restore it or start a new run") from None
+        raise AfpError(
+            f"{saved_recipe}: unreadable ({type(error).__name__}), so the recipe cannot be compared with "
+            "the run's: restore it or start a new run"
+        ) from None
     if not isinstance(saved, dict):
         raise AfpError(f"{saved_recipe}: not a recipe, so the recipe cannot be compared with the run's")
     before = {**_defaults(config), **_flat(saved, config)}
@@ -52,22 +64,30 @@ def check_resume(config: AlignConfig, saved_recipe: Path, checkpoint_step: int) 
     refused = [key for key in changed if key not in RESUMABLE_KEYS]
     if refused:
         listed = ", ".join(_change(key, before[key], now[key]) for key in refused)
-        raise AfpError(f"--resume with a recipe that differs from the run's ({saved_recipe}) in {listed}: a resume "
-                       f"may change only {', '.join(RESUMABLE_KEYS)}; for the rest start a new run (another "
-                       "output_dir, or --overwrite)")
+        raise AfpError(
+            f"--resume with a recipe that differs from the run's ({saved_recipe}) in {listed}: a resume "
+            f"may change only {', '.join(RESUMABLE_KEYS)}; for the rest start a new run (another "
+            "output_dir, or --overwrite)"
+        )
     train = config.train
     if train.max_steps < checkpoint_step:
-        raise AfpError(f"train.max_steps={train.max_steps} lies before the checkpoint resumed (step {checkpoint_step}): "
-                       f"give at least {checkpoint_step}")
+        raise AfpError(
+            f"train.max_steps={train.max_steps} lies before the checkpoint resumed (step {checkpoint_step}): "
+            f"give at least {checkpoint_step}"
+        )
     if "train.max_steps" in changed and (train.scheduler != "constant" or train.warmup_ratio > 0):
-        warn(f"{_change('train.max_steps', before['train.max_steps'], train.max_steps)}: the {train.scheduler} "
-             f"schedule from step {checkpoint_step} on is the one of a {train.max_steps}-step run, so the learning "
-             "rate moves at the resume")
+        warn(
+            f"{_change('train.max_steps', before['train.max_steps'], train.max_steps)}: the {train.scheduler} "
+            f"schedule from step {checkpoint_step} on is the one of a {train.max_steps}-step run, so the learning "
+            "rate moves at the resume"
+        )
 
 
 def _flat(tree: dict[str, Any], config: AlignConfig) -> dict[str, Any]:
     """``{"lora.r": 16, …, "merge": False}``: the sections' keys dotted, values (architecture, data.build) whole."""
-    sections = {item.name for item in dataclasses.fields(config) if dataclasses.is_dataclass(getattr(config, item.name))}
+    sections = {
+        item.name for item in dataclasses.fields(config) if dataclasses.is_dataclass(getattr(config, item.name))
+    }
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         if key in sections and isinstance(value, dict):

@@ -29,8 +29,9 @@ _LEFTOVERS = (".tmp-*", ".*.tmp", ".staging*", f"{CHECKPOINTS}/.tmp-*", f"{CHECK
 
 
 @contextmanager
-def claim_output_dir(output_dir: Path, resume: bool, overwrite: bool,
-                     accept_resume: Callable[[Path], None] | None = None) -> Iterator[Path | None]:
+def claim_output_dir(
+    output_dir: Path, resume: bool, overwrite: bool, accept_resume: Callable[[Path], None] | None = None
+) -> Iterator[Path | None]:
     """Claim ``output_dir`` for one run; yields the checkpoint to resume from (None for a fresh run).
 
     A non-empty folder needs ``--resume`` or ``--overwrite``. ``--resume`` continues from the newest intact
@@ -53,8 +54,10 @@ def claim_output_dir(output_dir: Path, resume: bool, overwrite: bool,
         if accept_resume is not None:
             accept_resume(checkpoint)
         for path, problem in damaged:
-            warn(f"checkpoint {path} is damaged ({problem}): resuming from {checkpoint.name}; the damaged one is kept "
-                 f"as {set_aside(path).name}")
+            warn(
+                f"checkpoint {path} is damaged ({problem}): resuming from {checkpoint.name}; the damaged one is kept "
+                f"as {set_aside(path).name}"
+            )
         remove_leftovers(output_dir)
         with _naming_the_last_checkpoint(output_dir):
             yield checkpoint
@@ -66,8 +69,9 @@ def claim_output_dir(output_dir: Path, resume: bool, overwrite: bool,
             warn(f"{output_dir}: its run stopped before its first checkpoint: starting it again from step 0")
         overwrite = True
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        raise AfpError(f"{output_dir}: output folder is not empty: pass --overwrite to replace it or --resume to "
-                       "continue its run")
+        raise AfpError(
+            f"{output_dir}: output folder is not empty: pass --overwrite to replace it or --resume to continue its run"
+        )
     with replacing_folder(output_dir, keep_on_failure=lambda: bool(list_checkpoints(output_dir))):
         try:
             with _naming_the_last_checkpoint(output_dir):
@@ -88,8 +92,7 @@ def _naming_the_last_checkpoint(output_dir: Path) -> Iterator[None]:
         checkpoints = list_checkpoints(output_dir)
         if not checkpoints or str(checkpoints[-1]) in str(error):
             raise
-        raise type(error)(f"{error} (last complete checkpoint: {checkpoints[-1]}; continue with --resume)") \
-            from error
+        raise type(error)(f"{error} (last complete checkpoint: {checkpoints[-1]}; continue with --resume)") from error
 
 
 def _before_first_checkpoint(output_dir: Path) -> bool:

@@ -58,8 +58,10 @@ def _training_only(block, compiled, eager):
 def check_compile(device: str, processes) -> None:
     """One line instead of a traceback later: engines that shard weights, and a CPU without a C++ compiler."""
     if processes.shards_weights:
-        raise AfpError(f"train.compile: true is not supported with {processes.engine}, which shards the weights: "
-                       "use train.compile=false")
+        raise AfpError(
+            f"train.compile: true is not supported with {processes.engine}, which shards the weights: "
+            "use train.compile=false"
+        )
     if device == "cpu":
         try:
             from torch._inductor.cpp_builder import get_cpp_compiler
@@ -68,8 +70,10 @@ def check_compile(device: str, processes) -> None:
         try:
             get_cpp_compiler()
         except Exception as error:  # inductor's InvalidCxxCompiler; its message lists what it looked for
-            raise AfpError(f"train.compile: true on the CPU needs a C++ compiler (g++ or clang++, or $CXX): "
-                           f"{str(error).strip().splitlines()[0]}") from None
+            raise AfpError(
+                f"train.compile: true on the CPU needs a C++ compiler (g++ or clang++, or $CXX): "
+                f"{str(error).strip().splitlines()[0]}"
+            ) from None
 
 
 @torch.no_grad()
@@ -89,17 +93,22 @@ def packing_difference(model) -> float:
     was_training = model.training
     model.eval()
     try:
-        alone = [encoder(input_ids=torch.tensor([text], device=device), use_cache=False).last_hidden_state[0].float()
-                 for text in texts]
+        alone = [
+            encoder(input_ids=torch.tensor([text], device=device), use_cache=False).last_hidden_state[0].float()
+            for text in texts
+        ]
         ids, layout = pack(texts, 0, max_width=sum(len(text) for text in texts))  # one row: 24, then 5 tokens
         layout = layout.to(device)
-        packed = encoder(input_ids=ids.to(device), attention_mask=None, position_ids=layout.position_ids,
-                         use_cache=False).last_hidden_state.float()
+        packed = encoder(
+            input_ids=ids.to(device), attention_mask=None, position_ids=layout.position_ids, use_cache=False
+        ).last_hidden_state.float()
     finally:
         model.train(was_training)
     hidden, _ = layout.unpack(packed)
-    differences = [float(((hidden[index, :len(text)] - single).norm(dim=-1) / single.norm(dim=-1).clamp_min(1e-6)).max())
-                   for index, (text, single) in enumerate(zip(texts, alone))]
+    differences = [
+        float(((hidden[index, : len(text)] - single).norm(dim=-1) / single.norm(dim=-1).clamp_min(1e-6)).max())
+        for index, (text, single) in enumerate(zip(texts, alone))
+    ]
     return max(differences)
 
 
@@ -116,10 +125,15 @@ def check_packing(model, console: Console) -> bool:
     else:
         if difference <= tolerance:
             return True
-        reason = (f"its hidden states for packed texts differ from the texts run apart by {difference:.2g} "
-                  f"(relative; rounding allows {tolerance:g})")
-    console.print(f"[yellow]warning:[/] data.packing: {architecture} does not keep packed texts apart: {reason}. "
-                  "Training on padded batches.", highlight=False)
+        reason = (
+            f"its hidden states for packed texts differ from the texts run apart by {difference:.2g} "
+            f"(relative; rounding allows {tolerance:g})"
+        )
+    console.print(
+        f"[yellow]warning:[/] data.packing: {architecture} does not keep packed texts apart: {reason}. "
+        "Training on padded batches.",
+        highlight=False,
+    )
     return False
 
 

@@ -27,20 +27,42 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from afp_cli.align.checkpoint import (CHECKPOINTS, TrainingState, checkpoint_step, checkpoint_world_size,
-                                      list_checkpoints, load_checkpoint, rng_state, save_checkpoint)
+from afp_cli.align.checkpoint import (
+    CHECKPOINTS,
+    TrainingState,
+    checkpoint_step,
+    checkpoint_world_size,
+    list_checkpoints,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+)
 from afp_cli.align.config import AlignConfig, TrainConfig, config_to_yaml
 from afp_cli.align.distributed import start_processes
 from afp_cli.align.held_out import evaluate_held_out
 from afp_cli.align.losses import objective
 from afp_cli.align.resume_check import check_resume as check_resumed_recipe
-from afp_cli.align.run_output import (BASE_MODEL_DIR, METRICS_FILE, append_metrics, claim_output_dir, open_tensorboard,
-                                      save_built_base_model, save_outputs, truncate_metrics)
+from afp_cli.align.run_output import (
+    BASE_MODEL_DIR,
+    METRICS_FILE,
+    append_metrics,
+    claim_output_dir,
+    open_tensorboard,
+    save_built_base_model,
+    save_outputs,
+    truncate_metrics,
+)
 from afp_cli.data.batches import TokenCounts, collate, micro_batch_indices, split_held_out, tokenize_examples
 from afp_cli.data.training_records import read_training_file
 from afp_cli.errors import AfpError
-from afp_cli.model.loading import (add_lora, count_parameters, load_causal_lm, load_tokenizer, resolve_device,
-                                   resolve_dtype)
+from afp_cli.model.loading import (
+    add_lora,
+    count_parameters,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+)
 from afp_cli.progress import progress_bar
 from afp_cli.text_files import write_atomically
 
@@ -87,16 +109,19 @@ def load_base_model(config: AlignConfig, tokenizer, device: str, engine_dtype: t
 
         model = build_random_model(model_config.architecture, tokenizer, seed=config.train.seed).to(device, dtype)
     else:
-        model = load_causal_lm(model_config.name_or_path, dtype=dtype, device=device,
-                               trust_remote_code=model_config.trust_remote_code)
+        model = load_causal_lm(
+            model_config.name_or_path, dtype=dtype, device=device, trust_remote_code=model_config.trust_remote_code
+        )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     model.config.use_cache = False
     layer = config.mcl.pooling_layer
     depth = model.config.num_hidden_layers
     if config.mcl.enabled and layer is not None and layer > depth:
-        raise AfpError(f"mcl.pooling '{config.mcl.pooling}': layer {layer} is beyond the model's depth "
-                       f"({depth} layers; valid layers are 0..{depth})")
+        raise AfpError(
+            f"mcl.pooling '{config.mcl.pooling}': layer {layer} is beyond the model's depth "
+            f"({depth} layers; valid layers are 0..{depth})"
+        )
     return model
 
 
@@ -184,8 +209,14 @@ class ModelEntry(torch.nn.Module):
 # ------------------------------------------------------------------------------------------- the run
 
 
-def align(config: AlignConfig, resume: bool = False, overwrite: bool = False, dry_run: bool = False,
-          stop_after: int | None = None, console: Console | None = None) -> AlignResult:
+def align(
+    config: AlignConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    stop_after: int | None = None,
+    console: Console | None = None,
+) -> AlignResult:
     """Train (or, with ``dry_run``, only validate and describe) an AFP run described by ``config``.
 
     Args:
@@ -201,34 +232,53 @@ def align(config: AlignConfig, resume: bool = False, overwrite: bool = False, dr
 
     # data first: a bad line should fail before any model is loaded
     train_file = processes.on_main(lambda: resolve_train_file(config, console))  # a mixture is built once
-    examples = read_training_file(train_file, config.mcl.enabled, config.cit.enabled,
-                                  warn=lambda message: console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True))
+    examples = read_training_file(
+        train_file,
+        config.mcl.enabled,
+        config.cit.enabled,
+        warn=lambda message: console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True),
+    )
     if len(examples) - config.data.held_out < train.batch_size:
-        raise AfpError(f"{train_file}: {len(examples)} examples leave fewer than train.batch_size="
-                       f"{train.batch_size} for training after data.held_out={config.data.held_out}")
+        raise AfpError(
+            f"{train_file}: {len(examples)} examples leave fewer than train.batch_size="
+            f"{train.batch_size} for training after data.held_out={config.data.held_out}"
+        )
     with ExitStack() as claim:
         last_checkpoint = None
         interrupted = _InterruptFlag()
         if not dry_run:  # the main process claims the folder; the others learn its checkpoint, or its refusal
             claim.enter_context(interrupted)  # from here SIGTERM and Ctrl-C stop the run at the end of a step
-            last_checkpoint = processes.on_main(lambda: claim.enter_context(claim_output_dir(
-                output_dir, resume, overwrite, accept_resume=lambda found: check_resume(config, found, processes))))
-        return _setup_and_train(config, examples, last_checkpoint, dry_run, stop_after, console, processes,
-                                interrupted)
+            last_checkpoint = processes.on_main(
+                lambda: claim.enter_context(
+                    claim_output_dir(
+                        output_dir,
+                        resume,
+                        overwrite,
+                        accept_resume=lambda found: check_resume(config, found, processes),
+                    )
+                )
+            )
+        return _setup_and_train(config, examples, last_checkpoint, dry_run, stop_after, console, processes, interrupted)
 
 
 def check_launch(config: AlignConfig, processes) -> None:
     """The global batch must split evenly over the processes launched (every process of a bad launch says so)."""
     batch, world = config.train.batch_size, processes.world_size
     if batch % world:
-        raise AfpError(f"train.batch_size={batch} is the global batch, split over the {world} processes launched: "
-                       f"it must be a multiple of {world} (e.g. train.batch_size={batch + world - batch % world})")
+        raise AfpError(
+            f"train.batch_size={batch} is the global batch, split over the {world} processes launched: "
+            f"it must be a multiple of {world} (e.g. train.batch_size={batch + world - batch % world})"
+        )
     if config.merge and processes.shards_weights:
-        raise AfpError(f"merge: true needs the whole model in one process, but {processes.engine} shards it: drop "
-                       "merge and merge the saved adapter afterwards on one process")
+        raise AfpError(
+            f"merge: true needs the whole model in one process, but {processes.engine} shards it: drop "
+            "merge and merge the saved adapter afterwards on one process"
+        )
     if config.mcl.enabled and not config.mcl.gather_negatives and batch // world < 2:
-        raise AfpError(f"mcl.gather_negatives is false, so each of the {world} processes needs at least two pairs: "
-                       f"train.batch_size={batch} gives {batch // world}; use train.batch_size={2 * world} or more")
+        raise AfpError(
+            f"mcl.gather_negatives is false, so each of the {world} processes needs at least two pairs: "
+            f"train.batch_size={batch} gives {batch // world}; use train.batch_size={2 * world} or more"
+        )
 
 
 def check_resume(config: AlignConfig, checkpoint: Path, processes) -> None:
@@ -244,9 +294,11 @@ def check_resume_world_size(checkpoint: Path | None, processes) -> None:
         return
     written_by = checkpoint_world_size(checkpoint)
     if written_by != processes.world_size:
-        raise AfpError(f"{checkpoint} was written by {written_by} process(es) but {processes.world_size} were "
-                       f"launched: resume with {written_by} (e.g. torchrun --nproc-per-node {written_by} -m afp_cli "
-                       "align ... --resume); nothing was changed")
+        raise AfpError(
+            f"{checkpoint} was written by {written_by} process(es) but {processes.world_size} were "
+            f"launched: resume with {written_by} (e.g. torchrun --nproc-per-node {written_by} -m afp_cli "
+            "align ... --resume); nothing was changed"
+        )
 
 
 @dataclass
@@ -267,8 +319,15 @@ class Run:
     parameter_counts: tuple[int, int]  # trainable, total
 
     def evaluate(self) -> dict[str, float]:
-        return evaluate_held_out(self.model, self.held_out_set, self.config, self.tokenizer.pad_token_id, self.device,
-                                 self.autocast, through=self.entry)
+        return evaluate_held_out(
+            self.model,
+            self.held_out_set,
+            self.config,
+            self.tokenizer.pad_token_id,
+            self.device,
+            self.autocast,
+            through=self.entry,
+        )
 
 
 def setup_run(config: AlignConfig, examples, processes, console: Console, write_files: bool = True) -> Run:
@@ -283,8 +342,15 @@ def setup_run(config: AlignConfig, examples, processes, console: Console, write_
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     tokenizer = processes.on_main(lambda: build_tokenizer(config, _tokenizer_texts(examples)))
-    tokenized, counts = tokenize_examples(examples, tokenizer, config.data.max_length, config.mcl.enabled,
-                                          config.cit.enabled, config.cit.learn_prompt, config.cit.append_eos)
+    tokenized, counts = tokenize_examples(
+        examples,
+        tokenizer,
+        config.data.max_length,
+        config.mcl.enabled,
+        config.cit.enabled,
+        config.cit.learn_prompt,
+        config.cit.append_eos,
+    )
     train_indices, held_out_indices = split_held_out(len(tokenized), config.data.held_out, train.seed)
     train_set = [tokenized[index] for index in train_indices]
     held_out_set = [tokenized[index] for index in held_out_indices]
@@ -304,12 +370,32 @@ def setup_run(config: AlignConfig, examples, processes, console: Console, write_
             compile_blocks(model)
     optimizer, scheduler = build_optimizer(model, config, processes.offloads_optimizer)
     entry, optimizer = processes.prepare(ModelEntry(model), optimizer, train.batch_size // processes.world_size)
-    return Run(config, processes, model, entry, optimizer, scheduler, train_set, held_out_set, tokenizer, device,
-               _autocast_factory(device, train.precision), (trainable, total))
+    return Run(
+        config,
+        processes,
+        model,
+        entry,
+        optimizer,
+        scheduler,
+        train_set,
+        held_out_set,
+        tokenizer,
+        device,
+        _autocast_factory(device, train.precision),
+        (trainable, total),
+    )
 
 
-def _setup_and_train(config: AlignConfig, examples, last_checkpoint: Path | None, dry_run: bool,
-                     stop_after: int | None, console: Console, processes, interrupted: _InterruptFlag) -> AlignResult:
+def _setup_and_train(
+    config: AlignConfig,
+    examples,
+    last_checkpoint: Path | None,
+    dry_run: bool,
+    stop_after: int | None,
+    console: Console,
+    processes,
+    interrupted: _InterruptFlag,
+) -> AlignResult:
     """Set up → held-out evaluation → loop → adapter, inside the output folder claimed by ``align``.
 
     Every file is written by the main process through ``on_main``: when the disk refuses a write, every process
@@ -326,8 +412,9 @@ def _setup_and_train(config: AlignConfig, examples, last_checkpoint: Path | None
     processes.on_main(lambda: write_atomically(output_dir / "recipe.yaml", config_to_yaml(config)))
     state = TrainingState(step=0, extra={})
     if last_checkpoint is not None:
-        state = load_checkpoint(last_checkpoint, run.model, run.optimizer, run.scheduler, processes.rank,
-                                processes.load_engine_state)
+        state = load_checkpoint(
+            last_checkpoint, run.model, run.optimizer, run.scheduler, processes.rank, processes.load_engine_state
+        )
         processes.on_main(lambda: truncate_metrics(output_dir / METRICS_FILE, state.step))
         console.print(f"resumed from {last_checkpoint} (step {state.step})")
     else:
@@ -337,8 +424,14 @@ def _setup_and_train(config: AlignConfig, examples, last_checkpoint: Path | None
     stopped_early = train_loop(run, state, stop_after, console, writer, interrupted)
     if writer is not None:
         writer.close()
-    result = AlignResult(output_dir, state.step, state.extra.get("held_out_before", {}), stopped_early=stopped_early,
-                         stopped_by=interrupted.stopped_by if stopped_early else None, model=run.model)
+    result = AlignResult(
+        output_dir,
+        state.step,
+        state.extra.get("held_out_before", {}),
+        stopped_early=stopped_early,
+        stopped_by=interrupted.stopped_by if stopped_early else None,
+        model=run.model,
+    )
     if stopped_early:
         if result.stopped_by is None:  # a signal's line is the command's: on stderr, with the signal's exit code
             console.print(f"stopped after step {state.step}; continue with --resume")
@@ -347,11 +440,23 @@ def _setup_and_train(config: AlignConfig, examples, last_checkpoint: Path | None
     result.held_out_after = run.evaluate()
     trainable, total = run.parameter_counts
     state_dict = processes.full_state_dict(run.entry)  # FSDP / DeepSpeed: gathered from every process's shard
-    processes.on_main(lambda: save_outputs(
-        run.model, run.tokenizer, config, output_dir, state_dict,
-        {"steps": result.steps, "trainable_parameters": trainable, "total_parameters": total,
-         "held_out_before": result.held_out_before, "held_out_after": result.held_out_after,
-         **({"processes": processes.world_size} if processes.world_size > 1 else {})}))
+    processes.on_main(
+        lambda: save_outputs(
+            run.model,
+            run.tokenizer,
+            config,
+            output_dir,
+            state_dict,
+            {
+                "steps": result.steps,
+                "trainable_parameters": trainable,
+                "total_parameters": total,
+                "held_out_before": result.held_out_before,
+                "held_out_after": result.held_out_after,
+                **({"processes": processes.world_size} if processes.world_size > 1 else {}),
+            },
+        )
+    )
     _print_summary(console, result)
     return result
 
@@ -387,15 +492,20 @@ def backward_micro_batch(run: Run, global_indices: list[int], last_of_step: bool
     """Forward and backward of this process's share of one micro-batch (given by the global batch's example
     indices)."""
     share = len(global_indices) // run.processes.world_size
-    mine = global_indices[run.processes.rank * share:(run.processes.rank + 1) * share]
+    mine = global_indices[run.processes.rank * share : (run.processes.rank + 1) * share]
     packing = False
     if run.config.data.packing:  # where the model keeps packed texts apart (checked once, at set-up)
         from afp_cli.align.step_speed import packs_batches
 
         packing = packs_batches(run.model, run.config)
     # compiled blocks: widths rounded up to few sizes, so the compiled shapes repeat
-    batch = collate([run.train_set[index] for index in mine], run.tokenizer.pad_token_id, packing,
-                    bucket=run.config.train.compile, max_width=run.config.data.max_length).to(run.device)
+    batch = collate(
+        [run.train_set[index] for index in mine],
+        run.tokenizer.pad_token_id,
+        packing,
+        bucket=run.config.train.compile,
+        max_width=run.config.data.max_length,
+    ).to(run.device)
     with run.autocast():
         parts = run.entry(objective, batch, run.config)
     run.processes.backward(parts.total, run.config.train.grad_accumulation, last_of_step)
@@ -412,8 +522,9 @@ def train_step(run: Run, step: int) -> list[MicroBatchResult]:
     run.optimizer.zero_grad(set_to_none=True)
     results = []
     for micro in range(train.grad_accumulation):
-        indices = micro_batch_indices(step * train.grad_accumulation + micro, train.batch_size, len(run.train_set),
-                                      train.seed)
+        indices = micro_batch_indices(
+            step * train.grad_accumulation + micro, train.batch_size, len(run.train_set), train.seed
+        )
         last_of_step = micro == train.grad_accumulation - 1
         # the gradient all-reduce waits for the step's last micro-batch
         with nullcontext() if last_of_step else processes.no_sync(run.entry):
@@ -452,8 +563,12 @@ class MetricsWindow:
     def record(self, step: int, lr: float) -> dict[str, Any]:
         """One line of metrics.jsonl: step, loss, lr, tokens_per_s[, mcl][, cit][, gpu_peak_gib]."""
         elapsed = time.perf_counter() - self.started
-        record = {"step": step, "loss": self.total / self.micro_batches, "lr": lr,
-                  "tokens_per_s": self.tokens / max(elapsed, 1e-9)}
+        record = {
+            "step": step,
+            "loss": self.total / self.micro_batches,
+            "lr": lr,
+            "tokens_per_s": self.tokens / max(elapsed, 1e-9),
+        }
         if self.config.mcl.enabled:
             record["mcl"] = self.mcl / self.micro_batches
         if self.config.cit.enabled:
@@ -483,8 +598,9 @@ class Schedule:
 # ------------------------------------------------------------------------------------------- the loop
 
 
-def train_loop(run: Run, state: TrainingState, stop_after: int | None, console: Console, writer,
-               interrupted: _InterruptFlag) -> bool:
+def train_loop(
+    run: Run, state: TrainingState, stop_after: int | None, console: Console, writer, interrupted: _InterruptFlag
+) -> bool:
     """Optimizer steps from ``state.step`` to ``max_steps``; returns True when it stopped early (with a checkpoint)."""
     schedule, window = Schedule(run.config.train), MetricsWindow(run.config, run.device)
     first_step, max_steps = state.step, run.config.train.max_steps
@@ -525,8 +641,18 @@ def _save_checkpoint(run: Run, state: TrainingState) -> None:
         run.processes.save_engine_state(engine_state)
         run.processes.barrier()
     # no process runs ahead of a checkpoint that is not complete yet, and a full disk stops every one of them
-    run.processes.on_main(lambda: save_checkpoint(output_dir, run.model, run.optimizer, run.scheduler, state,
-                                                  run.config.train.keep_checkpoints, rng_per_process, engine_state))
+    run.processes.on_main(
+        lambda: save_checkpoint(
+            output_dir,
+            run.model,
+            run.optimizer,
+            run.scheduler,
+            state,
+            run.config.train.keep_checkpoints,
+            rng_per_process,
+            engine_state,
+        )
+    )
 
 
 def _diverged(run: Run, step: int, what: str):
@@ -584,8 +710,9 @@ class _InterruptFlag:
 
     def vote(self, processes) -> str | None:
         """The signal any process received (SIGTERM over SIGINT: the scheduler's), the same on every process."""
-        sigterm, sigint = processes.mean([float(signal.SIGTERM in self.received),
-                                          float(signal.SIGINT in self.received)])
+        sigterm, sigint = processes.mean(
+            [float(signal.SIGTERM in self.received), float(signal.SIGINT in self.received)]
+        )
         self.stopped_by = "SIGTERM" if sigterm > 0 else "SIGINT" if sigint > 0 else None
         return self.stopped_by
 
@@ -611,8 +738,9 @@ def _tokenizer_texts(examples) -> list[str]:
     return texts
 
 
-def _describe(console, config, train_size, held_out_size, counts: TokenCounts, trainable, total, device,
-              model, processes) -> None:
+def _describe(
+    console, config, train_size, held_out_size, counts: TokenCounts, trainable, total, device, model, processes
+) -> None:
     if config.lora.enabled:
         targets = model.peft_config["default"].target_modules
         shown = targets if isinstance(targets, str) else ", ".join(sorted(targets))
@@ -626,17 +754,24 @@ def _describe(console, config, train_size, held_out_size, counts: TokenCounts, t
         objectives.append(f"{config.cit.weight:g}·CIT")
     where = f"device {device}"
     if processes.world_size > 1:
-        where = (f"{processes.world_size} processes ({processes.engine}, {device} on the main one), global batch "
-                 f"{config.train.batch_size} = {processes.world_size} × {config.train.batch_size // processes.world_size}"
-                 + ("" if not config.mcl.enabled or config.mcl.gather_negatives else ", MCL negatives local"))
-    console.print(f"[bold]afp align[/] · {mode} · {' + '.join(objectives)} · lr {config.train.lr:g} · {where}",
-                  highlight=False)
-    console.print(f"examples: {train_size} train, {held_out_size} held out · tokens: "
-                  f"{counts.sentence_tokens} in sentences, {counts.instruction_tokens} in instructions "
-                  f"({counts.target_tokens} answer targets)")
+        where = (
+            f"{processes.world_size} processes ({processes.engine}, {device} on the main one), global batch "
+            f"{config.train.batch_size} = {processes.world_size} × {config.train.batch_size // processes.world_size}"
+            + ("" if not config.mcl.enabled or config.mcl.gather_negatives else ", MCL negatives local")
+        )
+    console.print(
+        f"[bold]afp align[/] · {mode} · {' + '.join(objectives)} · lr {config.train.lr:g} · {where}", highlight=False
+    )
+    console.print(
+        f"examples: {train_size} train, {held_out_size} held out · tokens: "
+        f"{counts.sentence_tokens} in sentences, {counts.instruction_tokens} in instructions "
+        f"({counts.target_tokens} answer targets)"
+    )
     if counts.truncated_sentences or counts.truncated_instructions:
-        console.print(f"[yellow]truncated to data.max_length={config.data.max_length}:[/] "
-                      f"{counts.truncated_sentences} sentences, {counts.truncated_instructions} instruction texts")
+        console.print(
+            f"[yellow]truncated to data.max_length={config.data.max_length}:[/] "
+            f"{counts.truncated_sentences} sentences, {counts.truncated_instructions} instruction texts"
+        )
     console.print(f"parameters: {trainable:,} trainable of {total:,} ({100 * trainable / max(total, 1):.2f} %)")
 
 

@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from afp_cli.text_files import open_text, require_utf8
 from afp_cli.data.readers import read_parallel
 from afp_cli.errors import AfpError, located
 from afp_cli.languages import get_language
+from afp_cli.text_files import open_text, require_utf8
 
 UNIFORMITY_T = 2.0  # Wang & Isola's t; alignment uses their alpha = 2 (squared distance)
 
@@ -28,6 +28,7 @@ POOLINGS: tuple[str, ...] = ("last", "avg", "max")
 
 # ----------------------------------------------------------------------------------------------------------------
 # Inputs
+
 
 @dataclass(frozen=True)
 class ParallelPairs:
@@ -86,16 +87,25 @@ def parse_layers(text: str, num_layers: int) -> list[int]:
         raise AfpError(f"--layers: '{text}' is not 'all' or a list like 0,1,8-12") from None
     beyond = [layer for layer in layers if not 0 <= layer <= num_layers]
     if beyond or not layers:
-        raise AfpError(f"--layers: layer {beyond[0] if beyond else text} is beyond the model "
-                       f"(layers 0..{num_layers}, 0 = embeddings)")
+        raise AfpError(
+            f"--layers: layer {beyond[0] if beyond else text} is beyond the model "
+            f"(layers 0..{num_layers}, 0 = embeddings)"
+        )
     return sorted(set(layers))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Hidden states -> sentence vectors
 
+
 def pooled_states(
-    model, tokenizer, pairs: ParallelPairs, layers: Sequence[int], pooling: str, batch_size: int, max_length: int,
+    model,
+    tokenizer,
+    pairs: ParallelPairs,
+    layers: Sequence[int],
+    pooling: str,
+    batch_size: int,
+    max_length: int,
     advance: Callable[[int], None] | None = None,
 ) -> dict[int, tuple]:
     """``{layer: (vectors_x, vectors_y)}`` as float32 CPU tensors, one forward pass per batch of pairs.
@@ -105,13 +115,13 @@ def pooled_states(
     """
     import torch
 
-    from afp_cli.model.representations import pool
     from afp_cli.model.blocks import backbone
+    from afp_cli.model.representations import pool
 
     collected: dict[int, list] = {layer: [] for layer in layers}
     count = len(pairs.sources)
     for start in range(0, count, batch_size):
-        texts = pairs.sources[start:start + batch_size] + pairs.targets[start:start + batch_size]
+        texts = pairs.sources[start : start + batch_size] + pairs.targets[start : start + batch_size]
         encoded = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
         encoded = encoded.to(model.device)
         with torch.inference_mode():
@@ -122,14 +132,17 @@ def pooled_states(
             advance(len(texts) // 2)
     # Each batch holds its sources, then its targets: split every batch in half before joining them.
     return {
-        layer: (torch.cat([part[: part.shape[0] // 2] for part in parts]),
-                torch.cat([part[part.shape[0] // 2:] for part in parts]))
+        layer: (
+            torch.cat([part[: part.shape[0] // 2] for part in parts]),
+            torch.cat([part[part.shape[0] // 2 :] for part in parts]),
+        )
         for layer, parts in collected.items()
     }
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Metrics
+
 
 @dataclass(frozen=True)
 class AlignmentMetrics:
@@ -167,6 +180,7 @@ def alignment_metrics(vectors_x, vectors_y, seed: int = 0) -> AlignmentMetrics:
 
 # ----------------------------------------------------------------------------------------------------------------
 # 2-D maps
+
 
 def project_2d(points, method: str = "pca", seed: int = 0):
     """Rows of ``points`` (numpy) mapped to 2-D: PCA by SVD (no extra dependency) or t-SNE (scikit-learn)."""

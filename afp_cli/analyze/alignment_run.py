@@ -78,18 +78,33 @@ def run_alignment(config: AlignmentConfig) -> list[dict[str, Any]]:
     count = len(pairs.sources)
     with counting("encoding pairs", total=count * len(loaded.labels)) as advance:
         for label, model in loaded.variants():
-            states = pooled_states(model, loaded.tokenizer, pairs, collected_layers, config.pooling,
-                                   config.batch_size, config.max_length, advance)
-            rows.extend({"model": label, "layer": layer, **asdict(alignment_metrics(*states[layer], config.seed))}
-                        for layer in layers)
+            states = pooled_states(
+                model,
+                loaded.tokenizer,
+                pairs,
+                collected_layers,
+                config.pooling,
+                config.batch_size,
+                config.max_length,
+                advance,
+            )
+            rows.extend(
+                {"model": label, "layer": layer, **asdict(alignment_metrics(*states[layer], config.seed))}
+                for layer in layers
+            )
             panels.append((label, *_map_points(states[config.plot_layer], config)))
     x_name, y_name = pairs.languages
-    titles = [(key, title.replace("x→y", f"{x_name}→{y_name}").replace("y→x", f"{y_name}→{x_name}"))
-              for key, title in METRICS]
+    titles = [
+        (key, title.replace("x→y", f"{x_name}→{y_name}").replace("y→x", f"{y_name}→{x_name}")) for key, title in METRICS
+    ]
     figures = {
         "layers": metrics_by_layer(rows, titles),
-        "map": projection_map(panels, pairs.languages, config.joined_pairs,
-                              f"{PROJECTIONS[config.projection]} of layer {config.plot_layer} ({config.pooling} pooling)"),
+        "map": projection_map(
+            panels,
+            pairs.languages,
+            config.joined_pairs,
+            f"{PROJECTIONS[config.projection]} of layer {config.plot_layer} ({config.pooling} pooling)",
+        ),
     }
     payload = {"config": _config_summary(config, pairs.languages, count), "rows": rows}
     write_report(paths, render_markdown(rows, config, pairs.languages, count), payload, figures)
@@ -112,29 +127,47 @@ def _map_points(states, config: AlignmentConfig):
 
     vectors_x, vectors_y = (part[: config.plot_pairs].numpy() for part in states)
     points = project_2d(np.concatenate([vectors_x, vectors_y]), config.projection, config.seed)
-    return points[: len(vectors_x)], points[len(vectors_x):]
+    return points[: len(vectors_x)], points[len(vectors_x) :]
 
 
 def _config_summary(config: AlignmentConfig, languages: tuple[str, str], count: int) -> dict[str, Any]:
-    return {"model": config.model, "adapters": list(config.adapters), "pairs": str(config.pairs),
-            "languages": list(languages), "pair_count": count, "layers": config.layers, "pooling": config.pooling,
-            "max_length": config.max_length, "seed": config.seed, "plot_layer": config.plot_layer,
-            "projection": config.projection}
+    return {
+        "model": config.model,
+        "adapters": list(config.adapters),
+        "pairs": str(config.pairs),
+        "languages": list(languages),
+        "pair_count": count,
+        "layers": config.layers,
+        "pooling": config.pooling,
+        "max_length": config.max_length,
+        "seed": config.seed,
+        "plot_layer": config.plot_layer,
+        "projection": config.projection,
+    }
 
 
-def render_markdown(rows: Sequence[dict[str, Any]], config: AlignmentConfig, languages: tuple[str, str],
-                    count: int) -> str:
+def render_markdown(
+    rows: Sequence[dict[str, Any]], config: AlignmentConfig, languages: tuple[str, str], count: int
+) -> str:
     x_name, y_name = languages
-    names = {"pair_cosine": "cos pairs", "random_cosine": "cos random", "alignment": "alignment ↓",
-             "uniformity": "uniformity ↓", "retrieval_x_to_y": f"top-1 {x_name}→{y_name}",
-             "retrieval_y_to_x": f"top-1 {y_name}→{x_name}"}
-    table = [{"model": row["model"], "layer": row["layer"], **{names[key]: row[key] for key, _ in METRICS}}
-             for row in rows]
-    return "".join([
-        "# Representation alignment\n\n",
-        f"`{config.model}` on {count} {x_name}–{y_name} pairs from `{config.pairs}`, {config.pooling} pooling, "
-        "layer 0 = embeddings. Vectors are L2-normalised; alignment and uniformity follow Wang & Isola (2020) "
-        "(alpha 2, t 2; uniformity over both languages together); random pairs are a seeded derangement.\n\n",
-        markdown_table(table, ["model", "layer", *names.values()], digits=4),
-        f"\n![metrics by layer]({REPORT_STEM}_layers.png)\n\n![2-D map]({REPORT_STEM}_map.png)\n",
-    ])
+    names = {
+        "pair_cosine": "cos pairs",
+        "random_cosine": "cos random",
+        "alignment": "alignment ↓",
+        "uniformity": "uniformity ↓",
+        "retrieval_x_to_y": f"top-1 {x_name}→{y_name}",
+        "retrieval_y_to_x": f"top-1 {y_name}→{x_name}",
+    }
+    table = [
+        {"model": row["model"], "layer": row["layer"], **{names[key]: row[key] for key, _ in METRICS}} for row in rows
+    ]
+    return "".join(
+        [
+            "# Representation alignment\n\n",
+            f"`{config.model}` on {count} {x_name}–{y_name} pairs from `{config.pairs}`, {config.pooling} pooling, "
+            "layer 0 = embeddings. Vectors are L2-normalised; alignment and uniformity follow Wang & Isola (2020) "
+            "(alpha 2, t 2; uniformity over both languages together); random pairs are a seeded derangement.\n\n",
+            markdown_table(table, ["model", "layer", *names.values()], digits=4),
+            f"\n![metrics by layer]({REPORT_STEM}_layers.png)\n\n![2-D map]({REPORT_STEM}_map.png)\n",
+        ]
+    )

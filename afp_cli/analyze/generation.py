@@ -49,7 +49,9 @@ def check_backend(name: str) -> None:
     try:
         get_model(name)
     except ValueError:
-        raise AfpError(f"--backend: lm-eval has no model type '{name}' (hf, vllm, ...: see lm-eval's model list)") from None
+        raise AfpError(
+            f"--backend: lm-eval has no model type '{name}' (hf, vllm, ...: see lm-eval's model list)"
+        ) from None
 
 
 def task_name(source: str, target: str) -> str:
@@ -63,11 +65,13 @@ def write_task_data(data_dir: Path, inputs: Sequence[DirectionInputs]) -> None:
         folder = data_dir / DATA_FOLDER / f"{direction.source}-{direction.target}"
         tests = [{"id": question.id, "question": question.question, "answer": ""} for question in direction.questions]
         # A task's demonstration split must have a row; a 0-shot run without a pool never reads this one.
-        demos = ([{"question": item.question, "answer": item.answer} for item in direction.pool]
-                 or [{"question": "", "answer": ""}])
+        demos = [{"question": item.question, "answer": item.answer} for item in direction.pool] or [
+            {"question": "", "answer": ""}
+        ]
         for name, rows in (("test", tests), ("demos", demos)):
-            write_atomically(folder / f"{name}.jsonl",
-                             "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+            write_atomically(
+                folder / f"{name}.jsonl", "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+            )
 
 
 def generate(config: GenerationConfig, inputs: Sequence[DirectionInputs], run_dir: Path) -> list[Generation]:
@@ -77,12 +81,24 @@ def generate(config: GenerationConfig, inputs: Sequence[DirectionInputs], run_di
     data_dir = run_dir / "data"
     write_task_data(data_dir, inputs)
     tasks = [task_name(direction.source, direction.target) for direction in inputs]
-    run_evaluation(EvaluateConfig(
-        model=config.model, tasks=tasks, adapters=list(config.adapters), num_fewshot=list(config.shots),
-        output_dir=str(run_dir), data_dir=str(data_dir), batch_size=str(config.batch_size), device=config.device,
-        dtype=config.dtype, backend=config.backend, model_args=config.model_args, seed=config.seed,
-        allow_other_base=config.allow_other_base, max_gen_toks=config.max_gen_toks,
-    ))
+    run_evaluation(
+        EvaluateConfig(
+            model=config.model,
+            tasks=tasks,
+            adapters=list(config.adapters),
+            num_fewshot=list(config.shots),
+            output_dir=str(run_dir),
+            data_dir=str(data_dir),
+            batch_size=str(config.batch_size),
+            device=config.device,
+            dtype=config.dtype,
+            backend=config.backend,
+            model_args=config.model_args,
+            seed=config.seed,
+            allow_other_base=config.allow_other_base,
+            max_gen_toks=config.max_gen_toks,
+        )
+    )
     # The runner lists the model labels it wrote raw/<label>/ folders for: base first, then each adapter.
     models = json.loads((run_dir / "comparison.json").read_text(encoding="utf-8"))["run"]["models"]
     return [

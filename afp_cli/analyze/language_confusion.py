@@ -80,8 +80,11 @@ def english_words() -> frozenset[str] | None:
         from english_words import get_english_words_set
     except ImportError:
         return None
-    return frozenset(word for word in get_english_words_set(["web2"], lower=False, alpha=False)
-                     if word.islower() and len(word) >= MIN_ENGLISH_WORD_LETTERS)
+    return frozenset(
+        word
+        for word in get_english_words_set(["web2"], lower=False, alpha=False)
+        if word.islower() and len(word) >= MIN_ENGLISH_WORD_LETTERS
+    )
 
 
 @dataclass(frozen=True)
@@ -93,12 +96,14 @@ class ConfusionCheck:
     english_word: bool  # a word of the checked lines is in the English word list (counts for WPR only)
 
 
-def check_response(text: str, target: str, best_language: Callable[[str], tuple[str, float]],
-                   vocabulary: frozenset[str] | None) -> ConfusionCheck:
+def check_response(
+    text: str, target: str, best_language: Callable[[str], tuple[str, float]], vocabulary: frozenset[str] | None
+) -> ConfusionCheck:
     """Judge one response; ``best_language(line)`` gives the detector's (language, confidence)."""
     target = get_language(target).code
-    kept = [(line, tokens) for line in normalize(text).split("\n")
-            if len(tokens := words(line, target)) >= MIN_LINE_WORDS]
+    kept = [
+        (line, tokens) for line in normalize(text).split("\n") if len(tokens := words(line, target)) >= MIN_LINE_WORDS
+    ]
     if not kept:
         return ConfusionCheck(checked=False, line_error=False, english_word=False)
     line_error = False

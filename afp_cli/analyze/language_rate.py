@@ -20,11 +20,11 @@ from typing import Any
 
 from afp_cli.analyze.language_confusion import ConfusionCheck, check_response, confusion_rates, english_words
 from afp_cli.analyze.language_id import UNDETERMINED, LanguageIdentifier
-from afp_cli.text_files import require_utf8
 from afp_cli.data.readers import iter_json_objects
 from afp_cli.errors import AfpError, located
 from afp_cli.languages import get_language
 from afp_cli.statistics import holm, mcnemar, wilson_interval
+from afp_cli.text_files import require_utf8
 
 CATEGORIES: tuple[str, ...] = ("target", "source", "other", "undetermined")
 # Where an answer ends: the first newline, the stop sequence of afp's FLORES and summarization tasks.
@@ -132,7 +132,7 @@ def cut_answer(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     if not ends:
         return body.strip(), False
     position, stop = min(ends)
-    return body[:position].strip(), bool(body[position + len(stop):].strip())
+    return body[:position].strip(), bool(body[position + len(stop) :].strip())
 
 
 def score(
@@ -171,8 +171,11 @@ def summarize(scored: Sequence[ScoredAnswer], examples_per_row: int = 3, example
         low, high = wilson_interval(counts["target"], len(answers))
         lines = sum(answer.lines for answer in answers)
         failing = [answer for answer in answers if answer.category != "target"][:examples_per_row]
-        confusion = confusion_rates([answer.confusion for answer in answers if answer.confusion is not None],
-                                    answers[0].generation.target_lang, english_words() is not None)
+        confusion = confusion_rates(
+            [answer.confusion for answer in answers if answer.confusion is not None],
+            answers[0].generation.target_lang,
+            english_words() is not None,
+        )
         rows.append(
             RateRow(
                 model=model,
@@ -186,11 +189,18 @@ def summarize(scored: Sequence[ScoredAnswer], examples_per_row: int = 3, example
                 counts=counts,
                 cut=sum(answer.cut for answer in answers),
                 examples=[
-                    {"id": answer.generation.id, "detected": answer.detected, "text": answer.text[:example_chars],
-                     "cut": answer.cut}
+                    {
+                        "id": answer.generation.id,
+                        "detected": answer.detected,
+                        "text": answer.text[:example_chars],
+                        "cut": answer.cut,
+                    }
                     for answer in failing
                 ],
-                lcb_checked=confusion.checked, lpr=confusion.lpr, wpr=confusion.wpr, lcpr=confusion.lcpr,
+                lcb_checked=confusion.checked,
+                lpr=confusion.lpr,
+                wpr=confusion.wpr,
+                lcpr=confusion.lcpr,
             )
         )
     return rows
@@ -200,8 +210,12 @@ def add_deltas(rows: Sequence[RateRow], base: str = BASE_MODEL) -> list[RateRow]
     """Each row's ``delta_vs_base``: its rate minus the base model's for the same direction and shots."""
     base_rates = {(row.direction, row.shots): row.rate for row in rows if row.model == base}
     return [
-        replace(row, delta_vs_base=None if row.model == base or (row.direction, row.shots) not in base_rates
-                else row.rate - base_rates[(row.direction, row.shots)])
+        replace(
+            row,
+            delta_vs_base=None
+            if row.model == base or (row.direction, row.shots) not in base_rates
+            else row.rate - base_rates[(row.direction, row.shots)],
+        )
         for row in rows
     ]
 
@@ -213,14 +227,17 @@ def add_paired_tests(rows: Sequence[RateRow], scored: Sequence[ScoredAnswer], ba
     for answer in scored:
         generation = answer.generation
         answers.setdefault((generation.model, generation.direction, generation.shots), {})[generation.id] = (
-            answer.category == "target")
+            answer.category == "target"
+        )
     tested = []
     for row in rows:
         if row.model == base:
             tested.append(row)
             continue
-        own, reference = answers.get((row.model, row.direction, row.shots), {}), answers.get(
-            (base, row.direction, row.shots))
+        own, reference = (
+            answers.get((row.model, row.direction, row.shots), {}),
+            answers.get((base, row.direction, row.shots)),
+        )
         if not reference:
             tested.append(replace(row, paired="not tested: no base answers for this direction and shots"))
             continue
@@ -229,8 +246,16 @@ def add_paired_tests(rows: Sequence[RateRow], scored: Sequence[ScoredAnswer], ba
             continue
         keys = sorted(own)
         result = mcnemar([own[key] for key in keys], [reference[key] for key in keys])
-        tested.append(replace(row, delta_ci_low=result.ci_low, delta_ci_high=result.ci_high, p_value=result.p_value,
-                              test=result.test, paired=f"{len(keys)} questions"))
+        tested.append(
+            replace(
+                row,
+                delta_ci_low=result.ci_low,
+                delta_ci_high=result.ci_high,
+                p_value=result.p_value,
+                test=result.test,
+                paired=f"{len(keys)} questions",
+            )
+        )
     adjusted = holm([row.p_value for row in tested])
     return [replace(row, p_holm=p) for row, p in zip(tested, adjusted)]
 
@@ -243,12 +268,19 @@ def model_averages(rows: Sequence[RateRow], base: str = BASE_MODEL) -> list[dict
     for model in models:
         own = [row for row in rows if row.model == model]
         cells = {(row.direction, row.shots) for row in own}
-        averages.append({"model": model, "cells": len(own), "average": sum(row.rate for row in own) / len(own),
-                         "paper_cells": cells == set(PAPER_CELLS)})
+        averages.append(
+            {
+                "model": model,
+                "cells": len(own),
+                "average": sum(row.rate for row in own) / len(own),
+                "paper_cells": cells == set(PAPER_CELLS),
+            }
+        )
     base_average = next((item["average"] for item in averages if item["model"] == base), None)
     for item in averages:
-        item["delta_vs_base"] = (None if base_average is None or item["model"] == base
-                                 else item["average"] - base_average)
+        item["delta_vs_base"] = (
+            None if base_average is None or item["model"] == base else item["average"] - base_average
+        )
     return averages
 
 
@@ -385,6 +417,12 @@ def _generation_from_record(
 
 def generation_record(generation: Generation) -> dict[str, Any]:
     """The plain-JSONL line of one answer; ``read_generations`` reads it back into the same group."""
-    return {"id": generation.id, "model": generation.model, "source_lang": generation.source_lang,
-            "target_lang": generation.target_lang, "shots": generation.shots, "prompt": generation.prompt,
-            "text": generation.text}
+    return {
+        "id": generation.id,
+        "model": generation.model,
+        "source_lang": generation.source_lang,
+        "target_lang": generation.target_lang,
+        "shots": generation.shots,
+        "prompt": generation.prompt,
+        "text": generation.text,
+    }

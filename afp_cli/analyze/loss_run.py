@@ -25,9 +25,9 @@ from typing import Any
 from afp_cli.analyze.output import check_writable, report_paths, write_report
 from afp_cli.data.training_records import CIT_KEYS, TrainingExample, read_training_file
 from afp_cli.errors import AfpError, located, warn
-from afp_cli.report import markdown_table
 from afp_cli.model.pooling import Pooling, parse_pooling
 from afp_cli.progress import counting
+from afp_cli.report import markdown_table
 
 REPORT_STEM = "loss"
 
@@ -114,8 +114,12 @@ def read_examples(path: Path, max_examples: int | None) -> FileContents:
     with_pairs = "sent0" in first or "sent1" in first
     with_instructions = any(key in first for key in CIT_KEYS)
     if not (with_pairs or with_instructions):
-        raise located(path, line, "sent0", "missing: a line needs sent0 and sent1 (retrieval), or clm_text and "
-                      "clm_prompt_len (CIT loss), or all four")
+        raise located(
+            path,
+            line,
+            "sent0",
+            "missing: a line needs sent0 and sent1 (retrieval), or clm_text and clm_prompt_len (CIT loss), or all four",
+        )
     examples = read_training_file(path, need_pairs=with_pairs, need_instructions=with_instructions, warn=warn)
     examples = [dataclasses.replace(example, hard_negative=None) for example in examples[:max_examples]]
     if with_pairs and len(examples) < 2:
@@ -126,9 +130,9 @@ def read_examples(path: Path, max_examples: int | None) -> FileContents:
 def run_loss(config: LossConfig) -> list[dict[str, Any]]:
     """Score the base model and each adapter on ``config.data``; write loss.md and loss.json; return the rows."""
     from afp_cli.analyze.alignment_run import model_config
-    from afp_cli.model.variants import load_variants
     from afp_cli.data.batches import collate, tokenize_examples
     from afp_cli.model.scoring import answer_tokens
+    from afp_cli.model.variants import load_variants
 
     paths = report_paths(config.output_dir, REPORT_STEM, ())
     check_writable(paths, config.overwrite)
@@ -138,19 +142,30 @@ def run_loss(config: LossConfig) -> list[dict[str, Any]]:
     if pooling.layer is not None and pooling.layer > depth:
         raise AfpError(f"--pooling: layer {pooling.layer} is beyond the model (layers 0..{depth}, 0 = embeddings)")
     loaded = load_variants(config.model, config.adapters, config.device, config.dtype, config.allow_other_base)
-    tokenized, counts = tokenize_examples(contents.examples, loaded.tokenizer, config.max_length, contents.with_pairs,
-                                          contents.with_instructions, LEARN_PROMPT, APPEND_EOS)
-    batches = [collate(tokenized[start:start + config.batch_size], loaded.tokenizer.pad_token_id)
-               for start in range(0, len(tokenized), config.batch_size)]
+    tokenized, counts = tokenize_examples(
+        contents.examples,
+        loaded.tokenizer,
+        config.max_length,
+        contents.with_pairs,
+        contents.with_instructions,
+        LEARN_PROMPT,
+        APPEND_EOS,
+    )
+    batches = [
+        collate(tokenized[start : start + config.batch_size], loaded.tokenizer.pad_token_id)
+        for start in range(0, len(tokenized), config.batch_size)
+    ]
     rows = []
     with counting("scoring", total=len(batches) * len(loaded.labels)) as advance:
         for label, model in loaded.variants():
             rows.append({"model": label, **score_model(model, batches, pooling, advance)})
     add_changes(rows)
-    summary = {"examples": len(contents.examples),
-               "answer_tokens": sum(answer_tokens(batch.instruction_labels) for batch in batches),
-               "truncated_sentences": counts.truncated_sentences,
-               "truncated_instructions": counts.truncated_instructions}
+    summary = {
+        "examples": len(contents.examples),
+        "answer_tokens": sum(answer_tokens(batch.instruction_labels) for batch in batches),
+        "truncated_sentences": counts.truncated_sentences,
+        "truncated_instructions": counts.truncated_instructions,
+    }
     payload = {"config": _config_summary(config), **summary, "rows": rows}
     write_report(paths, render_markdown(rows, config, summary), payload, {})
     return rows
@@ -164,8 +179,9 @@ def score_model(model, batches, pooling: Pooling, advance=lambda count: None) ->
     from afp_cli.model.scoring import score_batches
 
     device = model.device
-    autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda"
-                else contextlib.nullcontext)
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+    )
     scores = score_batches(model, batches, pooling.layer, pooling.method, device, autocast, advance=advance)
     if batches[0].instruction_ids is not None:
         if "cit_loss" not in scores:
@@ -184,10 +200,18 @@ def add_changes(rows: list[dict[str, Any]]) -> None:
 
 
 def _config_summary(config: LossConfig) -> dict[str, Any]:
-    return {"model": config.model, "adapters": list(config.adapters), "data": str(config.data),
-            "pooling": config.pooling, "max_examples": config.max_examples, "max_length": config.max_length,
-            "batch_size": config.batch_size, "seed": config.seed, "learn_prompt": LEARN_PROMPT,
-            "append_eos": APPEND_EOS}
+    return {
+        "model": config.model,
+        "adapters": list(config.adapters),
+        "data": str(config.data),
+        "pooling": config.pooling,
+        "max_examples": config.max_examples,
+        "max_length": config.max_length,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "learn_prompt": LEARN_PROMPT,
+        "append_eos": APPEND_EOS,
+    }
 
 
 def render_markdown(rows: Sequence[dict[str, Any]], config: LossConfig, summary: dict[str, int]) -> str:
@@ -205,21 +229,30 @@ def render_markdown(rows: Sequence[dict[str, Any]], config: LossConfig, summary:
         table.append(cells)
     notes = []
     if with_loss:
-        notes.append("CIT loss: mean next-token cross-entropy over every answer token (after `clm_prompt_len`, EOS "
-                     "appended; prompt and BOS are not scored); perplexity = exp(loss).")
+        notes.append(
+            "CIT loss: mean next-token cross-entropy over every answer token (after `clm_prompt_len`, EOS "
+            "appended; prompt and BOS are not scored); perplexity = exp(loss)."
+        )
     if "retrieval_top1" in rows[0]:
         pooling = config.parsed_pooling
         where = "the final layer" if pooling.layer is None else f"layer {pooling.layer} (0 = embeddings)"
-        notes.append(f"Retrieval: top-1 by cosine among all {summary['examples']} pairs "
-                     f"(chance {1 / summary['examples']:.4f}); sentence vectors: `{pooling.method}` pooling of "
-                     f"{where}, `{config.pooling}` as in `mcl.pooling`.")
+        notes.append(
+            f"Retrieval: top-1 by cosine among all {summary['examples']} pairs "
+            f"(chance {1 / summary['examples']:.4f}); sentence vectors: `{pooling.method}` pooling of "
+            f"{where}, `{config.pooling}` as in `mcl.pooling`."
+        )
     if summary["truncated_sentences"] or summary["truncated_instructions"]:
-        notes.append(f"Truncated at {config.max_length} tokens: {summary['truncated_sentences']} sentences, "
-                     f"{summary['truncated_instructions']} instruction texts.")
-    return "".join([
-        "# Held-out loss and retrieval\n\n",
-        f"`{config.model}` on `{config.data}`, dropout off; Δ = the model minus the base. "
-        "Not a benchmark: a quick check of what aligning did to the objectives it trained.\n\n",
-        "".join(f"- {note}\n" for note in notes), "\n",
-        markdown_table(table, columns, digits=4),
-    ])
+        notes.append(
+            f"Truncated at {config.max_length} tokens: {summary['truncated_sentences']} sentences, "
+            f"{summary['truncated_instructions']} instruction texts."
+        )
+    return "".join(
+        [
+            "# Held-out loss and retrieval\n\n",
+            f"`{config.model}` on `{config.data}`, dropout off; Δ = the model minus the base. "
+            "Not a benchmark: a quick check of what aligning did to the objectives it trained.\n\n",
+            "".join(f"- {note}\n" for note in notes),
+            "\n",
+            markdown_table(table, columns, digits=4),
+        ]
+    )

@@ -41,4 +41,3 @@ def write_report(paths: Mapping[str, Path], markdown: str, payload: Any, figures
     contents[paths["json"]] = json_text(payload)
     contents[paths["md"]] = markdown
     return write_all_atomically(contents, what="the report")
-

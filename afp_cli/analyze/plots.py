@@ -24,12 +24,17 @@ def language_rate_bars(rows: Sequence[Mapping[str, Any]]):
     figure, axis = plt.subplots(figsize=(max(5.0, 1.4 * len(groups) * max(1, len(models)) ** 0.5 + 2), 4))
     for index, model in enumerate(models):
         by_group = {_group_label(row): row for row in rows if row["model"] == model}
-        positions = [group_index + (index - (len(models) - 1) / 2) * width
-                     for group_index, group in enumerate(groups) if group in by_group]
+        positions = [
+            group_index + (index - (len(models) - 1) / 2) * width
+            for group_index, group in enumerate(groups)
+            if group in by_group
+        ]
         present = [by_group[group] for group in groups if group in by_group]
         rates = [100 * row["rate"] for row in present]
-        errors = [[100 * (row["rate"] - row["ci_low"]) for row in present],
-                  [100 * (row["ci_high"] - row["rate"]) for row in present]]
+        errors = [
+            [100 * (row["rate"] - row["ci_low"]) for row in present],
+            [100 * (row["ci_high"] - row["rate"]) for row in present],
+        ]
         axis.bar(positions, rates, width, yerr=errors, capsize=3, label=model)
     axis.set_xticks(range(len(groups)), groups)
     axis.set_ylim(0, 105)
@@ -58,7 +63,7 @@ def metrics_by_layer(rows: Sequence[Mapping[str, Any]], metrics: Sequence[tuple[
             axis.plot([layer for layer, _ in points], [value for _, value in points], marker="o", label=model)
         axis.set_title(title, fontsize="medium")
         axis.set_xlabel("layer (0 = embeddings)")
-    for axis in list(axes.flat)[len(metrics):]:
+    for axis in list(axes.flat)[len(metrics) :]:
         axis.set_visible(False)
     axes.flat[0].legend(fontsize="small")
     figure.tight_layout()
@@ -74,8 +79,13 @@ def projection_map(panels: Sequence[tuple[str, Any, Any]], languages: tuple[str,
     figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2), squeeze=False)
     for axis, (model, points_x, points_y) in zip(axes.flat, panels):
         for index in range(min(joined_pairs, len(points_x))):
-            axis.plot([points_x[index, 0], points_y[index, 0]], [points_x[index, 1], points_y[index, 1]],
-                      color="grey", linewidth=0.7, alpha=0.8)
+            axis.plot(
+                [points_x[index, 0], points_y[index, 0]],
+                [points_x[index, 1], points_y[index, 1]],
+                color="grey",
+                linewidth=0.7,
+                alpha=0.8,
+            )
         for points, language in zip((points_x, points_y), languages):
             axis.scatter(points[:, 0], points[:, 1], s=8, alpha=0.6, label=language)
         axis.set_title(model, fontsize="medium")

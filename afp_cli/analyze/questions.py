@@ -24,10 +24,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from afp_cli.text_files import require_utf8
 from afp_cli.data.readers import iter_json_objects, text_field
 from afp_cli.errors import AfpError, located
 from afp_cli.languages import get_language, language_name
+from afp_cli.text_files import require_utf8
 
 QUESTIONS_PACKAGE_FILE = "data/questions.jsonl"
 HC3_ANSWER_FIELDS = ("human_answers", "chatgpt_answers")
@@ -99,6 +99,7 @@ def one_line(text: str) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # Reading
 
+
 def read_question_file(spec: QuestionFile) -> list[Question]:
     """The questions of one file; with ``LANG=``, afp-schema lines of other languages are left out."""
     path = require_utf8(spec.path, "questions")
@@ -126,8 +127,13 @@ def read_question_file(spec: QuestionFile) -> list[Question]:
 
 def _afp_question(path: Path, number: int, record: dict[str, Any]) -> Question:
     if "lang" not in record:
-        raise located(path, number, "lang", "missing: afp's question files name each line's language; "
-                                            "for an HC3 file give its language, --questions en=FILE")
+        raise located(
+            path,
+            number,
+            "lang",
+            "missing: afp's question files name each line's language; "
+            "for an HC3 file give its language, --questions en=FILE",
+        )
     texts = {name: text_field(path, number, record, name) for name in ("id", "lang", "question")}
     for name, value in texts.items():
         if not value:
@@ -137,8 +143,13 @@ def _afp_question(path: Path, number: int, record: dict[str, Any]) -> Question:
     except AfpError as error:
         raise located(path, number, "lang", str(error)) from None
     answer = text_field(path, number, record, "answer", required=False) or None
-    return Question(id=texts["id"], lang=lang, question=one_line(texts["question"]),
-                    answer=None if answer is None else one_line(answer), aligned=True)
+    return Question(
+        id=texts["id"],
+        lang=lang,
+        question=one_line(texts["question"]),
+        answer=None if answer is None else one_line(answer),
+        aligned=True,
+    )
 
 
 def _hc3_question(path: Path, number: int, record: dict[str, Any], lang: str) -> Question:
@@ -155,8 +166,9 @@ def _hc3_question(path: Path, number: int, record: dict[str, Any], lang: str) ->
 
 def read_questions(specs: Sequence[QuestionFile]) -> list[Question]:
     """Every file's questions, in order; without files, afp's shipped set."""
-    return [question for spec in specs or [QuestionFile(shipped_questions_path())]
-            for question in read_question_file(spec)]
+    return [
+        question for spec in specs or [QuestionFile(shipped_questions_path())] for question in read_question_file(spec)
+    ]
 
 
 def read_demonstrations(path: str | Path) -> list[Demonstration]:
@@ -164,8 +176,10 @@ def read_demonstrations(path: str | Path) -> list[Demonstration]:
     path = require_utf8(path, "demonstrations")
     demonstrations = []
     for number, record in iter_json_objects(path):
-        texts = {name: text_field(path, number, record, name)
-                 for name in ("question", "answer", "question_lang", "answer_lang")}
+        texts = {
+            name: text_field(path, number, record, name)
+            for name in ("question", "answer", "question_lang", "answer_lang")
+        }
         for name, value in texts.items():
             if not value:
                 raise located(path, number, name, "empty")
@@ -175,8 +189,9 @@ def read_demonstrations(path: str | Path) -> list[Demonstration]:
                 codes[name] = get_language(texts[name]).code
             except AfpError as error:
                 raise located(path, number, name, str(error)) from None
-        demonstrations.append(Demonstration(question=one_line(texts["question"]), answer=one_line(texts["answer"]),
-                                            **codes))
+        demonstrations.append(
+            Demonstration(question=one_line(texts["question"]), answer=one_line(texts["answer"]), **codes)
+        )
     if not demonstrations:
         raise AfpError(f"{path}: no demonstrations in the file")
     return demonstrations
@@ -185,6 +200,7 @@ def read_demonstrations(path: str | Path) -> list[Demonstration]:
 # ----------------------------------------------------------------------------------------------------------------
 # Choosing
 
+
 def aligned_demonstrations(questions: Sequence[Question], source: str, target: str) -> list[Demonstration]:
     """Demonstrations from afp-schema ids present in both languages whose target-language line has an answer."""
     by_key = {(question.id, question.lang): question for question in questions if question.aligned}
@@ -192,8 +208,11 @@ def aligned_demonstrations(questions: Sequence[Question], source: str, target: s
     for question in questions:
         translation = by_key.get((question.id, target)) if question.aligned and question.lang == source else None
         if translation is not None and translation.answer:
-            pool.append(Demonstration(question=question.question, answer=translation.answer,
-                                      question_lang=source, answer_lang=target))
+            pool.append(
+                Demonstration(
+                    question=question.question, answer=translation.answer, question_lang=source, answer_lang=target
+                )
+            )
     return pool
 
 
@@ -213,8 +232,14 @@ def sample_questions(questions: Sequence[Question], count: int, seed: int) -> li
 
 
 def direction_inputs(
-    questions: Sequence[Question], source: str, target: str, shots: int, sample: int, seed: int,
-    demonstration_pool: Sequence[Demonstration] | None = None, demonstrations_path: Path | None = None,
+    questions: Sequence[Question],
+    source: str,
+    target: str,
+    shots: int,
+    sample: int,
+    seed: int,
+    demonstration_pool: Sequence[Demonstration] | None = None,
+    demonstrations_path: Path | None = None,
     limit: int | None = None,
 ) -> DirectionInputs:
     """The sampled questions and the fixed ``shots`` demonstrations of ``source`` → ``target``."""
@@ -235,12 +260,20 @@ def direction_inputs(
     if not candidates:
         raise AfpError(f"no questions in '{source}' ({language_name(source)}) to ask: add --questions {source}=FILE")
     asked = sample_questions(candidates, sample, seed)[:limit]
-    return DirectionInputs(source=source, target=target, questions=asked, available=len(candidates), pool=pool,
-                           demonstrations=demonstrations, demonstrations_from=origin)
+    return DirectionInputs(
+        source=source,
+        target=target,
+        questions=asked,
+        available=len(candidates),
+        pool=pool,
+        demonstrations=demonstrations,
+        demonstrations_from=origin,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Options and the prompt
+
 
 def parse_directions(text: str) -> list[tuple[str, str]]:
     """``"en-zh,zh-en"`` -> ``[("en", "zh"), ("zh", "en")]``; every code must be known."""

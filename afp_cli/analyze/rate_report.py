@@ -18,9 +18,26 @@ PAPER_TABLE_4 = {
     "AFP": {("en-zh", 0): 78.8, ("en-zh", 1): 84.4, ("zh-en", 0): 64.6, ("zh-en", 1): 76.3, "average": 76.0},
 }
 
-ROW_COLUMNS = ["model", "direction", "shots", "answers", "rate %", "95 % CI", "Δ base (pp) [95 % CI] p", "p (Holm)",
-               "target", "source", "other", "undetermined", "cut", "line rate %", "LPR %", "WPR %", "LCPR %",
-               "LCB checked"]
+ROW_COLUMNS = [
+    "model",
+    "direction",
+    "shots",
+    "answers",
+    "rate %",
+    "95 % CI",
+    "Δ base (pp) [95 % CI] p",
+    "p (Holm)",
+    "target",
+    "source",
+    "other",
+    "undetermined",
+    "cut",
+    "line rate %",
+    "LPR %",
+    "WPR %",
+    "LCPR %",
+    "LCB checked",
+]
 
 
 def _percent(value: float | None) -> float | None:
@@ -39,34 +56,62 @@ def _delta_cell(row: RateRow) -> str | None:
     if row.p_value is None or row.delta_ci_low is None or row.delta_ci_high is None:
         return delta
     mark = " *" if row.delta_ci_low > 0 or row.delta_ci_high < 0 else ""
-    return (f"{delta} [{100 * row.delta_ci_low:+.1f}, {100 * row.delta_ci_high:+.1f}] "
-            f"p{'=' if row.p_value >= 0.001 else ''}{_p(row.p_value)}{mark}")
+    return (
+        f"{delta} [{100 * row.delta_ci_low:+.1f}, {100 * row.delta_ci_high:+.1f}] "
+        f"p{'=' if row.p_value >= 0.001 else ''}{_p(row.p_value)}{mark}"
+    )
 
 
-def render_markdown(rows: Sequence[RateRow], averages: Sequence[dict[str, Any]], config: LanguageRateConfig,
-                    inputs: Sequence[DirectionInputs], bars_file: str) -> str:
+def render_markdown(
+    rows: Sequence[RateRow],
+    averages: Sequence[dict[str, Any]],
+    config: LanguageRateConfig,
+    inputs: Sequence[DirectionInputs],
+    bars_file: str,
+) -> str:
     table = [
-        {"model": row.model, "direction": row.direction, "shots": row.shots, "answers": row.answers,
-         "rate %": _percent(row.rate), "95 % CI": f"{100 * row.ci_low:.1f}–{100 * row.ci_high:.1f}",
-         "Δ base (pp) [95 % CI] p": _delta_cell(row), "p (Holm)": None if row.p_holm is None else _p(row.p_holm),
-         **row.counts, "cut": row.cut, "line rate %": _percent(row.line_rate), "LPR %": _percent(row.lpr),
-         "WPR %": _percent(row.wpr), "LCPR %": _percent(row.lcpr), "LCB checked": row.lcb_checked}
+        {
+            "model": row.model,
+            "direction": row.direction,
+            "shots": row.shots,
+            "answers": row.answers,
+            "rate %": _percent(row.rate),
+            "95 % CI": f"{100 * row.ci_low:.1f}–{100 * row.ci_high:.1f}",
+            "Δ base (pp) [95 % CI] p": _delta_cell(row),
+            "p (Holm)": None if row.p_holm is None else _p(row.p_holm),
+            **row.counts,
+            "cut": row.cut,
+            "line rate %": _percent(row.line_rate),
+            "LPR %": _percent(row.lpr),
+            "WPR %": _percent(row.wpr),
+            "LCPR %": _percent(row.lcpr),
+            "LCB checked": row.lcb_checked,
+        }
         for row in rows
     ]
     average_table = [
-        {"model": item["model"], "rows averaged": item["cells"], "average %": _percent(item["average"]),
-         "Δ base (pp)": _percent(item["delta_vs_base"]),
-         "the paper's four cells": "yes" if item["paper_cells"] else "no"}
+        {
+            "model": item["model"],
+            "rows averaged": item["cells"],
+            "average %": _percent(item["average"]),
+            "Δ base (pp)": _percent(item["delta_vs_base"]),
+            "the paper's four cells": "yes" if item["paper_cells"] else "no",
+        }
         for item in averages
     ]
-    parts = ["# Language rate\n\n", _sources(config, inputs), "\n", _scoring(rows, config), "\n",
-             markdown_table(table, ROW_COLUMNS, digits=1),
-             "\n## Average (the number the paper reports)\n\n",
-             "Unweighted mean of each model's rows; the paper's average is the mean of en→zh and zh→en at 0 and "
-             "1 shot.\n\n",
-             markdown_table(average_table, list(average_table[0]) if average_table else [], digits=1),
-             f"\n![language rate]({bars_file})\n",
-             _comparability(averages, config, inputs)]
+    parts = [
+        "# Language rate\n\n",
+        _sources(config, inputs),
+        "\n",
+        _scoring(rows, config),
+        "\n",
+        markdown_table(table, ROW_COLUMNS, digits=1),
+        "\n## Average (the number the paper reports)\n\n",
+        "Unweighted mean of each model's rows; the paper's average is the mean of en→zh and zh→en at 0 and 1 shot.\n\n",
+        markdown_table(average_table, list(average_table[0]) if average_table else [], digits=1),
+        f"\n![language rate]({bars_file})\n",
+        _comparability(averages, config, inputs),
+    ]
     parts.extend(_failing(rows))
     return "".join(parts)
 
@@ -79,21 +124,35 @@ def _sources(config: LanguageRateConfig, inputs: Sequence[DirectionInputs]) -> s
     if config.questions:
         question_set = ", ".join(f"`{spec.describe()}`" for spec in config.questions)
     else:
-        question_set = (f"afp's shipped question set (`{shipped_questions_path().name}`: everyday questions written "
-                        "for afp, en/zh; not HC3)")
-    lines = [f"Answers generated by {models} through lm-eval (backend `{generation.backend}`, task family "
-             "`afp_langrate`, greedy).\n\n", f"Questions: {question_set}.\n\n"]
+        question_set = (
+            f"afp's shipped question set (`{shipped_questions_path().name}`: everyday questions written "
+            "for afp, en/zh; not HC3)"
+        )
+    lines = [
+        f"Answers generated by {models} through lm-eval (backend `{generation.backend}`, task family "
+        "`afp_langrate`, greedy).\n\n",
+        f"Questions: {question_set}.\n\n",
+    ]
     for direction in inputs:
-        fewer = (f" (fewer than --sample {config.sample}: all of them)" if direction.available < config.sample
-                 else f" (a seeded sample of {config.sample}, seed {config.seed})")
+        fewer = (
+            f" (fewer than --sample {config.sample}: all of them)"
+            if direction.available < config.sample
+            else f" (a seeded sample of {config.sample}, seed {config.seed})"
+        )
         limited = f", first {config.limit} kept (--limit)" if config.limit is not None else ""
-        lines.append(f"- {direction.source}→{direction.target}: {len(direction.questions)} questions asked of "
-                     f"{direction.available} in `{direction.source}`{fewer}{limited}.\n")
+        lines.append(
+            f"- {direction.source}→{direction.target}: {len(direction.questions)} questions asked of "
+            f"{direction.available} in `{direction.source}`{fewer}{limited}.\n"
+        )
         if direction.demonstrations:
-            lines.append(f"  Demonstrations, one fixed set before every question (k-shot uses the first k), from "
-                         f"{direction.demonstrations_from}:\n")
-        lines.extend(f"  {index}. `{cit_prompt(item.question, item.answer_lang, item.answer)}`\n"
-                     for index, item in enumerate(direction.demonstrations, start=1))
+            lines.append(
+                f"  Demonstrations, one fixed set before every question (k-shot uses the first k), from "
+                f"{direction.demonstrations_from}:\n"
+            )
+        lines.extend(
+            f"  {index}. `{cit_prompt(item.question, item.answer_lang, item.answer)}`\n"
+            for index, item in enumerate(direction.demonstrations, start=1)
+        )
     return "".join(lines)
 
 
@@ -102,53 +161,68 @@ def _scoring(rows: Sequence[RateRow], config: LanguageRateConfig) -> str:
     answers = sum(row.answers for row in rows)
     if config.stops:
         stops = ", ".join(repr(stop) for stop in config.stops)
-        cutting = (f"Each answer is cut at its first stop sequence ({stops}; leading blank lines skipped): "
-                   f"{cut} of {answers} answers ran on past it and only their first part was scored (`cut`).")
+        cutting = (
+            f"Each answer is cut at its first stop sequence ({stops}; leading blank lines skipped): "
+            f"{cut} of {answers} answers ran on past it and only their first part was scored (`cut`)."
+        )
     else:
         cutting = "Whole answers are scored (`--stop none`): an answer that runs on into a new prompt line is mixed."
     language_id = config.language_id
-    return (f"{cutting} Rate = answers detected in the target language / all answers (undetermined included), "
-            "95 % Wilson interval; Δ base = rate − the base model's rate (percentage points), with the 95 % interval "
-            "and p-value of a paired test on the same questions: the exact McNemar test on each answer's "
-            "in-the-target-language outcome, Newcombe's square-and-add interval for the difference of paired "
-            "proportions; p (Holm): Holm's adjustment over the adapter rows; * = the interval excludes 0. Line "
-            "rate = non-empty lines in the target language / all non-empty lines. Undetermined: fewer than "
-            f"{language_id.min_letters} letters, no script above {language_id.min_script_share:.0%} of the text, or "
-            f"detector (lingua) confidence below {language_id.min_confidence:.2f}.\n\n"
-            + _language_confusion_note())
+    return (
+        f"{cutting} Rate = answers detected in the target language / all answers (undetermined included), "
+        "95 % Wilson interval; Δ base = rate − the base model's rate (percentage points), with the 95 % interval "
+        "and p-value of a paired test on the same questions: the exact McNemar test on each answer's "
+        "in-the-target-language outcome, Newcombe's square-and-add interval for the difference of paired "
+        "proportions; p (Holm): Holm's adjustment over the adapter rows; * = the interval excludes 0. Line "
+        "rate = non-empty lines in the target language / all non-empty lines. Undetermined: fewer than "
+        f"{language_id.min_letters} letters, no script above {language_id.min_script_share:.0%} of the text, or "
+        f"detector (lingua) confidence below {language_id.min_confidence:.2f}.\n\n" + _language_confusion_note()
+    )
 
 
 def _language_confusion_note() -> str:
     from afp_cli.analyze.language_confusion import english_words
 
-    words = ("" if english_words() is not None else
-             " WPR and LCPR need the English word list of the `english-words` package, which is not installed.")
-    return ("Language confusion as Cohere's Language Confusion Benchmark counts it (LCB, for-ai/language-confusion, "
-            "`compute_metrics.py`), on the same text as the rate: **LPR** (line-level pass rate) = share of the "
-            "answers with a line of 5 or more words (`LCB checked`) none of whose such lines is detected in another "
-            "language (or below confidence 0.3); **WPR** (word-level pass rate, non-Latin-script targets only) = "
-            "share of those passing LPR with no English word (a lower-case entry longer than 3 letters of the "
-            "web2 word list); **LCPR** = their harmonic mean (LPR alone for a Latin-script target). afp detects "
-            "with lingua where LCB uses fastText lid.176, and counts a Chinese or Japanese character as a word where "
-            f"LCB segments (docs/analyze.md, Language confusion): compare the size of differences, not digits.{words}"
-            "\n\n")
+    words = (
+        ""
+        if english_words() is not None
+        else " WPR and LCPR need the English word list of the `english-words` package, which is not installed."
+    )
+    return (
+        "Language confusion as Cohere's Language Confusion Benchmark counts it (LCB, for-ai/language-confusion, "
+        "`compute_metrics.py`), on the same text as the rate: **LPR** (line-level pass rate) = share of the "
+        "answers with a line of 5 or more words (`LCB checked`) none of whose such lines is detected in another "
+        "language (or below confidence 0.3); **WPR** (word-level pass rate, non-Latin-script targets only) = "
+        "share of those passing LPR with no English word (a lower-case entry longer than 3 letters of the "
+        "web2 word list); **LCPR** = their harmonic mean (LPR alone for a Latin-script target). afp detects "
+        "with lingua where LCB uses fastText lid.176, and counts a Chinese or Japanese character as a word where "
+        f"LCB segments (docs/analyze.md, Language confusion): compare the size of differences, not digits.{words}"
+        "\n\n"
+    )
 
 
-def _comparability(averages: Sequence[dict[str, Any]], config: LanguageRateConfig,
-                   inputs: Sequence[DirectionInputs]) -> str:
+def _comparability(
+    averages: Sequence[dict[str, Any]], config: LanguageRateConfig, inputs: Sequence[DirectionInputs]
+) -> str:
     paper = PAPER_TABLE_4
-    cells = ", ".join(f"{direction} {shots}-shot {paper['base'][(direction, shots)]}→{paper['AFP'][(direction, shots)]}"
-                      for direction, shots in PAPER_CELLS)
+    cells = ", ".join(
+        f"{direction} {shots}-shot {paper['base'][(direction, shots)]}→{paper['AFP'][(direction, shots)]}"
+        for direction, shots in PAPER_CELLS
+    )
     same_cells = any(item["paper_cells"] for item in averages)
     hc3 = bool(config.questions)
-    sample_note = ("this run samples HC3-schema files with afp's seed, not the paper's (unreleased) 1,000 questions"
-                   if hc3 else "this run uses afp's small shipped set, not HC3: a smoke test, not the paper's measurement")
+    sample_note = (
+        "this run samples HC3-schema files with afp's seed, not the paper's (unreleased) 1,000 questions"
+        if hc3
+        else "this run uses afp's small shipped set, not HC3: a smoke test, not the paper's measurement"
+    )
     asked = sorted({len(item.questions) for item in inputs})
     return (
         "\n## Comparing with the paper (Table 4)\n\n"
         f"The paper reports {paper['base']['average']} % (base) → {paper['AFP']['average']} % (AFP) on 1,000 HC3 "
         f"questions, the mean of four cells ({cells}).\n\n"
-        f"- Comparable: the average over the same four cells ({'present in this run' if same_cells else 'not all present in this run'}); "
+        "- Comparable: the average over the same four cells "
+        f"({'present in this run' if same_cells else 'not all present in this run'}); "
         "the CIT answer format `{question} Answer in {Language}:` that AFP trains on; 0/1-shot with one fixed "
         "demonstration set.\n"
         f"- Not comparable: the question sample ({sample_note}; {', '.join(map(str, asked)) or 'no'} questions per "
@@ -167,8 +241,11 @@ def _failing(rows: Sequence[RateRow]) -> list[str]:
     for row in failing:
         shots = "" if row.shots is None else f" · {row.shots}-shot"
         parts.append(f"\n**{row.model} · {row.direction}{shots}**\n\n")
-        parts.extend(f"- `{example['id']}` ({example['detected']}){' ✂' if example['cut'] else ''}: "
-                     f"{_one_line(example['text'])}\n" for example in row.examples)
+        parts.extend(
+            f"- `{example['id']}` ({example['detected']}){' ✂' if example['cut'] else ''}: "
+            f"{_one_line(example['text'])}\n"
+            for example in row.examples
+        )
     return parts
 
 

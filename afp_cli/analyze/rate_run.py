@@ -14,13 +14,26 @@ from typing import Any
 from afp_cli.analyze.generation import GenerationConfig, check_backend, generate
 from afp_cli.analyze.language_id import LanguageIdConfig, LanguageIdentifier
 from afp_cli.analyze.language_rate import (
-    DEFAULT_STOPS, Generation, RateRow, add_deltas, add_paired_tests, generation_record, model_averages,
-    read_generations, rows_as_dicts, score, summarize,
+    DEFAULT_STOPS,
+    Generation,
+    RateRow,
+    add_deltas,
+    add_paired_tests,
+    generation_record,
+    model_averages,
+    read_generations,
+    rows_as_dicts,
+    score,
+    summarize,
 )
 from afp_cli.analyze.output import check_writable, report_paths, write_report
 from afp_cli.analyze.plots import language_rate_bars
 from afp_cli.analyze.questions import (
-    DirectionInputs, QuestionFile, direction_inputs, read_demonstrations, read_questions,
+    DirectionInputs,
+    QuestionFile,
+    direction_inputs,
+    read_demonstrations,
+    read_questions,
 )
 from afp_cli.analyze.rate_report import render_markdown
 from afp_cli.errors import AfpError
@@ -75,8 +88,11 @@ def run_language_rate(config: LanguageRateConfig) -> list[RateRow]:
     check_writable(paths, config.overwrite)
     inputs: list[DirectionInputs] = []
     if config.generation is None:
-        generations = [item for path in config.generations
-                       for item in read_generations(path, config.target_lang, config.source_lang)]
+        generations = [
+            item
+            for path in config.generations
+            for item in read_generations(path, config.target_lang, config.source_lang)
+        ]
         languages = {item.target_lang for item in generations} | {item.source_lang for item in generations}
         identifier = LanguageIdentifier(languages - {None}, config.language_id)
     else:
@@ -88,10 +104,16 @@ def run_language_rate(config: LanguageRateConfig) -> list[RateRow]:
     scored = score(generations, identifier, config.stops)
     rows = add_paired_tests(add_deltas(summarize(scored, examples_per_row=config.examples)), scored)
     averages = model_averages(rows)
-    write_atomically(paths["generations"], "".join(
-        json.dumps(generation_record(item), ensure_ascii=False) + "\n" for item in generations))
-    payload = {"config": _config_summary(config), "inputs": [_inputs_summary(item, config) for item in inputs],
-               "rows": rows_as_dicts(rows), "averages": averages}
+    write_atomically(
+        paths["generations"],
+        "".join(json.dumps(generation_record(item), ensure_ascii=False) + "\n" for item in generations),
+    )
+    payload = {
+        "config": _config_summary(config),
+        "inputs": [_inputs_summary(item, config) for item in inputs],
+        "rows": rows_as_dicts(rows),
+        "averages": averages,
+    }
     markdown = render_markdown(rows, averages, config, inputs, bars_file=paths["bars"].name)
     write_report(paths, markdown, payload, {"bars": language_rate_bars(rows_as_dicts(rows))})
     return rows
@@ -103,12 +125,17 @@ def plan_directions(config: LanguageRateConfig) -> list[DirectionInputs]:
     questions = read_questions(config.questions)
     pool = read_demonstrations(config.demonstrations) if config.demonstrations is not None else None
     shots = max(config.generation.shots)
-    return [direction_inputs(questions, source, target, shots, config.sample, config.seed, pool,
-                             config.demonstrations, config.limit)
-            for source, target in config.directions]
+    return [
+        direction_inputs(
+            questions, source, target, shots, config.sample, config.seed, pool, config.demonstrations, config.limit
+        )
+        for source, target in config.directions
+    ]
 
 
-def _generate_into_run_folder(generation: GenerationConfig, inputs: list[DirectionInputs], final: Path) -> list[Generation]:
+def _generate_into_run_folder(
+    generation: GenerationConfig, inputs: list[DirectionInputs], final: Path
+) -> list[Generation]:
     """Generate in a temporary folder beside ``final`` and put it in place when complete (replacing the one
     --overwrite allows, checked before anything ran); on failure remove it (and the output folder, when this run
     created it and left it empty)."""
@@ -118,8 +145,11 @@ def _generate_into_run_folder(generation: GenerationConfig, inputs: list[Directi
 
 def _inputs_summary(inputs: DirectionInputs, config: LanguageRateConfig) -> dict[str, Any]:
     return {
-        "direction": f"{inputs.source}-{inputs.target}", "asked": len(inputs.questions),
-        "available": inputs.available, "sample": config.sample, "limit": config.limit,
+        "direction": f"{inputs.source}-{inputs.target}",
+        "asked": len(inputs.questions),
+        "available": inputs.available,
+        "sample": config.sample,
+        "limit": config.limit,
         "demonstrations_from": inputs.demonstrations_from,
         "demonstrations": [{"question": item.question, "answer": item.answer} for item in inputs.demonstrations],
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,36 +26,65 @@ requeue the same command with --resume (docs/align.md, Preemption and faults).
 
 def align(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe (see recipes/).", show_default=False)],
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="section.key=value overrides.",
-                                                              show_default=False)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest intact checkpoint in "
-                                                  "output_dir (or start the run where none was written yet).")] = False,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="section.key=value overrides.", show_default=False)
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue from the newest intact checkpoint in "
+            "output_dir (or start the run where none was written yet).",
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output_dir.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate recipe and data, print the resolved config, "
-                                                            "parameter and token counts; train nothing.")] = False,
-    stop_after: Annotated[Optional[int], typer.Option("--stop-after", min=1, help="Stop after N steps this session "
-                                                      "(with a checkpoint); continue later with --resume.")] = None,
-    model: Annotated[Optional[str], typer.Option(*MODEL_FLAGS, help="Same as model.name_or_path=...",
-                                                 show_default=False)] = None,
-    output_dir: Annotated[Optional[Path], typer.Option(*OUTPUT_DIR_FLAGS, help="Same as output_dir=...",
-                                                       show_default=False)] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Same as train.seed=...", show_default=False)] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="Same as train.device=...",
-                                                  show_default=False)] = None,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Same as model.dtype=...", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Same as train.batch_size=...",
-                                                      show_default=False)] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Validate recipe and data, print the resolved config, parameter and token counts; train nothing.",
+        ),
+    ] = False,
+    stop_after: Annotated[
+        int | None,
+        typer.Option(
+            "--stop-after",
+            min=1,
+            help="Stop after N steps this session (with a checkpoint); continue later with --resume.",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(*MODEL_FLAGS, help="Same as model.name_or_path=...", show_default=False)
+    ] = None,
+    output_dir: Annotated[
+        Path | None, typer.Option(*OUTPUT_DIR_FLAGS, help="Same as output_dir=...", show_default=False)
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Same as train.seed=...", show_default=False)] = None,
+    device: Annotated[str | None, typer.Option("--device", help="Same as train.device=...", show_default=False)] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="Same as model.dtype=...", show_default=False)] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Same as train.batch_size=...", show_default=False)
+    ] = None,
 ) -> None:
     from afp_cli.align.config import load_config
     from afp_cli.align.train import align as run_alignment
 
     # the options every afp command shares are recipe keys here: they become overrides, after the key=value ones
-    shared = {"model.name_or_path": model, "output_dir": output_dir, "train.seed": seed, "train.device": device,
-              "model.dtype": dtype, "train.batch_size": batch_size}
+    shared = {
+        "model.name_or_path": model,
+        "output_dir": output_dir,
+        "train.seed": seed,
+        "train.device": device,
+        "model.dtype": dtype,
+        "train.batch_size": batch_size,
+    }
     if model is not None:
         shared["model.architecture"] = "null"  # a hub name or folder replaces a recipe's random architecture
-    as_yaml = {key: json.dumps(str(value)) if isinstance(value, (str, Path)) and value != "null" else value
-               for key, value in shared.items() if value is not None}  # quoted: a folder named 123 stays a string
+    as_yaml = {
+        key: json.dumps(str(value)) if isinstance(value, (str, Path)) and value != "null" else value
+        for key, value in shared.items()
+        if value is not None
+    }  # quoted: a folder named 123 stays a string
     config = load_config(recipe, [*(overrides or []), *(f"{key}={value}" for key, value in as_yaml.items())])
     try:
         result = run_alignment(config, resume=resume, overwrite=overwrite, dry_run=dry_run, stop_after=stop_after)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from afp_cli.commands.options import (ADAPTER_FLAGS, MODEL_FLAGS, OUTPUT_DIR_FLAGS, AllowOtherBase, Device, Dtype,
-                                      MaxGenToks, Overwrite)
+from afp_cli.commands.options import (
+    ADAPTER_FLAGS,
+    MODEL_FLAGS,
+    OUTPUT_DIR_FLAGS,
+    AllowOtherBase,
+    Device,
+    Dtype,
+    MaxGenToks,
+    Overwrite,
+)
 from afp_cli.errors import AfpError
 
 HELP = """Evaluate a base model and each adapter on lm-eval tasks (afp's tasks/ and lm-eval's built-ins).
@@ -40,42 +48,89 @@ def _integers(text: str, option: str) -> list[int]:
 
 
 def evaluate(
-    model: Annotated[str, typer.Option(*MODEL_FLAGS, help="Base model: hub name or local folder.",
-                                       show_default=False)],
-    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated lm-eval task or group names.",
-                                       show_default=False)],
-    adapter: Annotated[Optional[list[str]], typer.Option(*ADAPTER_FLAGS, help="PEFT adapter folder trained on "
-                                                         "--model (repeat for several).", show_default=False)] = None,
-    num_fewshot: Annotated[Optional[str], typer.Option(
-        "--num-fewshot", help="Comma-separated shot counts, e.g. 0,5 (default: each task's own, 0 where it sets "
-        "none).", show_default=False)] = None,
+    model: Annotated[str, typer.Option(*MODEL_FLAGS, help="Base model: hub name or local folder.", show_default=False)],
+    tasks: Annotated[
+        str, typer.Option("--tasks", help="Comma-separated lm-eval task or group names.", show_default=False)
+    ],
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option(
+            *ADAPTER_FLAGS, help="PEFT adapter folder trained on --model (repeat for several).", show_default=False
+        ),
+    ] = None,
+    num_fewshot: Annotated[
+        str | None,
+        typer.Option(
+            "--num-fewshot",
+            help="Comma-separated shot counts, e.g. 0,5 (default: each task's own, 0 where it sets none).",
+            show_default=False,
+        ),
+    ] = None,
     output_dir: Annotated[Path, typer.Option(*OUTPUT_DIR_FLAGS, help="Where the comparison and raw results go.")] = (
-        Path("eval")),
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Local data folder for afp's task families "
-                                                     "instead of the hub (see docs/evaluate.md).")] = None,
-    include_path: Annotated[Optional[Path], typer.Option("--include-path", help="afp's task folder (default: the "
-                                                         "packaged one, see `afp tasks-path`).")] = None,
-    demo_lang: Annotated[Optional[str], typer.Option("--demo-lang", help="Demonstrations from this language: en "
-                                                     "(the default of afp's families), zh, or native (the test "
-                                                     "language); runs each task's _demo_<lang> variant.")] = None,
-    demonstrations: Annotated[str, typer.Option(
-        "--demonstrations", help="fixed: one k-shot set per seed before every item, as the official evaluation; "
-        "per-item: lm-eval's sampling, new demonstrations for each item.")] = "fixed",
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Documents per task (for quick checks).")] = None,
+        Path("eval")
+    ),
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir", help="Local data folder for afp's task families instead of the hub (see docs/evaluate.md)."
+        ),
+    ] = None,
+    include_path: Annotated[
+        Path | None,
+        typer.Option("--include-path", help="afp's task folder (default: the packaged one, see `afp tasks-path`)."),
+    ] = None,
+    demo_lang: Annotated[
+        str | None,
+        typer.Option(
+            "--demo-lang",
+            help="Demonstrations from this language: en "
+            "(the default of afp's families), zh, or native (the test "
+            "language); runs each task's _demo_<lang> variant.",
+        ),
+    ] = None,
+    demonstrations: Annotated[
+        str,
+        typer.Option(
+            "--demonstrations",
+            help="fixed: one k-shot set per seed before every item, as the official evaluation; "
+            "per-item: lm-eval's sampling, new demonstrations for each item.",
+        ),
+    ] = "fixed",
+    limit: Annotated[int | None, typer.Option("--limit", help="Documents per task (for quick checks).")] = None,
     batch_size: Annotated[str, typer.Option("--batch-size", help="Batch size, or 'auto'.")] = "1",
     device: Device = "auto",
     dtype: Dtype = "auto",
-    backend: Annotated[str, typer.Option("--backend", help="lm-eval model type: hf (shares base weights across "
-                                         "adapters), vllm (LoRA via lora_local_path; adapters with LoRA on the "
-                                         "embeddings are merged first), ...")] = "hf",
-    model_args: Annotated[str, typer.Option("--model-args", help="Extra lm-eval model arguments for non-hf "
-                                            "backends, key=value,key=value.")] = "",
-    seed: Annotated[str, typer.Option("--seed", help="Seed of the demonstrations and of torch/numpy, the same for "
-                                      "every model; 0 is the released official config's. Several (0,1,2): mean "
-                                      "and spread per task.")] = "0",
-    bootstrap: Annotated[int, typer.Option(
-        "--bootstrap", min=0, help="Paired-bootstrap resamples for the delta's interval and p-value of metrics other "
-        "than accuracy (BLEU, chrF++, ROUGE, ...); 0: no bootstrap (accuracy keeps its exact McNemar test).")] = 1000,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="lm-eval model type: hf (shares base weights across "
+            "adapters), vllm (LoRA via lora_local_path; adapters with LoRA on the "
+            "embeddings are merged first), ...",
+        ),
+    ] = "hf",
+    model_args: Annotated[
+        str,
+        typer.Option("--model-args", help="Extra lm-eval model arguments for non-hf backends, key=value,key=value."),
+    ] = "",
+    seed: Annotated[
+        str,
+        typer.Option(
+            "--seed",
+            help="Seed of the demonstrations and of torch/numpy, the same for "
+            "every model; 0 is the released official config's. Several (0,1,2): mean "
+            "and spread per task.",
+        ),
+    ] = "0",
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            "--bootstrap",
+            min=0,
+            help="Paired-bootstrap resamples for the delta's interval and p-value of metrics other "
+            "than accuracy (BLEU, chrF++, ROUGE, ...); 0: no bootstrap (accuracy keeps its exact McNemar test).",
+        ),
+    ] = 1000,
     max_gen_toks: MaxGenToks = None,
     overwrite: Overwrite = False,
     allow_other_base: AllowOtherBase = False,
@@ -83,13 +138,26 @@ def evaluate(
     from afp_cli.evaluation.runner import EvaluateConfig, run_evaluation
 
     config = EvaluateConfig(
-        model=model, tasks=[name.strip() for name in tasks.split(",") if name.strip()], adapters=list(adapter or []),
+        model=model,
+        tasks=[name.strip() for name in tasks.split(",") if name.strip()],
+        adapters=list(adapter or []),
         num_fewshot=None if num_fewshot is None else _integers(num_fewshot, "--num-fewshot"),
-        output_dir=str(output_dir), data_dir=None if data_dir is None else str(data_dir),
-        include_path=None if include_path is None else str(include_path), demo_lang=demo_lang, limit=limit,
-        batch_size=batch_size, device=device, dtype=dtype, backend=backend, model_args=model_args,
-        seed=_integers(seed, "--seed"), overwrite=overwrite, demonstrations=demonstrations, allow_other_base=allow_other_base,
-        bootstrap=bootstrap, max_gen_toks=max_gen_toks,
+        output_dir=str(output_dir),
+        data_dir=None if data_dir is None else str(data_dir),
+        include_path=None if include_path is None else str(include_path),
+        demo_lang=demo_lang,
+        limit=limit,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        backend=backend,
+        model_args=model_args,
+        seed=_integers(seed, "--seed"),
+        overwrite=overwrite,
+        demonstrations=demonstrations,
+        allow_other_base=allow_other_base,
+        bootstrap=bootstrap,
+        max_gen_toks=max_gen_toks,
     )
     markdown, _ = run_evaluation(config)
     typer.echo(markdown.read_text(encoding="utf-8"))

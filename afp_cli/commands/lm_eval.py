@@ -47,8 +47,9 @@ def check_lm_eval_version(installed: str | None = None) -> str:
             raise AfpError("lm-eval is not installed: pip install 'lm-eval>=0.4.12,<0.5'") from None
     if _version_tuple(installed) < LM_EVAL_FLOOR:
         floor = ".".join(map(str, LM_EVAL_FLOOR))
-        raise AfpError(f"lm-eval {installed} is older than {floor}, which afp's tasks need: "
-                       f"pip install 'lm-eval>={floor},<0.5'")
+        raise AfpError(
+            f"lm-eval {installed} is older than {floor}, which afp's tasks need: pip install 'lm-eval>={floor},<0.5'"
+        )
     return installed
 
 
@@ -56,8 +57,10 @@ def lm_eval_arguments(arguments: list[str], tasks_folder: str) -> list[str]:
     """``arguments`` with ``--include_path tasks_folder`` added (lm-eval takes one include path, so a user's own
     is refused rather than silently replaced)."""
     if any(argument == "--include_path" or argument.startswith("--include_path=") for argument in arguments):
-        raise AfpError("afp lm-eval adds --include_path itself (afp's tasks); for other task folders run "
-                       "lm_eval directly (afp's folder: `afp tasks-path`)")
+        raise AfpError(
+            "afp lm-eval adds --include_path itself (afp's tasks); for other task folders run "
+            "lm_eval directly (afp's folder: `afp tasks-path`)"
+        )
     return [*arguments, "--include_path", tasks_folder]
 
 

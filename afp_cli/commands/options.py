@@ -9,7 +9,7 @@ The one exception: `afp data`'s builders write one file, so their `-o` is `--out
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,24 +19,45 @@ OUTPUT_DIR_FLAGS = ("--output-dir", "-o")
 OUTPUT_FILE_FLAGS = ("--output", "-o")  # afp data: a file, where every other command's -o is a folder
 
 Model = Annotated[str, typer.Option(*MODEL_FLAGS, help="Base model: hub name or local folder.", show_default=False)]
-OptionalModel = Annotated[Optional[str], typer.Option(*MODEL_FLAGS, help="Base model: hub name or local folder.",
-                                                      show_default=False)]
-Adapters = Annotated[Optional[list[str]], typer.Option(
-    *ADAPTER_FLAGS, help="PEFT adapter folder trained on --model; repeat for several (each shown beside the base).",
-    show_default=False)]
+OptionalModel = Annotated[
+    str | None, typer.Option(*MODEL_FLAGS, help="Base model: hub name or local folder.", show_default=False)
+]
+Adapters = Annotated[
+    list[str] | None,
+    typer.Option(
+        *ADAPTER_FLAGS,
+        help="PEFT adapter folder trained on --model; repeat for several (each shown beside the base).",
+        show_default=False,
+    ),
+]
 OutputDir = Annotated[Path, typer.Option(*OUTPUT_DIR_FLAGS, help="Folder for the results (Markdown, JSON, PNG).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing results in the output folder.")]
-OutputFile = Annotated[Path, typer.Option(*OUTPUT_FILE_FLAGS,
-                                          help="Output JSON lines file (a .meta.json goes beside it).")]
+OutputFile = Annotated[
+    Path, typer.Option(*OUTPUT_FILE_FLAGS, help="Output JSON lines file (a .meta.json goes beside it).")
+]
 OverwriteFile = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for every random choice (demonstrations, sampling, pairs).")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")]
-Dtype = Annotated[str, typer.Option("--dtype", help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, "
-                                                    "float16.")]
-AllowOtherBase = Annotated[bool, typer.Option(
-    "--allow-other-base", help="Load adapters even on a base model whose architecture or weights differ from the "
-    "one they were trained on (by default refused; a base that differs only in its path is accepted with a warning).")]
+Dtype = Annotated[
+    str, typer.Option("--dtype", help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16.")
+]
+AllowOtherBase = Annotated[
+    bool,
+    typer.Option(
+        "--allow-other-base",
+        help="Load adapters even on a base model whose architecture or weights differ from the "
+        "one they were trained on (by default refused; a base that differs only in its path is accepted with a "
+        "warning).",
+    ),
+]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per forward pass.")]
-MaxGenToks = Annotated[Optional[int], typer.Option(
-    "--max-gen-toks", min=1, help="Generate at most N new tokens per answer (lower than a task's own max_gen_toks "
-    "only; e.g. 64 for sentence-level translation on a CPU). Default: each task's own.", show_default=False)]
+MaxGenToks = Annotated[
+    int | None,
+    typer.Option(
+        "--max-gen-toks",
+        min=1,
+        help="Generate at most N new tokens per answer (lower than a task's own max_gen_toks "
+        "only; e.g. 64 for sentence-level translation on a CPU). Default: each task's own.",
+        show_default=False,
+    ),
+]

@@ -27,9 +27,15 @@ class TokenCounts:
     truncated_instructions: int = 0
 
 
-def tokenize_examples(examples: list[TrainingExample], tokenizer, max_length: int, with_pairs: bool,
-                      with_instructions: bool, learn_prompt: bool, append_eos: bool
-                      ) -> tuple[list[TokenizedExample], TokenCounts]:
+def tokenize_examples(
+    examples: list[TrainingExample],
+    tokenizer,
+    max_length: int,
+    with_pairs: bool,
+    with_instructions: bool,
+    learn_prompt: bool,
+    append_eos: bool,
+) -> tuple[list[TokenizedExample], TokenCounts]:
     counts = TokenCounts()
     sentence_ids: list[list[list[int]]] = [[] for _ in examples]
     if with_pairs:
@@ -46,8 +52,9 @@ def tokenize_examples(examples: list[TrainingExample], tokenizer, max_length: in
     for example, sentences in zip(examples, sentence_ids):
         item = TokenizedExample(sentences)
         if with_instructions:
-            encoded = encode_instruction(tokenizer, example.clm_text, example.clm_prompt_len, max_length,
-                                         learn_prompt, append_eos)
+            encoded = encode_instruction(
+                tokenizer, example.clm_text, example.clm_prompt_len, max_length, learn_prompt, append_eos
+            )
             item.instruction_ids, item.instruction_labels = encoded.input_ids, encoded.labels
             counts.instruction_tokens += len(encoded.input_ids)
             counts.target_tokens += sum(label != IGNORE_INDEX for label in encoded.labels)
@@ -98,20 +105,29 @@ class Batch:
     sentence_packing: PackedRows | None = None
     instruction_packing: PackedRows | None = None
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         def move(tensor):
             return None if tensor is None else tensor.to(device, non_blocking=True)
 
-        return Batch(move(self.sentence_ids), move(self.sentence_mask), self.sentences_per_example,
-                     move(self.instruction_ids), move(self.instruction_mask), move(self.instruction_labels),
-                     move(self.sentence_packing), move(self.instruction_packing))
+        return Batch(
+            move(self.sentence_ids),
+            move(self.sentence_mask),
+            self.sentences_per_example,
+            move(self.instruction_ids),
+            move(self.instruction_mask),
+            move(self.instruction_labels),
+            move(self.sentence_packing),
+            move(self.instruction_packing),
+        )
 
     @property
     def token_count(self) -> int:
         """Real tokens of the batch's sentences and instruction texts: padding is never counted."""
         total = 0
-        for mask, packing in ((self.sentence_mask, self.sentence_packing),
-                              (self.instruction_mask, self.instruction_packing)):
+        for mask, packing in (
+            (self.sentence_mask, self.sentence_packing),
+            (self.instruction_mask, self.instruction_packing),
+        ):
             if packing is not None:
                 total += packing.token_count
             elif mask is not None:
@@ -134,8 +150,13 @@ def _pad(rows: list[list[int]], value: int, width: int | None = None) -> tuple[t
     return ids, mask
 
 
-def collate(examples: list[TokenizedExample], pad_token_id: int, packing: bool = False, bucket: bool = False,
-            max_width: int | None = None) -> Batch:
+def collate(
+    examples: list[TokenizedExample],
+    pad_token_id: int,
+    packing: bool = False,
+    bucket: bool = False,
+    max_width: int | None = None,
+) -> Batch:
     """One tensor for all sentences of the batch (a single MCL forward), one for the instruction texts.
 
     Args:
@@ -143,6 +164,7 @@ def collate(examples: list[TokenizedExample], pad_token_id: int, packing: bool =
         bucket: round the width up with :func:`bucket_width` (compiled blocks: few distinct shapes).
         max_width: packed rows' widest width (``data.max_length``; default: the longest text).
     """
+
     def width(texts: list[list[int]]) -> int | None:
         return bucket_width(max(len(text) for text in texts)) if bucket else None
 
@@ -164,5 +186,13 @@ def collate(examples: list[TokenizedExample], pad_token_id: int, packing: bool =
         else:
             instruction_ids, instruction_mask = _pad(texts, pad_token_id, width(texts))
             instruction_labels, _ = _pad(labels, IGNORE_INDEX, width(texts))
-    return Batch(sentence_ids, sentence_mask, per_example, instruction_ids, instruction_mask, instruction_labels,
-                 sentence_packing, instruction_packing)
+    return Batch(
+        sentence_ids,
+        sentence_mask,
+        per_example,
+        instruction_ids,
+        instruction_mask,
+        instruction_labels,
+        sentence_packing,
+        instruction_packing,
+    )

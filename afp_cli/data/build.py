@@ -15,13 +15,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from afp_cli.text_files import streamed_atomically
 from afp_cli.data.hub import HubReference, cached_copy, fetched_path, resolve_revision
 from afp_cli.data.mixture_config import Mixture, MixturePart
 from afp_cli.data.sampling import build_examples, interleave
 from afp_cli.data.stats import MixtureStats, TokenLengths, read_mixture
 from afp_cli.errors import AfpError
 from afp_cli.report import refuse_existing, write_json
+from afp_cli.text_files import streamed_atomically
 
 # Bump when the same config would produce different bytes (sampling or format change): invalidates caches.
 FORMAT_VERSION = 1
@@ -43,8 +43,10 @@ def as_spec(mixture: Mixture | MixturePart) -> Mixture:
 def fetch_command(part: MixturePart, ref: HubReference) -> str:
     """What to do when the hub cannot be reached: fetch on another machine, copy, read the copy (one line)."""
     local = fetched_path(ref, part.input_kind, part.languages, Path("DIR"))
-    return (f"on a machine with internet run `afp data fetch --{part.input_kind} {ref} --languages "
-            f"{' '.join(part.languages)} -o DIR`, copy DIR here and use {local} as {part.input_kind}")
+    return (
+        f"on a machine with internet run `afp data fetch --{part.input_kind} {ref} --languages "
+        f"{' '.join(part.languages)} -o DIR`, copy DIR here and use {local} as {part.input_kind}"
+    )
 
 
 def pin_hub_inputs(mixture: Mixture | MixturePart) -> Mixture:
@@ -65,13 +67,15 @@ def localize(part: MixturePart) -> MixturePart:
     ref = part.hub_reference
     if ref is None:
         return part
-    local = cached_copy(ref, part.input_kind, part.languages, cache_root() / "hub", part.input_kind,
-                        fetch_command(part, ref))
+    local = cached_copy(
+        ref, part.input_kind, part.languages, cache_root() / "hub", part.input_kind, fetch_command(part, ref)
+    )
     return dataclasses.replace(part, **{part.input_kind: str(local)})
 
 
-def build_mixture(mixture: Mixture | MixturePart, output: str | Path, tokenizer: Any = None,
-                  overwrite: bool = False) -> dict:
+def build_mixture(
+    mixture: Mixture | MixturePart, output: str | Path, tokenizer: Any = None, overwrite: bool = False
+) -> dict:
     """Build ``mixture`` into ``output`` (JSON lines) and return its statistics (see stats.MixtureStats.as_dict)."""
     output = Path(output)
     refuse_existing([output], overwrite)
@@ -85,8 +89,10 @@ def build_mixture(mixture: Mixture | MixturePart, output: str | Path, tokenizer:
         for example in interleave(built, spec.names, spec.seed, spec.audit_fields):
             file.write(json.dumps(example, ensure_ascii=False) + "\n")
             stats.add(example)
-    parts = [{"name": name, "config": _config_record(part), "inputs": asdict(result.counts), "examples": result.total}
-             for name, part, result in zip(spec.names, spec.parts, built)]
+    parts = [
+        {"name": name, "config": _config_record(part), "inputs": asdict(result.counts), "examples": result.total}
+        for name, part, result in zip(spec.names, spec.parts, built)
+    ]
     write_json(meta_path(output), {"format_version": FORMAT_VERSION, "seed": spec.seed, "parts": parts})
     return stats.as_dict(_inputs_of(parts))
 
@@ -144,7 +150,9 @@ def cache_key(spec: Mixture) -> str:
     """Hash of what decides the bytes of a mixture (``spec``'s hub inputs must be pinned)."""
     parts = []
     for part in spec.parts:
-        parts.append({"config": _config_record(part), "files": None if part.hub_reference else _fingerprint(part.source_path)})
+        parts.append(
+            {"config": _config_record(part), "files": None if part.hub_reference else _fingerprint(part.source_path)}
+        )
     payload = json.dumps({"version": FORMAT_VERSION, "seed": spec.seed, "parts": parts}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

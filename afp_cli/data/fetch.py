@@ -87,6 +87,8 @@ def fetch_inputs(inputs: list[HubInput], output_dir: Path, limit: int | None, ov
         target = write_local(pinned, item.kind, item.languages, folder, item.option, hint, progress=counting)
         write_json(folder / "source.json", {"reference": str(pinned), "kind": item.kind, "languages": item.languages})
         lines.append(f"{item.kind}: {target}   # {pinned}")
-    lines.append("copy the folder to the machine that trains and set these paths as data.build's "
-                 "instructions / parallel (or pass them to afp data --instructions / --parallel)")
+    lines.append(
+        "copy the folder to the machine that trains and set these paths as data.build's "
+        "instructions / parallel (or pass them to afp data --instructions / --parallel)"
+    )
     return lines

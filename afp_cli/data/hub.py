@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from afp_cli.text_files import streamed_atomically
 from afp_cli.errors import AfpError, warn
 from afp_cli.languages import Language, get_language
+from afp_cli.text_files import streamed_atomically
 
 PREFIX = "hf://"
 KINDS = ("instructions", "parallel")
@@ -52,27 +52,36 @@ class HubReference:
 
     @classmethod
     def parse(cls, text: str, option: str) -> HubReference:
-        body, _, query = text[len(PREFIX):].partition("?")
+        body, _, query = text[len(PREFIX) :].partition("?")
         repo, _, config = body.partition("@")
         if not _REPO.match(repo):
             raise AfpError(f"{option}: '{text}' is not a hub reference; write hf://OWNER/NAME[@CONFIG][?revision=REV]")
         try:
             settings = dict(parse_qsl(query, strict_parsing=True)) if query else {}
         except ValueError:
-            raise AfpError(f"{option}: '{text}': cannot read '?{query}'; write ?revision=REV&split=SPLIT&limit=N") from None
+            raise AfpError(
+                f"{option}: '{text}': cannot read '?{query}'; write ?revision=REV&split=SPLIT&limit=N"
+            ) from None
         unknown = sorted(set(settings) - set(_QUERY_KEYS))
         if unknown:
             raise AfpError(f"{option}: '{text}': unknown setting '{unknown[0]}'; use {', '.join(_QUERY_KEYS)}")
         limit = settings.get("limit")
         if limit is not None and (not limit.isdigit() or int(limit) < 1):
             raise AfpError(f"{option}: '{text}': limit must be a positive whole number, got '{limit}'")
-        return cls(repo, config or None, settings.get("revision"), settings.get("split", "train"),
-                   int(limit) if limit else None)
+        return cls(
+            repo,
+            config or None,
+            settings.get("revision"),
+            settings.get("split", "train"),
+            int(limit) if limit else None,
+        )
 
     def __str__(self) -> str:
-        query = [f"{key}={value}" for key, value in (("revision", self.revision), ("split", self.split),
-                                                       ("limit", self.limit))
-                 if value is not None and not (key == "split" and value == "train")]
+        query = [
+            f"{key}={value}"
+            for key, value in (("revision", self.revision), ("split", self.split), ("limit", self.limit))
+            if value is not None and not (key == "split" and value == "train")
+        ]
         return f"{PREFIX}{self.repo}{'@' + self.config if self.config else ''}{'?' + '&'.join(query) if query else ''}"
 
     @property
@@ -84,8 +93,10 @@ class HubReference:
         langs = [get_language(code) for code in languages]
         if kind == "instructions":
             if self.config:
-                raise AfpError(f"{self}: instruction data is read one config per language (Bactrian-X layout); "
-                               f"drop '@{self.config}'")
+                raise AfpError(
+                    f"{self}: instruction data is read one config per language (Bactrian-X layout); "
+                    f"drop '@{self.config}'"
+                )
             return [(lang.code, [lang]) for lang in langs]
         return [(self.config or "-".join(sorted(lang.code for lang in langs)), langs)]
 
@@ -106,7 +117,8 @@ def _unreachable(error: BaseException) -> bool:
     # client's transport errors (ConnectError, timeouts), which are not OSErrors.
     names = {cls.__name__ for cls in type(error).__mro__}
     return isinstance(error, (ConnectionError, TimeoutError)) or bool(
-        names & {"TransportError", "LocalEntryNotFoundError", "OfflineModeIsEnabled"})
+        names & {"TransportError", "LocalEntryNotFoundError", "OfflineModeIsEnabled"}
+    )
 
 
 def offline_message(ref: HubReference, option: str, fetch_hint: str) -> str:
@@ -130,11 +142,15 @@ def _hub_call(ref: HubReference, option: str, fetch_hint: str, call: Callable[[]
         if _unreachable(error):
             raise HubUnavailable(offline_message(ref, option, fetch_hint)) from None
         if names & {"GatedRepoError"}:
-            raise AfpError(f"{option}: {ref}: the dataset is gated: accept its terms on huggingface.co and set "
-                           "HF_TOKEN (or run `hf auth login`)") from None
+            raise AfpError(
+                f"{option}: {ref}: the dataset is gated: accept its terms on huggingface.co and set "
+                "HF_TOKEN (or run `hf auth login`)"
+            ) from None
         if names & {"DatasetNotFoundError", "RepositoryNotFoundError", "RevisionNotFoundError"}:
-            raise AfpError(f"{option}: {ref}: not found on the hub ({_first_line(error)}); check the name and "
-                           "revision, or set HF_TOKEN for a private dataset") from None
+            raise AfpError(
+                f"{option}: {ref}: not found on the hub ({_first_line(error)}); check the name and "
+                "revision, or set HF_TOKEN for a private dataset"
+            ) from None
         if isinstance(error, ValueError) and ("config" in str(error).lower() or "split" in str(error).lower()):
             raise AfpError(f"{option}: {ref}: {_first_line(error)}") from None
         if isinstance(error, RuntimeError) and "scripts are no longer supported" in str(error):
@@ -144,7 +160,8 @@ def _hub_call(ref: HubReference, option: str, fetch_hint: str, call: Callable[[]
                 f"{option}: {ref}: the dataset is read by a loading script, which datasets {datasets.__version__} "
                 f"no longer runs; download its data files (hf download {ref.repo} --repo-type dataset"
                 f"{' --revision ' + ref.revision if ref.revision else ''} --local-dir DIR) and name "
-                "the downloaded files instead (docs/data.md, Input formats)") from None
+                "the downloaded files instead (docs/data.md, Input formats)"
+            ) from None
         raise
 
 
@@ -165,8 +182,9 @@ def resolve_revision(ref: HubReference, option: str, fetch_hint: str, refs_dir: 
     requested = ref.revision or "main"
     record = refs_dir / f"{ref.repo.replace('/', '--')}@{requested.replace('/', '--')}" if refs_dir else None
     try:
-        info = _hub_call(ref, option, fetch_hint,
-                         lambda: huggingface_hub.HfApi().dataset_info(ref.repo, revision=ref.revision))
+        info = _hub_call(
+            ref, option, fetch_hint, lambda: huggingface_hub.HfApi().dataset_info(ref.repo, revision=ref.revision)
+        )
     except HubUnavailable:
         if record is not None and record.is_file():
             return dataclasses.replace(ref, revision=record.read_text(encoding="utf-8").strip())
@@ -181,12 +199,14 @@ def load_rows(ref: HubReference, config: str, option: str, fetch_hint: str) -> A
     """The rows of one config and split (a ``datasets.Dataset``: sized, iterable, ``column_names``)."""
     import datasets
 
-    return _hub_call(ref, option, fetch_hint,
-                     lambda: datasets.load_dataset(ref.repo, config, split=ref.split, revision=ref.revision))
+    return _hub_call(
+        ref, option, fetch_hint, lambda: datasets.load_dataset(ref.repo, config, split=ref.split, revision=ref.revision)
+    )
 
 
-def instruction_file_rows(ref: HubReference, language: str, refusal: LoadingScriptOnly, option: str,
-                          fetch_hint: str) -> list[dict]:
+def instruction_file_rows(
+    ref: HubReference, language: str, refusal: LoadingScriptOnly, option: str, fetch_hint: str
+) -> list[dict]:
     """One language's instruction rows read straight from the repository's file, at the same pinned commit.
 
     For a dataset whose loading script ``datasets`` no longer runs, but whose files are in the layout afp reads
@@ -200,18 +220,26 @@ def instruction_file_rows(ref: HubReference, language: str, refusal: LoadingScri
     from afp_cli.data.readers import INSTRUCTION_SUFFIXES, iter_json_objects
 
     api = huggingface_hub.HfApi()
-    files = _hub_call(ref, option, fetch_hint,
-                      lambda: api.list_repo_files(ref.repo, repo_type="dataset", revision=ref.revision))
+    files = _hub_call(
+        ref, option, fetch_hint, lambda: api.list_repo_files(ref.repo, repo_type="dataset", revision=ref.revision)
+    )
     names = {f"{language}{suffix}" for suffix in INSTRUCTION_SUFFIXES}
     matches = sorted(name for name in files if name.rsplit("/", 1)[-1] in names)
     if len(matches) != 1:
         found = f"it has several: {', '.join(matches)}" if matches else "it has none"
-        raise AfpError(f"{refusal} (afp reads the repository's one {language}.json[l][.gz] file in its place, but "
-                       f"{found})")
-    local = _hub_call(ref, option, fetch_hint, lambda: huggingface_hub.hf_hub_download(
-        ref.repo, matches[0], repo_type="dataset", revision=ref.revision))
-    warn(f"{ref}: read by a loading script, which datasets {datasets.__version__} no longer runs; reading its "
-         f"file {matches[0]} at the same commit instead")
+        raise AfpError(
+            f"{refusal} (afp reads the repository's one {language}.json[l][.gz] file in its place, but {found})"
+        )
+    local = _hub_call(
+        ref,
+        option,
+        fetch_hint,
+        lambda: huggingface_hub.hf_hub_download(ref.repo, matches[0], repo_type="dataset", revision=ref.revision),
+    )
+    warn(
+        f"{ref}: read by a loading script, which datasets {datasets.__version__} no longer runs; reading its "
+        f"file {matches[0]} at the same commit instead"
+    )
     return [row for _, row in iter_json_objects(Path(local))]
 
 
@@ -227,8 +255,10 @@ def instruction_records(ref: HubReference, config: str, rows: Iterable[dict]) ->
         for name in _INSTRUCTION_FIELDS:
             value = row.get(name)
             if value is None and name in ("id", "instruction", "output"):
-                raise AfpError(f"{ref} (config {config}): row {number}: field '{name}': missing; instruction data "
-                               f"needs {', '.join(_INSTRUCTION_FIELDS)} (Bactrian-X layout)")
+                raise AfpError(
+                    f"{ref} (config {config}): row {number}: field '{name}': missing; instruction data "
+                    f"needs {', '.join(_INSTRUCTION_FIELDS)} (Bactrian-X layout)"
+                )
             record[name] = "" if value is None else str(value) if name == "id" else value
         yield record
 
@@ -244,13 +274,17 @@ def parallel_records(ref: HubReference, config: str, rows: Any, languages: list[
 def _column_picker(ref: HubReference, config: str, columns: list[str], languages: list[Language]):
     where = f"{ref} (config {config})"
     if "translation" in columns:
+
         def from_translation(row: dict, lang: Language, number: int) -> str:
             pair = row["translation"]
             key = lang.code if lang.code in pair else lang.flores
             if not isinstance(pair, dict) or key not in pair:
-                raise AfpError(f"{where}: row {number}: field 'translation': no '{lang.code}' text "
-                               f"(keys: {', '.join(pair) if isinstance(pair, dict) else type(pair).__name__})")
+                raise AfpError(
+                    f"{where}: row {number}: field 'translation': no '{lang.code}' text "
+                    f"(keys: {', '.join(pair) if isinstance(pair, dict) else type(pair).__name__})"
+                )
             return pair[key]
+
         return from_translation
     by_language = {}
     for column in columns:
@@ -262,8 +296,10 @@ def _column_picker(ref: HubReference, config: str, columns: list[str], languages
         return lambda row, lang, number: row[by_language[lang.code]]
     texts = [column for column in columns if column not in ("id", "idx")]
     if len(texts) != 2:
-        raise AfpError(f"{where}: expected a 'translation' column or two text columns, found columns "
-                       f"{', '.join(columns) or 'none'}")
+        raise AfpError(
+            f"{where}: expected a 'translation' column or two text columns, found columns "
+            f"{', '.join(columns) or 'none'}"
+        )
     order = dict(zip((lang.code for lang in languages), texts))  # unnamed columns follow the languages' order
     return lambda row, lang, number: row[order[lang.code]]
 
@@ -276,8 +312,15 @@ def local_name(config: str) -> str:
     return f"{config}.jsonl"
 
 
-def write_local(ref: HubReference, kind: str, languages: list[str], folder: Path, option: str, fetch_hint: str,
-                progress: Callable[[str, int], Any] | None = None) -> Path:
+def write_local(
+    ref: HubReference,
+    kind: str,
+    languages: list[str],
+    folder: Path,
+    option: str,
+    fetch_hint: str,
+    progress: Callable[[str, int], Any] | None = None,
+) -> Path:
     """Write the rows ``ref`` names to ``folder`` in the layout `afp data` reads; return the path to read.
 
     Instructions: ``folder/{lang}.jsonl`` each, the folder is returned. Parallel text: ``folder/{config}.jsonl``.
@@ -294,8 +337,11 @@ def write_local(ref: HubReference, kind: str, languages: list[str], folder: Path
         total = len(rows) if ref.limit is None else min(ref.limit, len(rows))
         if ref.limit is not None:
             rows = rows.select(range(total)) if hasattr(rows, "select") else rows[:total]
-        records = (instruction_records(ref, config, rows) if kind == "instructions"
-                   else parallel_records(ref, config, rows, langs))
+        records = (
+            instruction_records(ref, config, rows)
+            if kind == "instructions"
+            else parallel_records(ref, config, rows, langs)
+        )
         path = folder / local_name(config)
         if kind == "parallel":
             target = path
@@ -311,11 +357,17 @@ def write_local(ref: HubReference, kind: str, languages: list[str], folder: Path
     return target
 
 
-def cached_copy(ref: HubReference, kind: str, languages: list[str], cache_dir: Path, option: str,
-                fetch_hint: str) -> Path:
+def cached_copy(
+    ref: HubReference, kind: str, languages: list[str], cache_dir: Path, option: str, fetch_hint: str
+) -> Path:
     """The local copy of a pinned reference under ``cache_dir``, written on first use."""
     assert ref.pinned, "pin the reference first (resolve_revision)"
-    folder = cache_dir / ref.repo.replace("/", "--") / ref.revision / f"{ref.split}{'-' + str(ref.limit) if ref.limit else ''}"
+    folder = (
+        cache_dir
+        / ref.repo.replace("/", "--")
+        / ref.revision
+        / f"{ref.split}{'-' + str(ref.limit) if ref.limit else ''}"
+    )
     configs = ref.configs(kind, languages)
     missing = [config for config, _ in configs if not (folder / local_name(config)).is_file()]
     if missing:

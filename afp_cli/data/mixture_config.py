@@ -50,7 +50,9 @@ def check_template(text: str, allowed: set[str], option: str) -> Template:
     if unknown:
         raise AfpError(f"{option}: unknown placeholder {{{unknown[0]}}} in {text!r}; use {', '.join(sorted(allowed))}")
     if not text.endswith(_OUTPUT) or names.count("output") != 1:
-        raise AfpError(f"{option}: template {text!r} must end with {_OUTPUT} (once), so clm_prompt_len marks the prompt")
+        raise AfpError(
+            f"{option}: template {text!r} must end with {_OUTPUT} (once), so clm_prompt_len marks the prompt"
+        )
     return Template(text)
 
 
@@ -138,7 +140,10 @@ class MixturePart:
         )
 
     def translation_template_list(self) -> list[Template]:
-        return [check_template(text, _TRANSLATION_FIELDS, _option("translation_templates")) for text in self.translation_templates]
+        return [
+            check_template(text, _TRANSLATION_FIELDS, _option("translation_templates"))
+            for text in self.translation_templates
+        ]
 
 
 def _option(name: str) -> str:
@@ -163,11 +168,14 @@ class Mixture:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise AfpError(f"--seed: must be an integer, got {self.seed!r}")
         if len({part.audit_fields for part in self.parts}) > 1:
-            raise AfpError("audit_fields: set it the same way in every part (--official-format applies to the whole file)")
+            raise AfpError(
+                "audit_fields: set it the same way in every part (--official-format applies to the whole file)"
+            )
 
     @classmethod
-    def from_mappings(cls, parts: dict[str, Any] | list[Any], seed: int, where: str = "data.build",
-                      labels: list[str] | None = None) -> Mixture:
+    def from_mappings(
+        cls, parts: dict[str, Any] | list[Any], seed: int, where: str = "data.build", labels: list[str] | None = None
+    ) -> Mixture:
         """Parts from YAML (a recipe's ``data.build``, part files): one mapping, or a list of mappings.
 
         Part ``i`` gets the seed ``seed + i`` unless it sets its own, so two parts never share a random stream.
@@ -178,8 +186,10 @@ class Mixture:
         for index, mapping in enumerate(mappings):
             label = labels[index] if labels else f"{where}[{index}]" if isinstance(parts, list) else where
             if not isinstance(mapping, dict):
-                raise AfpError(f"{label}: each part must be a mapping (mode, languages, instructions or parallel, ...), "
-                               f"got {mapping!r}")
+                raise AfpError(
+                    f"{label}: each part must be a mapping (mode, languages, instructions or parallel, ...), "
+                    f"got {mapping!r}"
+                )
             try:
                 built.append(MixturePart(**{"seed": seed + index, **mapping}))
             except TypeError as error:  # an unknown key

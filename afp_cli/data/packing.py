@@ -2,9 +2,10 @@
 
 A padded batch gives every text a row as wide as the longest one; Tatoeba-like data (sentences of 10–30 tokens, a
 few of 100) then spends much of its compute on padding. A packed batch fills a few rows with several texts each
-(first-fit decreasing), and gives each text ``position_ids`` that start again at 0. transformers reads such position ids, with no padding mask, as packed
-sequences: each text attends only to itself (a block-diagonal causal mask with SDPA/eager, varlen kernels with
-flash-attention), so every token sees exactly what it sees in the padded batch. Not every architecture honours
+(first-fit decreasing), and gives each text ``position_ids`` that start again at 0. transformers reads such
+position ids, with no padding mask, as packed sequences: each text attends only to itself (a block-diagonal causal
+mask with SDPA/eager, varlen kernels with flash-attention), so every token sees exactly what it sees in the padded
+batch. Not every architecture honours
 this (XGLM, OPT and BLOOM compute positions or ALiBi without the position ids): afp_cli/align/step_speed.py
 checks the model before packing is used.
 
@@ -45,9 +46,14 @@ class PackedRows:
     lengths: torch.Tensor
     longest: int  # the longest text, kept as a number so unpacking needs no device synchronisation
 
-    def to(self, device, non_blocking: bool = False) -> "PackedRows":
-        return PackedRows(*(tensor.to(device, non_blocking=non_blocking) for tensor in
-                            (self.position_ids, self.rows, self.starts, self.lengths)), self.longest)
+    def to(self, device, non_blocking: bool = False) -> PackedRows:
+        return PackedRows(
+            *(
+                tensor.to(device, non_blocking=non_blocking)
+                for tensor in (self.position_ids, self.rows, self.starts, self.lengths)
+            ),
+            self.longest,
+        )
 
     @property
     def token_count(self) -> int:
@@ -111,14 +117,15 @@ def plan_rows(lengths: list[int], max_width: int | None = None, bucket: bool = F
     _, width, row_of, start_of, fill = best
     position_ids = torch.zeros((len(fill), width), dtype=torch.long)
     for row, start, length in zip(row_of, start_of, lengths):
-        position_ids[row, start:start + length] = torch.arange(length)
+        position_ids[row, start : start + length] = torch.arange(length)
     for row, used in enumerate(fill):
         position_ids[row, used:] = torch.arange(width - used)
     return PackedRows(position_ids, torch.tensor(row_of), torch.tensor(start_of), torch.tensor(lengths), longest)
 
 
-def fill_rows(texts: list[list[int]], layout: PackedRows, pad_value: int, first_value: int | None = None
-              ) -> torch.Tensor:
+def fill_rows(
+    texts: list[list[int]], layout: PackedRows, pad_value: int, first_value: int | None = None
+) -> torch.Tensor:
     """The ``(rows, width)`` values of ``texts`` placed as ``layout`` says, ``pad_value`` elsewhere.
 
     Args:
@@ -128,14 +135,15 @@ def fill_rows(texts: list[list[int]], layout: PackedRows, pad_value: int, first_
     """
     values = torch.full(tuple(layout.position_ids.shape), pad_value, dtype=torch.long)
     for text, row, start in zip(texts, layout.rows.tolist(), layout.starts.tolist()):
-        values[row, start:start + len(text)] = torch.tensor(text, dtype=torch.long)
+        values[row, start : start + len(text)] = torch.tensor(text, dtype=torch.long)
         if first_value is not None and text:
             values[row, start] = first_value
     return values
 
 
-def pack(texts: list[list[int]], pad_value: int, max_width: int | None = None,
-         bucket: bool = False) -> tuple[torch.Tensor, PackedRows]:
+def pack(
+    texts: list[list[int]], pad_value: int, max_width: int | None = None, bucket: bool = False
+) -> tuple[torch.Tensor, PackedRows]:
     """``texts`` packed into rows (:func:`plan_rows`): their ``(rows, width)`` values and the layout."""
     layout = plan_rows([len(text) for text in texts], max_width, bucket)
     return fill_rows(texts, layout, pad_value), layout

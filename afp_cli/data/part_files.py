@@ -7,9 +7,9 @@ from typing import Any
 
 import yaml
 
-from afp_cli.text_files import read_text
 from afp_cli.data.hub import is_hub_reference
 from afp_cli.errors import AfpError
+from afp_cli.text_files import read_text
 
 INPUT_KEYS = ("instructions", "parallel")
 
@@ -30,8 +30,9 @@ def read_parts(paths: list[Path]) -> tuple[list[str], list[dict[str, Any]]]:
         for index, item in enumerate(items):
             label = f"{path}[{index}]" if isinstance(loaded, list) else str(path)
             if not isinstance(item, dict):
-                raise AfpError(f"{label}: a part is a mapping (mode, languages, instructions or parallel, ...), "
-                               f"got {item!r}")
+                raise AfpError(
+                    f"{label}: a part is a mapping (mode, languages, instructions or parallel, ...), got {item!r}"
+                )
             labels.append(label)
             parts.append(_resolve_paths(item, path.parent))
     return labels, parts

@@ -1,4 +1,5 @@
-"""Read instruction data (Bactrian-X/Alpaca JSON or JSON lines) and parallel text (TSV or JSON lines), with line numbers.
+"""Read instruction data (Bactrian-X/Alpaca JSON or JSON lines) and parallel text (TSV or JSON lines), with line
+numbers.
 
 Readers yield one record at a time so a caller keeps only what it needs; every problem names file, line and field.
 Plain and gzip-compressed files are read alike (Bactrian-X ships ``{lang}.json.gz``).
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from afp_cli.text_files import first_text, iter_lines, read_text
 from afp_cli.errors import AfpError, located
 from afp_cli.languages import get_language
+from afp_cli.text_files import first_text, iter_lines, read_text
 
 INSTRUCTION_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
 _SPACE = re.compile(r"[ \t\r\n]*")
@@ -50,7 +51,9 @@ def find_instruction_file(folder: Path, language: str) -> Path:
     candidates = [folder / f"{code}{suffix}" for code in (lang.code, lang.flores) for suffix in INSTRUCTION_SUFFIXES]
     found = [path for path in candidates if path.is_file()]
     if not found:
-        raise AfpError(f"{folder}: no instruction file for '{lang.code}' (looked for {lang.code}.json, .jsonl, .json.gz)")
+        raise AfpError(
+            f"{folder}: no instruction file for '{lang.code}' (looked for {lang.code}.json, .jsonl, .json.gz)"
+        )
     if len(found) > 1:
         raise AfpError(f"{folder}: several files for '{lang.code}' ({', '.join(p.name for p in found)}): keep one")
     return found[0]

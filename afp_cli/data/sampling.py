@@ -56,8 +56,7 @@ def epoch_order(rng: random.Random, size: int, total: int) -> Iterator[int]:
     while produced < total:
         order = list(range(size))
         rng.shuffle(order)
-        for index in order[: total - produced]:
-            yield index
+        yield from order[: total - produced]
         produced += min(size, total - produced)
 
 
@@ -78,7 +77,9 @@ def build_examples(config: MixturePart) -> PartExamples:
 # ----------------------------------------------------------------------------------------------- instruction modes
 
 
-def load_aligned(folder: Path, languages: list[str], counts: InputCounts) -> tuple[list[str], dict[str, dict[str, InstructionRecord]]]:
+def load_aligned(
+    folder: Path, languages: list[str], counts: InputCounts
+) -> tuple[list[str], dict[str, dict[str, InstructionRecord]]]:
     """Read each language's file, check ids are unique and identical across languages, drop records with empty parts.
 
     Returns the usable ids in a stable order and ``table[lang][id]``.
@@ -108,7 +109,9 @@ def load_aligned(folder: Path, languages: list[str], counts: InputCounts) -> tup
     ids = sorted((record_id for record_id in table[pivot] if record_id not in empty), key=_id_order)
     counts.usable = len(ids)
     if not ids:
-        raise AfpError(f"{paths[pivot]}: no usable records (all {len(table[pivot])} have an empty instruction or output)")
+        raise AfpError(
+            f"{paths[pivot]}: no usable records (all {len(table[pivot])} have an empty instruction or output)"
+        )
     return ids, table
 
 
@@ -136,7 +139,9 @@ def _check_alignment(pivot_path: Path, pivot: dict, other_path: Path, other: dic
     )
 
 
-def mcl_pairs(ids: list[str], pivot: dict[str, InstructionRecord], other: dict[str, InstructionRecord], counts: InputCounts) -> list[tuple[str, str, str]]:
+def mcl_pairs(
+    ids: list[str], pivot: dict[str, InstructionRecord], other: dict[str, InstructionRecord], counts: InputCounts
+) -> list[tuple[str, str, str]]:
     """(pivot instruction, translated instruction, id), without untranslated or repeated pairs."""
     seen: set[tuple[str, str]] = set()
     pairs = []
@@ -188,20 +193,28 @@ def _instruction_mixture(config: MixturePart) -> PartExamples:
         for index in epoch_order(rng, len(ids), total):
             if bilingual:
                 source = rng.choice(languages)
-                target = rng.choice([lang for lang in languages if lang != source]) if rng.random() < config.cross_prob else source
+                target = (
+                    rng.choice([lang for lang in languages if lang != source])
+                    if rng.random() < config.cross_prob
+                    else source
+                )
                 other, pair = others[0], cycle.next()
             else:
                 source, target, other = _multilingual_direction(rng, languages, config.cross_prob, config.change_prob)
                 pair = rng.choice(pools[other])
             question, answer = table[source][ids[index]], table[target][ids[index]].output
             template = with_input if question.input else without_input
-            prompt = template.prompt(instruction=question.instruction, input=question.input, language=language_name(target))
+            prompt = template.prompt(
+                instruction=question.instruction, input=question.input, language=language_name(target)
+            )
             yield _example(config, pair[0], pair[1], prompt, answer, source, target, ids[index], (pivot, other))
 
     return PartExamples(counts, total, generate())
 
 
-def _multilingual_direction(rng: random.Random, languages: list[str], cross_prob: float, change_prob: float) -> tuple[str, str, str]:
+def _multilingual_direction(
+    rng: random.Random, languages: list[str], cross_prob: float, change_prob: float
+) -> tuple[str, str, str]:
     """(source, target, the non-pivot language of the MCL pair), official ``build_crosslingual`` order of draws."""
     pivot = languages[0]
     other = rng.choice(languages[1:])
@@ -251,13 +264,24 @@ def _translation_mixture(config: MixturePart) -> PartExamples:
     return PartExamples(counts, total, generate())
 
 
-def _example(config: MixturePart, sent0: str, sent1: str, prompt: str, answer: str, source: str, target: str, record_id: str, pair_languages: tuple[str, str]) -> dict:
+def _example(
+    config: MixturePart,
+    sent0: str,
+    sent1: str,
+    prompt: str,
+    answer: str,
+    source: str,
+    target: str,
+    record_id: str,
+    pair_languages: tuple[str, str],
+) -> dict:
     """The official four fields first (their order is what the official trainer reads), then the audit fields."""
     example = {"sent0": sent0, "sent1": sent1, "clm_text": prompt + answer, "clm_prompt_len": len(prompt)}
     if config.audit_fields:
-        example.update(src_lang=source, tgt_lang=target, id=record_id, sent0_lang=pair_languages[0], sent1_lang=pair_languages[1])
+        example.update(
+            src_lang=source, tgt_lang=target, id=record_id, sent0_lang=pair_languages[0], sent1_lang=pair_languages[1]
+        )
     return example
-
 
 
 # ----------------------------------------------------------------------------------------------- mixing parts

@@ -133,7 +133,10 @@ def check_example(path: Path, line: int, example: Any) -> None:
 def render(report: dict) -> str:
     """The summary a person reads after a build or from `afp data stats`."""
     share = report["cross_lingual_share"]
-    lines = [f"examples: {report['examples']}", f"cross-lingual share: {'unknown' if share is None else f'{share:.1%}'}"]
+    lines = [
+        f"examples: {report['examples']}",
+        f"cross-lingual share: {'unknown' if share is None else f'{share:.1%}'}",
+    ]
     inputs = report.get("inputs")
     if inputs:
         # one part: its counts; a mix: the counts of each part by name
@@ -141,14 +144,26 @@ def render(report: dict) -> str:
         for prefix, counts in per_part.items():
             read = ", ".join(f"{name} {count}" for name, count in counts["records"].items())
             lines.append(
-                f"{prefix}inputs read: {read}; usable: {counts['usable']}; empty fields skipped: {counts['empty_skipped']}; "
-                f"duplicates dropped: {counts['duplicates_dropped']}; untranslated skipped: {counts['untranslated_skipped']}"
+                f"{prefix}inputs read: {read}; usable: {counts['usable']}; empty fields skipped: "
+                f"{counts['empty_skipped']}; "
+                f"duplicates dropped: {counts['duplicates_dropped']}; untranslated skipped: "
+                f"{counts['untranslated_skipped']}"
             )
     lines.append("")
     if report.get("parts"):
-        lines.append(markdown_table([{"part": k, "examples": v} for k, v in report["parts"].items()], ["part", "examples"]))
-    lines.append(markdown_table([{"direction": k, "examples": v} for k, v in report["directions"].items()], ["direction", "examples"]))
-    lines.append(markdown_table([{"MCL pair": k, "examples": v} for k, v in report["mcl_pairs"].items()], ["MCL pair", "examples"]))
+        lines.append(
+            markdown_table([{"part": k, "examples": v} for k, v in report["parts"].items()], ["part", "examples"])
+        )
+    lines.append(
+        markdown_table(
+            [{"direction": k, "examples": v} for k, v in report["directions"].items()], ["direction", "examples"]
+        )
+    )
+    lines.append(
+        markdown_table(
+            [{"MCL pair": k, "examples": v} for k, v in report["mcl_pairs"].items()], ["MCL pair", "examples"]
+        )
+    )
     for unit in ("chars", "tokens"):
         lengths = report.get(f"length_{unit}")
         if lengths:

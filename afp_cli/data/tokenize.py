@@ -14,8 +14,9 @@ class EncodedInstruction:
     truncated: bool
 
 
-def encode_instruction(tokenizer, text: str, prompt_chars: int, max_length: int, learn_prompt: bool,
-                       append_eos: bool) -> EncodedInstruction:
+def encode_instruction(
+    tokenizer, text: str, prompt_chars: int, max_length: int, learn_prompt: bool, append_eos: bool
+) -> EncodedInstruction:
     """Tokenise ``text`` once and mask the prompt out of the labels.
 
     The prompt/answer boundary is given in characters (``clm_prompt_len``) and mapped to tokens through the
@@ -41,7 +42,8 @@ def encode_instruction(tokenizer, text: str, prompt_chars: int, max_length: int,
 
 
 def encode_sentences(tokenizer, sentences: list[str], max_length: int) -> tuple[list[list[int]], int]:
-    """Token ids of each sentence (with the tokenizer's special tokens), truncated; returns ids and how many were cut."""
+    """Token ids of each sentence (with the tokenizer's special tokens), truncated; returns ids and how many were
+    cut."""
     encoded = tokenizer(sentences, add_special_tokens=True, truncation=False)["input_ids"]
     truncated = sum(len(ids) > max_length for ids in encoded)
     return [list(ids[:max_length]) for ids in encoded], truncated

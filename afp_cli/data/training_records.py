@@ -43,8 +43,9 @@ def _warn(message: str) -> None:
     warnings.warn(message, stacklevel=3)
 
 
-def read_training_file(path: str | Path, need_pairs: bool, need_instructions: bool,
-                       warn: Callable[[str], object] = _warn) -> list[TrainingExample]:
+def read_training_file(
+    path: str | Path, need_pairs: bool, need_instructions: bool, warn: Callable[[str], object] = _warn
+) -> list[TrainingExample]:
     """Read every line, checking the fields the enabled objectives need; the first bad line is a user error.
 
     Args:
@@ -65,18 +66,22 @@ def read_training_file(path: str | Path, need_pairs: bool, need_instructions: bo
         if not examples and not skipped:
             hard_negative_key = hard_negative_column(path, number, record)
         example = _parse(record, path, number, need_pairs, need_instructions, hard_negative_key)
-        if need_instructions and not example.clm_text[example.clm_prompt_len:].strip():
+        if need_instructions and not example.clm_text[example.clm_prompt_len :].strip():
             skipped.append(number)
         else:
             examples.append(example)
     if not examples and not skipped:
         raise AfpError(f"{path}: no training examples (the file is empty)")
     if not examples:
-        raise AfpError(f"{path}: all {len(skipped)} lines have an empty answer (clm_prompt_len = len(clm_text)): "
-                       "nothing for CIT to learn")
+        raise AfpError(
+            f"{path}: all {len(skipped)} lines have an empty answer (clm_prompt_len = len(clm_text)): "
+            "nothing for CIT to learn"
+        )
     if skipped:
-        warn(f"skipped {len(skipped)} of {len(skipped) + len(examples)} lines with an empty answer "
-             f"(clm_prompt_len = len(clm_text), no CIT target); first: {path}:{skipped[0]}")
+        warn(
+            f"skipped {len(skipped)} of {len(skipped) + len(examples)} lines with an empty answer "
+            f"(clm_prompt_len = len(clm_text), no CIT target); first: {path}:{skipped[0]}"
+        )
     return examples
 
 
@@ -84,13 +89,19 @@ def hard_negative_column(path: Path, line: int, record: dict) -> str | None:
     """The column read as the hard negative: the one left besides sent0, sent1, the CIT and the audit fields."""
     extra = [key for key in record if key not in ("sent0", "sent1", *CIT_KEYS, *AUDIT_KEYS)]
     if len(extra) > 1:
-        raise located(path, line, extra[1], f"too many columns: {', '.join(extra)} besides sent0, sent1, clm_text "
-                      "and clm_prompt_len; a training line holds at most one hard negative")
+        raise located(
+            path,
+            line,
+            extra[1],
+            f"too many columns: {', '.join(extra)} besides sent0, sent1, clm_text "
+            "and clm_prompt_len; a training line holds at most one hard negative",
+        )
     return extra[0] if extra else None
 
 
-def _parse(record: dict, path: Path, line: int, need_pairs: bool, need_instructions: bool,
-           hard_negative_key: str | None) -> TrainingExample:
+def _parse(
+    record: dict, path: Path, line: int, need_pairs: bool, need_instructions: bool, hard_negative_key: str | None
+) -> TrainingExample:
     def text(key: str, required: bool) -> str | None:
         value = record.get(key)
         if value is None:
@@ -114,6 +125,10 @@ def _parse(record: dict, path: Path, line: int, need_pairs: bool, need_instructi
         if isinstance(prompt_len, bool) or not isinstance(prompt_len, int):
             raise located(path, line, "clm_prompt_len", f"must be an integer (characters), got {prompt_len!r}")
         if not 0 <= prompt_len <= len(clm_text):
-            raise located(path, line, "clm_prompt_len",
-                          f"{prompt_len} leaves no answer in a clm_text of {len(clm_text)} characters")
+            raise located(
+                path,
+                line,
+                "clm_prompt_len",
+                f"{prompt_len} leaves no answer in a clm_text of {len(clm_text)} characters",
+            )
     return TrainingExample(line, sent0, sent1, hard_negative, clm_text, int(prompt_len or 0))

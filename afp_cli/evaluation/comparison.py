@@ -14,8 +14,19 @@ from afp_cli.text_files import write_atomically
 
 COLUMNS = ("task", "shots", "metric", "model", "value", "stderr", "seeds", "spread", "delta_vs_base")
 DELTA_COLUMN = "Δ base [95 % CI] p"
-MARKDOWN_COLUMNS = ("task", "shots", "metric", "model", "value", "stderr", "seeds", "spread", DELTA_COLUMN,
-                    "p (Holm)", "paired test")
+MARKDOWN_COLUMNS = (
+    "task",
+    "shots",
+    "metric",
+    "model",
+    "value",
+    "stderr",
+    "seeds",
+    "spread",
+    DELTA_COLUMN,
+    "p (Holm)",
+    "paired test",
+)
 TEST_NAMES = {"mcnemar-exact": "McNemar exact", "paired-bootstrap": "bootstrap"}
 
 
@@ -35,7 +46,9 @@ def shots_run(task: str, results: dict[str, Any], requested: int | None) -> int 
     return "/".join(map(str, sorted(members))) if members else requested
 
 
-def result_rows(model: str, shots: int | None, results: dict[str, Any], seed: int | None = None) -> list[dict[str, Any]]:
+def result_rows(
+    model: str, shots: int | None, results: dict[str, Any], seed: int | None = None
+) -> list[dict[str, Any]]:
     """One row per (task or group, metric) of lm-eval's ``results`` dict (``"acc,none"`` keys, filter kept);
     ``shots`` is what was asked for, the row gets what ran."""
     rows = []
@@ -48,8 +61,17 @@ def result_rows(model: str, shots: int | None, results: dict[str, Any], seed: in
                 continue
             stderr = _number(metrics.get(f"{metric}_stderr,{filter_name}"))
             label = metric_label(metric, filter_name)
-            rows.append({"task": task, "shots": shots_run(task, results, shots), "metric": label, "model": model,
-                         "value": float(value), "stderr": stderr, "seed": seed})
+            rows.append(
+                {
+                    "task": task,
+                    "shots": shots_run(task, results, shots),
+                    "metric": label,
+                    "model": model,
+                    "value": float(value),
+                    "stderr": stderr,
+                    "seed": seed,
+                }
+            )
     return rows
 
 
@@ -67,9 +89,18 @@ def over_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(members) == 1:
             summary.append({**members[0], "seeds": seeds, "spread": None})
             continue
-        summary.append({"task": task, "shots": shots, "metric": metric, "model": model,
-                        "value": statistics.fmean(values), "stderr": None, "seeds": seeds,
-                        "spread": statistics.stdev(values)})
+        summary.append(
+            {
+                "task": task,
+                "shots": shots,
+                "metric": metric,
+                "model": model,
+                "value": statistics.fmean(values),
+                "stderr": None,
+                "seeds": seeds,
+                "spread": statistics.stdev(values),
+            }
+        )
     for row in summary:
         row.pop("seed", None)
     return summary
@@ -78,6 +109,7 @@ def over_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def add_deltas(rows: list[dict[str, Any]], base: str = "base", by_seed: bool = False) -> list[dict[str, Any]]:
     """``delta_vs_base`` = value − the base model's value for the same task, shots and metric (and seed, for
     per-seed rows)."""
+
     def key(row: dict[str, Any]) -> tuple:
         return (row["task"], row["shots"], row["metric"], row.get("seed") if by_seed else None)
 
@@ -106,8 +138,10 @@ def delta_cell(row: dict[str, Any]) -> str:
     if row.get("p_value") is None:
         return _signed(row["delta_vs_base"])
     mark = " *" if row.get("ci_excludes_zero") else ""
-    return (f"{_signed(row['delta_vs_base'])} [{_signed(row['ci_low'])}, {_signed(row['ci_high'])}] "
-            f"{format_p(row['p_value'])}{mark}")
+    return (
+        f"{_signed(row['delta_vs_base'])} [{_signed(row['ci_low'])}, {_signed(row['ci_high'])}] "
+        f"{format_p(row['p_value'])}{mark}"
+    )
 
 
 def _markdown_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -115,20 +149,30 @@ def _markdown_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         test = TEST_NAMES.get(row.get("test") or "", row.get("test"))
         paired = row.get("paired")
-        shown.append({**row, DELTA_COLUMN: delta_cell(row),
-                      "p (Holm)": None if row.get("p_holm") is None else format_p(row["p_holm"]).removeprefix("p="),
-                      "paired test": f"{test}, {paired}" if test else paired})
+        shown.append(
+            {
+                **row,
+                DELTA_COLUMN: delta_cell(row),
+                "p (Holm)": None if row.get("p_holm") is None else format_p(row["p_holm"]).removeprefix("p="),
+                "paired test": f"{test}, {paired}" if test else paired,
+            }
+        )
     return shown
 
 
 def _legend(run: dict[str, Any], several_seeds: bool) -> str:
     resamples = run.get("bootstrap")
     seed = (run.get("seed") or [0])[0] if isinstance(run.get("seed"), list) else run.get("seed", 0)
-    seeds = (" With several seeds, each seed's row (per seed, below) is tested on its own, and the mean row by the "
-             "bootstrap in which a resampled document keeps its results of every seed (the statistic: the mean over "
-             "seeds of the delta), which is what `× N seeds (mean)` says was paired." if several_seeds else "")
+    seeds = (
+        " With several seeds, each seed's row (per seed, below) is tested on its own, and the mean row by the "
+        "bootstrap in which a resampled document keeps its results of every seed (the statistic: the mean over "
+        "seeds of the delta), which is what `× N seeds (mean)` says was paired."
+        if several_seeds
+        else ""
+    )
     return (
-        "\nshots: the demonstrations each task ran with; value: lm-eval's metric (the mean over the seeds when several), "
+        "\nshots: the demonstrations each task ran with; value: lm-eval's metric (the mean over the seeds when "
+        "several), "
         "spread: their sample standard deviation; stderr: lm-eval's (one seed only).\n\n"
         f"{DELTA_COLUMN}: value − the base model's value (same task, shots and metric), with a 95 % interval and the "
         "p-value of a paired test on the same documents (`paired test` says which, and on what): accuracy-style "
@@ -140,14 +184,17 @@ def _legend(run: dict[str, Any], several_seeds: bool) -> str:
     )
 
 
-def write_comparison(output_dir: Path, rows: list[dict[str, Any]], run: dict[str, Any],
-                     per_seed: list[dict[str, Any]] | None = None) -> tuple[Path, Path]:
+def write_comparison(
+    output_dir: Path, rows: list[dict[str, Any]], run: dict[str, Any], per_seed: list[dict[str, Any]] | None = None
+) -> tuple[Path, Path]:
     """``comparison.md`` and ``comparison.json`` in ``output_dir``, each written atomically."""
     title = f"# afp evaluate: {run['model']}\n\n"
     parts = [title, markdown_table(_markdown_rows(rows), MARKDOWN_COLUMNS)]
     if per_seed is not None:
-        parts += ["\n## Per seed\n\n",
-                  markdown_table(_markdown_rows(per_seed), ("seed", *MARKDOWN_COLUMNS[:6], *MARKDOWN_COLUMNS[8:]))]
+        parts += [
+            "\n## Per seed\n\n",
+            markdown_table(_markdown_rows(per_seed), ("seed", *MARKDOWN_COLUMNS[:6], *MARKDOWN_COLUMNS[8:])),
+        ]
     parts.append(_legend(run, per_seed is not None))
     markdown = write_atomically(output_dir / "comparison.md", "".join(parts))
     payload = {"run": run, "rows": rows, **({"per_seed_rows": per_seed} if per_seed is not None else {})}

@@ -24,7 +24,8 @@ def targets_embeddings(adapter_dir: str | Path) -> bool:
     if isinstance(targets, str):
         # PEFT matches a string by full match against each module's qualified name; "all-linear" names no embedding
         return targets != "all-linear" and any(
-            re.fullmatch(targets, name) or re.fullmatch(targets, f"model.{name}") for name in EMBEDDING_MODULES)
+            re.fullmatch(targets, name) or re.fullmatch(targets, f"model.{name}") for name in EMBEDDING_MODULES
+        )
     return any(str(target).split(".")[-1] in EMBEDDING_MODULES for target in targets)
 
 

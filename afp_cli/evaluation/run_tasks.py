@@ -104,8 +104,10 @@ class ContextLimits:
         capped = max_length // 2
         generation["max_gen_toks"] = capped
         task.set_config(key="generation_kwargs", value=generation)
-        self.notify(f"{task.task_name}: max_gen_toks {requested} is not below the model's context of {max_length} "
-                    f"tokens: generating at most {capped} tokens (the prompt is cut from the left to the rest)")
+        self.notify(
+            f"{task.task_name}: max_gen_toks {requested} is not below the model's context of {max_length} "
+            f"tokens: generating at most {capped} tokens (the prompt is cut from the left to the rest)"
+        )
 
     def _continuation_length(self, context: str, continuation: str) -> int:
         if not context:  # lm-eval conditions an empty context on a prefix token and encodes the choice alone
@@ -125,4 +127,5 @@ class ContextLimits:
                 if length > max_length:
                     raise AfpError(
                         f"{task.task_name}: document {index}: a choice of {length} tokens does not fit the model's "
-                        f"context of {max_length} tokens; evaluate it with a model of a longer context")
+                        f"context of {max_length} tokens; evaluate it with a model of a longer context"
+                    )

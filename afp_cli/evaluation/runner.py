@@ -72,8 +72,9 @@ class EvaluateConfig:
         if self.bootstrap < 0:
             raise AfpError(f"--bootstrap: a number of resamples (0 or more) expected, got {self.bootstrap}")
         if self.demonstrations not in DEMONSTRATION_MODES:
-            raise AfpError(f"--demonstrations: one of {', '.join(DEMONSTRATION_MODES)} expected, "
-                           f"got '{self.demonstrations}'")
+            raise AfpError(
+                f"--demonstrations: one of {', '.join(DEMONSTRATION_MODES)} expected, got '{self.demonstrations}'"
+            )
 
     @property
     def seeds(self) -> list[int]:
@@ -107,16 +108,18 @@ def served_adapters(config: EvaluateConfig, notify=None) -> list[tuple[str, str,
     """(label, model to load, adapter to apply) per adapter for a non-hf backend. vLLM cannot serve LoRA on the
     input embeddings for most architectures (see merged_adapters.py): such an adapter is merged into a copy of the
     base under OUTPUT_DIR/merged/<label> and served as a plain model."""
-    from afp_cli.evaluation.merged_adapters import merge_into_base, targets_embeddings
     from afp_cli.errors import warn
+    from afp_cli.evaluation.merged_adapters import merge_into_base, targets_embeddings
 
     notify = notify or warn
     served = []
     for label, adapter in zip(model_labels(config.adapters)[1:], config.adapters):
         if config.backend == "vllm" and targets_embeddings(adapter):
             merged = merge_into_base(config.model, adapter, Path(config.output_dir) / "merged" / label)
-            notify(f"{adapter}: LoRA on the input embeddings, which vLLM does not serve as an adapter: merged into a "
-                   f"copy of the base at {merged} and served as a plain model")
+            notify(
+                f"{adapter}: LoRA on the input embeddings, which vLLM does not serve as an adapter: merged into a "
+                f"copy of the base at {merged} and served as a plain model"
+            )
             served.append((label, str(merged), None))
         else:
             served.append((label, config.model, adapter))
@@ -136,8 +139,11 @@ def _backend_models(config: EvaluateConfig) -> Iterator[tuple[str, Any]]:
     model_class = get_model(config.backend)
     yield model_labels(config.adapters)[0], model_class.create_from_arg_string(arguments(config.model))
     for label, model, adapter in served_adapters(config):
-        adapter_args = "" if adapter is None else (
-            f",lora_local_path={adapter}" if config.backend == "vllm" else f",peft={adapter}")
+        adapter_args = (
+            ""
+            if adapter is None
+            else (f",lora_local_path={adapter}" if config.backend == "vllm" else f",peft={adapter}")
+        )
         yield label, model_class.create_from_arg_string(arguments(model) + adapter_args)
 
 
@@ -219,15 +225,24 @@ def run_evaluation(config: EvaluateConfig) -> tuple[Path, Path]:
                     shown = "task's own shots" if shots is None else f"{shots}-shot"
                     progress.update(job, description=f"{label}, {shown}, seed {seed}")
                     results = lm_eval.simple_evaluate(
-                        model=lm, tasks=names, num_fewshot=shots, limit=config.limit, task_manager=manager,
-                        log_samples=True, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                        model=lm,
+                        tasks=names,
+                        num_fewshot=shots,
+                        limit=config.limit,
+                        task_manager=manager,
+                        log_samples=True,
+                        random_seed=seed,
+                        numpy_random_seed=seed,
+                        torch_random_seed=seed,
                         fewshot_random_seed=seed,
                     )
                     if results is None:  # lm-eval returns None on non-zero ranks of a distributed run
                         continue
                     rows.extend(result_rows(label, shots, results, seed))
+                    # the lambda runs inside collect_items, within this iteration
                     items.setdefault((label, seed), {}).update(
-                        collect_items(results, lambda task: shots_run(task, results, shots)))
+                        collect_items(results, lambda task: shots_run(task, results, shots))  # noqa: B023
+                    )
                     folder = output_dir / "raw" / label / _shots_folder(shots, results)
                     _save_raw(folder / f"seed{seed}" if len(seeds) > 1 else folder, results)
                     progress.advance(job)

@@ -55,7 +55,9 @@ def collect_items(results: dict[str, Any], shots_of: Callable[[str], Any]) -> Ru
             for metric in record.get("metrics", []):
                 label = metric_label(metric, record.get("filter", "none"))
                 per_leaf.setdefault((task, label), {})[(task, int(record["doc_id"]))] = (
-                    record.get("doc_hash", ""), record.get(metric))
+                    record.get("doc_hash", ""),
+                    record.get(metric),
+                )
     members = results.get("group_subtasks") or {}
     items: RunItems = {}
     for task in results.get("results", {}):
@@ -69,8 +71,10 @@ def collect_items(results: dict[str, Any], shots_of: Callable[[str], Any]) -> Ru
 
 
 def _is_binary(values: Sequence[Any]) -> bool:
-    return all(isinstance(value, (int, float)) and not isinstance(value, bool) and value in (0, 1)
-               or isinstance(value, bool) for value in values)
+    return all(
+        isinstance(value, (int, float)) and not isinstance(value, bool) and value in (0, 1) or isinstance(value, bool)
+        for value in values
+    )
 
 
 def _is_numeric(values: Sequence[Any]) -> bool:
@@ -81,8 +85,9 @@ def _mean(values: list[Any]) -> float:
     return sum(float(value) for value in values) / len(values)
 
 
-MEAN = AdditiveMetric(statistics=lambda values: [[float(value), 1.0] for value in values],
-                      score=lambda summed: summed[0] / summed[1])
+MEAN = AdditiveMetric(
+    statistics=lambda values: [[float(value), 1.0] for value in values], score=lambda summed: summed[0] / summed[1]
+)
 
 
 def _as_metric(aggregation: Callable | None):
@@ -120,9 +125,15 @@ class PairedTests:
     seed)]`` each run's reported value (to check that pooling a group's documents reproduces the group's number).
     """
 
-    def __init__(self, items: Mapping[tuple[str, int], RunItems], aggregations: Mapping[str, Mapping[str, Callable]],
-                 values: Mapping[tuple, float], resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                 base: str = "base") -> None:
+    def __init__(
+        self,
+        items: Mapping[tuple[str, int], RunItems],
+        aggregations: Mapping[str, Mapping[str, Callable]],
+        values: Mapping[tuple, float],
+        resamples: int = DEFAULT_RESAMPLES,
+        seed: int = 0,
+        base: str = "base",
+    ) -> None:
         self.items, self.aggregations, self.values = items, aggregations, values
         self.resamples, self.seed, self.base = resamples, seed, base
 
@@ -130,8 +141,11 @@ class PairedTests:
         """The metric function of a row (None: none known), checking that a group's value is the mean of its
         members' documents, the only way pooling them tests the group's number."""
         metric = label.split(" (", 1)[0]
-        pooled = [self.items.get((who, seed), {}).get((task, shots, label)) or {}
-                  for who in (self.base, model) for seed in seeds]
+        pooled = [
+            self.items.get((who, seed), {}).get((task, shots, label)) or {}
+            for who in (self.base, model)
+            for seed in seeds
+        ]
         if all(leaf == task for documents in pooled for leaf, _ in documents):
             return _as_metric(self.aggregations.get(task, {}).get(metric))
         for documents, (who, seed) in zip(pooled, [(who, seed) for who in (self.base, model) for seed in seeds]):
@@ -142,8 +156,13 @@ class PairedTests:
         return MEAN
 
     def test(self, task: str, shots: Any, label: str, model: str, seeds: list[int]) -> tuple[PairedResult, str]:
-        runs = [_paired_values(self.items.get((self.base, seed), {}).get((task, shots, label)),
-                               self.items.get((model, seed), {}).get((task, shots, label))) for seed in seeds]
+        runs = [
+            _paired_values(
+                self.items.get((self.base, seed), {}).get((task, shots, label)),
+                self.items.get((model, seed), {}).get((task, shots, label)),
+            )
+            for seed in seeds
+        ]
         documents = len(runs[0][0])
         if any(len(base) != documents for base, _ in runs):
             raise _Untestable("the seeds ran on different numbers of documents")
@@ -152,15 +171,21 @@ class PairedTests:
         if len(seeds) == 1 and label.split(" (", 1)[0] in ACCURACY_METRICS and binary:
             base, adapter = runs[0]
             return mcnemar([bool(value) for value in adapter], [bool(value) for value in base]), (
-                f"{documents} documents")
+                f"{documents} documents"
+            )
         if metric is None:
             raise _Untestable("no aggregation known for this metric")
         if self.resamples == 0:
             raise _Untestable("bootstrap off (--bootstrap 0)")
         if metric is MEAN and not _is_numeric([value for base, adapter in runs for value in (*base, *adapter)]):
             raise _Untestable("per-document values are not numbers")
-        result = paired_bootstrap([adapter for _, adapter in runs], [base for base, _ in runs], metric,
-                                  resamples=self.resamples, seed=self.seed)
+        result = paired_bootstrap(
+            [adapter for _, adapter in runs],
+            [base for base, _ in runs],
+            metric,
+            resamples=self.resamples,
+            seed=self.seed,
+        )
         paired = f"{documents} documents" if len(seeds) == 1 else f"{documents} documents × {len(seeds)} seeds (mean)"
         return result, paired
 
@@ -177,8 +202,14 @@ class PairedTests:
             except _Untestable as reason:
                 row["paired"] = f"not tested: {reason}"
                 continue
-            row.update(p_value=result.p_value, ci_low=result.ci_low, ci_high=result.ci_high, test=result.test,
-                       paired=paired, ci_excludes_zero=result.excludes_zero)
+            row.update(
+                p_value=result.p_value,
+                ci_low=result.ci_low,
+                ci_high=result.ci_high,
+                test=result.test,
+                paired=paired,
+                ci_excludes_zero=result.excludes_zero,
+            )
         for row, adjusted in zip(rows, holm([row["p_value"] for row in rows])):
             row["p_holm"] = adjusted
         return rows

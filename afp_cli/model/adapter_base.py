@@ -17,8 +17,17 @@ from typing import Any
 from afp_cli.errors import AfpError, warn
 
 # config.json keys that name or describe a saved copy rather than the model itself
-_NOT_ARCHITECTURE = {"_name_or_path", "name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache",
-                     "_commit_hash", "_attn_implementation_autoset", "output_hidden_states"}
+_NOT_ARCHITECTURE = {
+    "_name_or_path",
+    "name_or_path",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "use_cache",
+    "_commit_hash",
+    "_attn_implementation_autoset",
+    "output_hidden_states",
+}
 _SAMPLE_BYTES = 1 << 20  # fingerprint: the first and last MiB of every weights file (header, names, shapes included)
 
 
@@ -32,22 +41,28 @@ def check_adapter_base(adapter_dir: str | Path, base_model: str, allow_other_bas
     override = "pass --allow-other-base to load it anyway"
     recorded, given = _architecture(trained_on), _architecture(base_model)
     if recorded is None or given is None:
-        warn(f"{adapter_dir}: adapter was trained on '{trained_on}', which cannot be compared here; loading it on "
-              f"'{base_model}' as given")
+        warn(
+            f"{adapter_dir}: adapter was trained on '{trained_on}', which cannot be compared here; loading it on "
+            f"'{base_model}' as given"
+        )
         return
     differences = sorted(key for key in recorded.keys() | given.keys() if recorded.get(key) != given.get(key))
     if differences:
         shown = ", ".join(f"{key} {recorded.get(key)!r} vs {given.get(key)!r}" for key in differences[:3])
-        message = (f"{adapter_dir}: adapter was trained on '{trained_on}', whose architecture differs from "
-                   f"'{base_model}' ({shown})")
+        message = (
+            f"{adapter_dir}: adapter was trained on '{trained_on}', whose architecture differs from "
+            f"'{base_model}' ({shown})"
+        )
         if not allow_other_base:
             raise AfpError(f"{message}; {override}")
         warn(message)
         return
     recorded_weights, given_weights = weights_fingerprint(trained_on), weights_fingerprint(base_model)
     if recorded_weights is not None and given_weights is not None and recorded_weights != given_weights:
-        message = (f"{adapter_dir}: adapter was trained on '{trained_on}'; '{base_model}' has the same architecture "
-                   "but other weights")
+        message = (
+            f"{adapter_dir}: adapter was trained on '{trained_on}'; '{base_model}' has the same architecture "
+            "but other weights"
+        )
         if not allow_other_base:
             raise AfpError(f"{message}; {override}")
         warn(message)

@@ -58,9 +58,7 @@ def load_causal_lm(name_or_path: str, dtype=None, device: str = "cpu", trust_rem
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=dtype, trust_remote_code=trust_remote_code
-        )
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, trust_remote_code=trust_remote_code)
     except OSError as error:
         raise AfpError(_not_found_message("model", name_or_path, error)) from None
     return model.to(device)
@@ -140,8 +138,15 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def add_lora(model, r: int, alpha: int, dropout: float, targets: str = "auto",
-             target_modules: list[str] | str | None = None, seed: int = 0):
+def add_lora(
+    model,
+    r: int,
+    alpha: int,
+    dropout: float,
+    targets: str = "auto",
+    target_modules: list[str] | str | None = None,
+    seed: int = 0,
+):
     """Wrap ``model`` with fresh LoRA adapters (seeded init); only the adapters stay trainable.
 
     ``targets`` is a preset of afp_cli/model/lora_targets.py; ``target_modules`` (PEFT names) wins when given.

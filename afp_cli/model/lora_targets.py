@@ -61,8 +61,10 @@ def resolve_targets(model, preset: str, explicit: list[str] | str | None = None)
     if "attention" in parts:
         model_type = model.config.model_type
         if model_type not in ATTENTION_MODULES:
-            raise AfpError(f"lora.targets '{preset}': afp does not know the attention modules of '{model_type}'; "
-                           "use lora.targets=all-linear or list them in lora.target_modules")
+            raise AfpError(
+                f"lora.targets '{preset}': afp does not know the attention modules of '{model_type}'; "
+                "use lora.targets=all-linear or list them in lora.target_modules"
+            )
         names.extend(ATTENTION_MODULES[model_type])
     if "all-linear" in parts:
         names.extend(block_linear_names(model))
@@ -91,8 +93,10 @@ def block_linear_names(model) -> list[str]:
         if _is_linear(module) and name not in names:
             names.append(name)
     if not names:
-        raise AfpError(f"{type(model).__name__}: no linear layer found in its decoder blocks; "
-                       "list the modules to adapt in lora.target_modules")
+        raise AfpError(
+            f"{type(model).__name__}: no linear layer found in its decoder blocks; "
+            "list the modules to adapt in lora.target_modules"
+        )
     return names
 
 
@@ -120,8 +124,11 @@ def pooling_reach(model, layer: int) -> PoolingReach:
     embedding_parameters = {id(param) for param in embedding.parameters()}
     below = {id(param) for block in list(decoder_layers(model))[:layer] for param in block.parameters()}
     embeddings_trained = any(param.requires_grad for param in embedding.parameters())
-    count = sum(param.numel() for param in model.parameters()
-                if param.requires_grad and (id(param) in below or id(param) in embedding_parameters))
+    count = sum(
+        param.numel()
+        for param in model.parameters()
+        if param.requires_grad and (id(param) in below or id(param) in embedding_parameters)
+    )
     return PoolingReach(layer, embeddings_trained, count)
 
 
@@ -134,9 +141,13 @@ def mcl_reach_warning(reach: PoolingReach, depth: int) -> str | None:
     """
     fix = "set lora.targets=embeddings+all-linear (afp's default, auto) or pool a higher layer (mcl.pooling)"
     if reach.parameters_below == 0:
-        return (f"MCL pools layer {reach.layer} but nothing below it is trained: MCL cannot change the sentence "
-                f"vectors at all; {fix}")
+        return (
+            f"MCL pools layer {reach.layer} but nothing below it is trained: MCL cannot change the sentence "
+            f"vectors at all; {fix}"
+        )
     if not reach.embeddings_trained and reach.layer <= max(1, depth // 4):
-        return (f"MCL pools layer {reach.layer} of {depth} with the input embeddings frozen: only "
-                f"{reach.parameters_below:,} trainable parameters lie below it and MCL barely aligns; {fix}")
+        return (
+            f"MCL pools layer {reach.layer} of {depth} with the input embeddings frozen: only "
+            f"{reach.parameters_below:,} trainable parameters lie below it and MCL barely aligns; {fix}"
+        )
     return None

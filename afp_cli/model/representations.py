@@ -19,6 +19,7 @@ import torch
 from afp_cli.data.packing import PackedRows
 from afp_cli.model.blocks import backbone, decoder_layers
 
+
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Index of the last non-padding position of each row, correct for left AND right padding.
 
@@ -49,8 +50,13 @@ class _StopForward(Exception):
     """Raised from a hook once the wanted hidden states are captured, to skip every later layer."""
 
 
-def hidden_states_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, layer: int | None,
-                     position_ids: torch.Tensor | None = None) -> torch.Tensor:
+def hidden_states_at(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    layer: int | None,
+    position_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Hidden states ``(batch, seq, hidden)`` equal to ``model(..., output_hidden_states=True).hidden_states[layer]``.
 
     Only the embeddings and blocks ``0 .. layer-1`` are executed; ``layer=None`` (or the model's depth) runs the
@@ -81,11 +87,13 @@ def hidden_states_at(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
         raise _StopForward
 
     if layer == 0:
+
         def before_first_block(module, args, kwargs):
             capture(args[0] if args else kwargs["hidden_states"])
 
         handle = blocks[0].register_forward_pre_hook(before_first_block, with_kwargs=True)
     else:
+
         def after_block(module, args, output):
             capture(output[0] if isinstance(output, (tuple, list)) else output)
 
@@ -101,8 +109,14 @@ def hidden_states_at(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     return captured[0]
 
 
-def sentence_vectors(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, layer: int | None,
-                     method: str, packing: PackedRows | None = None) -> torch.Tensor:
+def sentence_vectors(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    layer: int | None,
+    method: str,
+    packing: PackedRows | None = None,
+) -> torch.Tensor:
     """Sentence vectors ``(sentences, hidden)``: hidden states of ``layer`` (None: final) pooled by ``method``.
 
     Args:

@@ -14,8 +14,14 @@ import torch.nn.functional as F
 from afp_cli.data.tokenize import IGNORE_INDEX
 
 
-def causal_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor,
-                   mean_over: float | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+def causal_lm_loss(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    labels: torch.Tensor,
+    mean_over: float | None = None,
+    position_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean next-token cross-entropy over the target (non-masked) tokens.
 
     The LM head runs only on positions that predict a target: with prompts masked out this skips most of the
@@ -67,9 +73,16 @@ def answer_tokens(labels: torch.Tensor | None) -> int:
 
 
 @torch.no_grad()
-def score_batches(model, batches: Iterable, pooling_layer: int | None, pooling_method: str, device, autocast,
-                  through: Callable | None = None, advance: Callable[[int], object] = lambda count: None
-                  ) -> dict[str, float]:
+def score_batches(
+    model,
+    batches: Iterable,
+    pooling_layer: int | None,
+    pooling_method: str,
+    device,
+    autocast,
+    through: Callable | None = None,
+    advance: Callable[[int], object] = lambda count: None,
+) -> dict[str, float]:
     """CIT loss over every answer token of ``batches`` and top-1 retrieval both ways over all their pairs, dropout off.
 
     What `afp align` reports on its held-out slice and `afp analyze loss` on a file: one loop, so the two agree.
@@ -86,6 +99,7 @@ def score_batches(model, batches: Iterable, pooling_layer: int | None, pooling_m
     from afp_cli.model.representations import sentence_vectors
 
     if through is None:
+
         def through(compute, *args):
             return compute(model, *args)
 
@@ -98,13 +112,25 @@ def score_batches(model, batches: Iterable, pooling_layer: int | None, pooling_m
             batch = batch.to(device)
             tokens = answer_tokens(batch.instruction_labels)
             if tokens:
-                loss = through(causal_lm_loss, batch.instruction_ids, batch.instruction_mask, batch.instruction_labels,
-                               None, packed_positions(batch.instruction_packing))
+                loss = through(
+                    causal_lm_loss,
+                    batch.instruction_ids,
+                    batch.instruction_mask,
+                    batch.instruction_labels,
+                    None,
+                    packed_positions(batch.instruction_packing),
+                )
                 loss_sum += float(loss) * tokens
                 loss_tokens += tokens
             if batch.sentence_ids is not None:
-                vectors = through(sentence_vectors, batch.sentence_ids, batch.sentence_mask, pooling_layer,
-                                  pooling_method, batch.sentence_packing).float()
+                vectors = through(
+                    sentence_vectors,
+                    batch.sentence_ids,
+                    batch.sentence_mask,
+                    pooling_layer,
+                    pooling_method,
+                    batch.sentence_packing,
+                ).float()
                 columns = vectors.chunk(batch.sentences_per_example)
                 sources.append(columns[0])
                 targets.append(columns[1])

@@ -16,16 +16,39 @@ SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>",
 # "layer 1 of N" pooling and LoRA target modules mean the same thing as on the full-size model.
 TINY_ARCHITECTURES: dict[str, dict[str, Any]] = {
     "gpt2": {"n_embd": 64, "n_layer": 4, "n_head": 4, "n_positions": 256},
-    "llama": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "max_position_embeddings": 256},
+    "llama": {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+    },
     "xglm": {"d_model": 64, "ffn_dim": 128, "num_layers": 4, "attention_heads": 4, "max_position_embeddings": 256},
     "bloom": {"hidden_size": 64, "n_layer": 4, "n_head": 4},
-    "qwen2": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "max_position_embeddings": 256},
-    "gpt_neox": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
-                 "max_position_embeddings": 256},
-    "opt": {"hidden_size": 64, "ffn_dim": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
-            "max_position_embeddings": 256, "word_embed_proj_dim": 64},
+    "qwen2": {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+    },
+    "gpt_neox": {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 256,
+    },
+    "opt": {
+        "hidden_size": 64,
+        "ffn_dim": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 256,
+        "word_embed_proj_dim": 64,
+    },
 }
 
 

@@ -24,8 +24,9 @@ def adapter_labels(adapters: Sequence[str | Path]) -> list[str]:
     (``runs/a/final``, ``runs/b/final`` -> ``final-0``, ``final-1``). ``-`` rather than ``#``: a label is also a
     folder name, and ``#`` starts a comment in a shell."""
     names = [Path(adapter).resolve().name or str(adapter) for adapter in adapters]
-    return [name if names.count(name) == 1 and name != BASE_LABEL else f"{name}-{index}"
-            for index, name in enumerate(names)]
+    return [
+        name if names.count(name) == 1 and name != BASE_LABEL else f"{name}-{index}" for index, name in enumerate(names)
+    ]
 
 
 def model_labels(adapters: Sequence[str | Path]) -> list[str]:
@@ -52,8 +53,12 @@ class ModelVariants:
 
 
 def load_variants(
-    model_name: str, adapter_dirs: Sequence[str | Path], device: str = "auto", dtype: str = "auto",
-    allow_other_base: bool = False, check_bases: bool = True,
+    model_name: str,
+    adapter_dirs: Sequence[str | Path],
+    device: str = "auto",
+    dtype: str = "auto",
+    allow_other_base: bool = False,
+    check_bases: bool = True,
 ) -> ModelVariants:
     """Check every adapter's base first (a user error must not wait for a model to load), then load once.
 
@@ -71,5 +76,6 @@ def load_variants(
     if adapter_dirs:
         model, names = load_adapters(model, list(adapter_dirs))
     model.eval()
-    return ModelVariants(model=model, tokenizer=tokenizer, labels=[BASE_LABEL, *adapter_labels(adapter_dirs)],
-                         _adapter_names=names)
+    return ModelVariants(
+        model=model, tokenizer=tokenizer, labels=[BASE_LABEL, *adapter_labels(adapter_dirs)], _adapter_names=names
+    )

@@ -54,9 +54,11 @@ def configs(languages: tuple[str, ...] = LANGUAGES) -> dict:
         flores = get_language(code).flores
         others = [other for other in languages if other != code]
         files[f"_afp_flores_from_{flores}.yaml"] = group_config(
-            f"afp_flores_from_{flores}", [task_name(code, other) for other in others], metrics)
+            f"afp_flores_from_{flores}", [task_name(code, other) for other in others], metrics
+        )
         files[f"_afp_flores_into_{flores}.yaml"] = group_config(
-            f"afp_flores_into_{flores}", [task_name(other, code) for other in others], metrics)
+            f"afp_flores_into_{flores}", [task_name(other, code) for other in others], metrics
+        )
     return files
 
 

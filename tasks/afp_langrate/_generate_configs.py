@@ -35,8 +35,9 @@ def configs(languages: tuple[str, ...] = LANGUAGES) -> dict:
             "include": "_afp_langrate_template_yaml",
             "task": name,
             "doc_to_text": f"{{{{question}}}} Answer in {get_language(target).name}:",
-            "dataset_kwargs": {"splits": {split: {"local": data_file(source, target, split)}
-                                          for split in ("test", "demos")}},
+            "dataset_kwargs": {
+                "splits": {split: {"local": data_file(source, target, split)} for split in ("test", "demos")}
+            },
         }
     paper = [task_name(s, t) for s, t in PAPER_DIRECTIONS if s in languages and t in languages]
     files["_afp_langrate.yaml"] = group_config("afp_langrate", paper, ["answered"])

@@ -22,8 +22,9 @@ def split(language: str, role: str) -> dict:
 
 def configs() -> dict:
     """English demonstrations by default (COPA train), as for PAWS-X; no XCOPA config was released."""
-    return language_family("afp_xcopa", LANGUAGES, split,
-                           data={"fields": ["premise", "choice1", "choice2", "question", "label"]})
+    return language_family(
+        "afp_xcopa", LANGUAGES, split, data={"fields": ["premise", "choice1", "choice2", "question", "label"]}
+    )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,10 @@ DATA = {"label_names": ["entailment", "neutral", "contradiction"], "fields": ["p
 def configs() -> dict:
     """``afp_xnli_{lang}`` (full-sentence prompt, English demonstrations) with its demonstration variants, and the
     question-style variant ``afp_xnli_qa_{lang}`` (group ``afp_xnli_qa``)."""
-    return {**language_family("afp_xnli", LANGUAGES, split, data=DATA),
-            **language_family("afp_xnli_qa", LANGUAGES, split, demo_languages=(), native_variant=False, data=DATA)}
+    return {
+        **language_family("afp_xnli", LANGUAGES, split, data=DATA),
+        **language_family("afp_xnli_qa", LANGUAGES, split, demo_languages=(), native_variant=False, data=DATA),
+    }
 
 
 if __name__ == "__main__":

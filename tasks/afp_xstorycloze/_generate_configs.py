@@ -27,8 +27,7 @@ def split(language: str, role: str) -> dict:
 
 
 def configs() -> dict:
-    return language_family("afp_xstorycloze", LANGUAGES, split,
-                           data={"columns": PUBLISHED_COLUMNS, "fields": FIELDS})
+    return language_family("afp_xstorycloze", LANGUAGES, split, data={"columns": PUBLISHED_COLUMNS, "fields": FIELDS})
 
 
 if __name__ == "__main__":

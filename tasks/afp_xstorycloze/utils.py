@@ -1,4 +1,5 @@
-"""afp_xstorycloze hooks: the data loader (hub, or local files under data_dir); the code lives in tasks/afp_task_common.py."""
+"""afp_xstorycloze hooks: the data loader (hub, or local files under data_dir); the code lives in
+tasks/afp_task_common.py."""
 
 import sys
 from pathlib import Path

@@ -16,8 +16,9 @@ def split(language: str, role: str) -> dict:
 
 
 def configs() -> dict:
-    return language_family("afp_xwinograd", LANGUAGES, split,
-                           data={"fields": ["sentence", "option1", "option2", "answer"]})
+    return language_family(
+        "afp_xwinograd", LANGUAGES, split, data={"fields": ["sentence", "option1", "option2", "answer"]}
+    )
 
 
 if __name__ == "__main__":
