@@ -355,8 +355,9 @@ def setup_run(config: AlignConfig, examples, processes, console: Console, write_
     train_set = [tokenized[index] for index in train_indices]
     held_out_set = [tokenized[index] for index in held_out_indices]
     model = load_base_model(config, tokenizer, device, processes.weights_dtype)
-    if config.model.architecture is not None and config.lora.enabled and write_files and processes.is_main:
-        save_built_base_model(model, tokenizer, output_dir / BASE_MODEL_DIR)
+    if config.model.architecture is not None and config.lora.enabled and write_files:
+        # on_main: a full disk on the main process ends every process with its one line, none waits for it
+        processes.on_main(lambda: save_built_base_model(model, tokenizer, output_dir / BASE_MODEL_DIR))
     model = make_trainable(model, config)
     trainable, total = count_parameters(model)
     _describe(console, config, len(train_set), len(held_out_set), counts, trainable, total, device, model, processes)
@@ -615,8 +616,10 @@ def train_loop(
                 if schedule.evaluates(state.step):
                     record.update({f"held_out_{key}": value for key, value in run.evaluate().items()})
                     progress.console.print(f"step {state.step}: {_format_record(record)}", highlight=False)
-                if run.processes.is_main:
-                    append_metrics(Path(run.config.output_dir) / METRICS_FILE, record, writer)
+                # on_main: a full disk stops every process after this step, not only the main one
+                run.processes.on_main(
+                    lambda: append_metrics(Path(run.config.output_dir) / METRICS_FILE, record, writer)  # noqa: B023
+                )
                 progress.update(task, stats=_format_record(record))
                 window.reset()
             progress.update(task, completed=state.step)
