@@ -13,7 +13,8 @@ Batches: random token ids of fixed lengths (CIT texts of --seq tokens, half prom
 with --data, the examples of an AFP file tokenised as `afp align` does (max_length --seq), in file order, so
 lengths vary as in training. "real tok/s" counts non-padding tokens (sentences + instruction texts for afp, the
 instruction texts for plain and trainer); "padding" is the share of computed positions that are padding.
-With --repeats N every mode runs N times, interleaved; the table shows the median and the spread (min–max).
+With --reuse-warmup-batches the timed steps repeat the warm-up's batches (compiled modes: no compilation while
+timed). With --repeats N every mode runs N times, interleaved; the table shows the median and the spread (min–max).
 Prints the ratio afp / baseline (time per step). Not a test: it asserts nothing.
 
   python bench/align_throughput.py                                   # small random XGLM on the CPU
@@ -147,7 +148,8 @@ def data_batches(args) -> list:
 
     examples = read_training_file(args.data, True, True)
     tokenizer = bench_tokenizer(args, examples)
-    needed = (args.warmup + args.steps) * args.batch
+    # --reuse-warmup-batches: only the warm-up's batches, which the timed steps then cycle through
+    needed = (max(args.warmup, 1) if args.reuse_warmup_batches else args.warmup + args.steps) * args.batch
     examples = (examples * (needed // len(examples) + 1))[:needed]
     tokenized, _ = tokenize_examples(examples, tokenizer, args.seq, True, True, False, True)
     return [tokenized[start : start + args.batch] for start in range(0, needed, args.batch)]
@@ -214,7 +216,7 @@ def measure(args) -> dict:
             "model": {"name_or_path": "bench"},
             "data": {"train_file": "bench"},
             "train": {"batch_size": args.batch},
-            "mcl": {"weight": 0.0 if base == "afp-cit" else 1.0},
+            "mcl": {"weight": 0.0 if base == "afp-cit" else 1.0, "pooling": args.pooling},
         }
     )
 
@@ -385,6 +387,18 @@ def main() -> None:
         action="store_true",
         help="full fine-tuning (every weight, fp32 master weights under bf16 autocast on CUDA) instead of LoRA",
     )
+    parser.add_argument(
+        "--pooling",
+        default="last-1",
+        help="mcl.pooling of the afp modes (MCL's pass stops at its layer, so its cost grows with the layer)",
+    )
+    parser.add_argument(
+        "--reuse-warmup-batches",
+        action="store_true",
+        help="with --data: the timed steps cycle through the warm-up's batches, so a compiled step meets no new "
+        "shape while timed (the steady state of a long run, once every bucket has compiled); every mode sees the "
+        "same batches",
+    )
     parser.add_argument("--compile", action="store_true", help="every afp mode with train.compile")
     parser.add_argument("--packing", action="store_true", help="every afp mode with data.packing")
     parser.add_argument(
@@ -419,7 +433,7 @@ def main() -> None:
         if mode_name(base, switches) not in modes:
             modes.append(mode_name(base, switches))
     passed_on = [
-        f"--{key}" if value is True else f"--{key}={value}"
+        f"--{key.replace('_', '-')}" if value is True else f"--{key.replace('_', '-')}={value}"
         for key, value in vars(args).items()
         if key not in {"mode", "modes", "compile", "packing", "repeats"} and value is not None and value is not False
     ]
@@ -447,7 +461,7 @@ def main() -> None:
             else f"seq {args.seq} (MCL sentences {args.seq // 4} tokens)"
         )
         + f", {args.steps} timed steps after {args.warmup} warm-up, {args.repeats} repeat(s); "
-        f"{'full fine-tuning' if args.full else f'LoRA targets {args.targets}'}"
+        f"{'full fine-tuning' if args.full else f'LoRA targets {args.targets}'}; MCL pooling {args.pooling}"
     )
     spread = args.repeats > 1
     print(

@@ -258,10 +258,10 @@ class TrainConfig:
     gradient_checkpointing: bool = _help("Recompute activations in backward to save memory.", False)
     compile: bool = _help(
         "torch.compile each decoder block (LoRA inside) for the training passes, batch widths rounded up to few "
-        "sizes. The first step compiles (minutes on a CPU, which needs a C++ compiler); then about 2x the eager "
-        "step on a CPU for SmolLM2-135M (bench/RESULTS.md), not measured on CUDA yet. Off by default: a short run "
-        "would not earn back the compile time, and rounding and dropout draws differ from eager. Not with "
-        "FSDP/DeepSpeed.",
+        "sizes. The first step compiles (a minute or more on a CPU, which needs a C++ compiler). On a CPU it is "
+        "slower than eager for SmolLM2-135M (0.64x the steps/s once compiled: bench/RESULTS.md); meant for CUDA, "
+        "where the step is bound by kernel launches, but not measured there yet. Off by default: not faster where "
+        "measured, and rounding and dropout draws differ from eager. Not with FSDP/DeepSpeed.",
         False,
     )
     log_every: int = _help("Write metrics.jsonl and update the progress line every N steps.", 10)
