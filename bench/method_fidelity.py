@@ -133,6 +133,29 @@ class Recorder:
         say(f"  done in {time.monotonic() - started:.0f} s")
 
 
+def build_translation_file(recorder: Recorder, parallel: Path, output: Path) -> None:
+    """An AFP training file from en-zh pairs with `afp data translation`: both directions (change-prob 0.5), each
+    pair once, seed 0 — the same build for every bench that aligns on Tatoeba pairs."""
+    recorder.afp(
+        "data",
+        "translation",
+        "--parallel",
+        parallel,
+        "--languages",
+        "en",
+        "zh",
+        "--change-prob",
+        "0.5",
+        "--repeat",
+        "1",
+        "--seed",
+        "0",
+        "--output",
+        output,
+        "--overwrite",
+    )
+
+
 def say(text: str) -> None:
     print(text, flush=True)
 
@@ -185,24 +208,7 @@ def prepare(args, scale: Scale, recorder: Recorder) -> dict:
     write_flores_layout(data_dir, parts.dev, parts.held_out)
     train_file, held_out_file = data_dir / "align.jsonl", data_dir / "held_out.jsonl"
     for source, target in ((align_tsv, train_file), (held_out_tsv, held_out_file)):
-        recorder.afp(
-            "data",
-            "translation",
-            "--parallel",
-            source,
-            "--languages",
-            "en",
-            "zh",
-            "--change-prob",
-            "0.5",
-            "--repeat",
-            "1",
-            "--seed",
-            "0",
-            "--output",
-            target,
-            "--overwrite",
-        )
+        build_translation_file(recorder, source, target)
     recipe = write_recipe(args.out / "recipe.yaml", base, train_file, scale.align_steps)
     return {
         "base": base,

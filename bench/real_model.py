@@ -43,7 +43,14 @@ sys.path.insert(0, str(REPO))
 import real_model_fixture as fixture  # noqa: E402
 from fidelity_data import PartSizes, read_pairs, split_parts, write_flores_layout, write_tsv  # noqa: E402
 from fidelity_report import METRICS, PAPER_CLAIMS, write_reports  # noqa: E402
-from method_fidelity import FLORES_TASKS, OBJECTIVES, Recorder, generation_metrics, say  # noqa: E402
+from method_fidelity import (  # noqa: E402
+    FLORES_TASKS,
+    OBJECTIVES,
+    Recorder,
+    build_translation_file,
+    generation_metrics,
+    say,
+)
 
 PARALLEL = REPO.parent / "shared" / "data" / "parallel" / "tatoeba_en-zh.tsv"
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -282,24 +289,7 @@ def prepare_data(args, scale: Scale, recorder: Recorder) -> dict:
     train_file, held_out_file = data_dir / "align.jsonl", data_dir / "held_out.jsonl"
     for source, target in ((align_tsv, train_file), (held_out_tsv, held_out_file)):
         if not target.is_file():
-            recorder.afp(
-                "data",
-                "translation",
-                "--parallel",
-                source,
-                "--languages",
-                "en",
-                "zh",
-                "--change-prob",
-                "0.5",
-                "--repeat",
-                "1",
-                "--seed",
-                "0",
-                "--output",
-                target,
-                "--overwrite",
-            )
+            build_translation_file(recorder, source, target)
     recipe = write_recipe(args.out / "recipe.yaml", args.model, train_file, scale, args.device)
     depth = json.loads((args.model / "config.json").read_text())["num_hidden_layers"]
     return {
