@@ -701,3 +701,61 @@ def test_resume_with_fewer_steps_than_the_checkpoint_is_refused(run_copy, run_cl
     code, _, err = run_cli("align", run_copy / "recipe.yaml", "train.max_steps=3", "--resume")
     assert_error(code, err, r"train.max_steps=3 lies before the checkpoint resumed \(step 4\): give at least 4$")
     assert tree(run_copy) == before
+
+
+# ------------------------------------------------------------------------------------------- checkpoints that run code
+
+
+class _RunsCode:
+    """Unpickled, it calls exec: what a checkpoint copied from someone else may hold instead of optimizer state."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+def rewrite_optimizer(checkpoint: Path, **extra) -> None:
+    """Put ``extra`` into the checkpoint's optimizer.pt and rewrite its manifest, as whoever changed it would."""
+    import afp_cli.align.checkpoint as checkpoint_module
+
+    saved = torch.load(checkpoint / OPTIMIZER, weights_only=True)
+    torch.save({**saved, **extra}, checkpoint / OPTIMIZER)
+    digests = checkpoint_module._file_digests(checkpoint)
+    (checkpoint / MANIFEST).write_text(json.dumps({"format": 1, "files": digests}))
+
+
+def test_a_checkpoint_holds_only_what_weights_only_loading_reads(stopped_run):
+    saved = torch.load(stopped_run / "run" / "checkpoints" / "step-00000004" / OPTIMIZER, weights_only=True)
+    assert set(saved) == {"optimizer", "scheduler", "rng"} and saved["scheduler"]["last_epoch"] == 4
+    assert len(saved["optimizer"]["state"]) > 0 and saved["rng"][0]["torch"].dtype == torch.uint8
+
+
+def test_a_checkpoint_whose_optimizer_state_would_run_code_is_refused_without_running_it(run_copy, run_cli):
+    run = run_copy / "run"
+    marker = run_copy / "ran.txt"
+    rewrite_optimizer(run / "checkpoints" / "step-00000004", optimizer=_RunsCode(marker))
+    assert checkpoint_damage(run / "checkpoints" / "step-00000004") is None  # the manifest says it is whole
+    before = tree(run)
+    code, _, err = run_cli("align", run_copy / "recipe.yaml", "--resume")
+    assert_error(
+        code,
+        err,
+        r"step-00000004/optimizer.pt: loading it would run Python code \(builtins\.exec\), .* "
+        r"resume only from a checkpoint you wrote yourself, with --trust-checkpoint; nothing was changed",
+    )
+    assert not marker.exists() and tree(run) == before
+
+
+def test_trust_checkpoint_resumes_from_one_that_pickles_a_harmless_object(run_copy, run_cli, reference):
+    import datetime
+
+    run = run_copy / "run"
+    rewrite_optimizer(run / "checkpoints" / "step-00000004", written=datetime.date(2025, 1, 1))  # not weights-only
+    code, _, err = run_cli("align", run_copy / "recipe.yaml", "--resume")
+    assert_error(code, err, r"optimizer.pt: loading it would run Python code \(datetime.date\)")
+    code, _, err = run_cli("align", run_copy / "recipe.yaml", "--resume", "--trust-checkpoint")
+    assert code == 0, err
+    assert re.fullmatch(r"warning: .*optimizer.pt: loaded with Python's unpickler .*datetime.date", one_line(err))
+    assert_same_adapter(run, reference)

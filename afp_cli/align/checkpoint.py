@@ -4,6 +4,12 @@ load, prune.
 Each checkpoint ends with ``manifest.json``, the size and SHA-256 of every file in it, written last: a resume checks
 it and skips a damaged checkpoint (a truncated or changed file) for the newest intact one. Checkpoints from before
 the manifest (afp 0.x) are accepted when every file parses.
+
+The manifest proves a checkpoint whole, not who wrote it (whoever changes a file can rewrite the manifest too), and
+unpickling runs code: ``optimizer.pt`` holds only tensors and plain containers (numbers, strings, lists, tuples,
+dicts) and is loaded with ``torch.load(weights_only=True)``, and the engines' files are read for the globals their
+pickles name before their own loaders unpickle them (afp_cli/pickle_check.py). A checkpoint that would run code is
+refused unless the user vouches for it with ``--trust-checkpoint`` (docs/trust.md).
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import random
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +28,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from afp_cli.errors import AfpError
+from afp_cli.errors import AfpError, warn
+from afp_cli.pickle_check import unsafe_globals
 from afp_cli.text_files import folder_atomically
 
 CHECKPOINTS = "checkpoints"
@@ -44,7 +53,8 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 
 def rng_state() -> dict[str, Any]:
-    """This process's random generators (torch, Python, CUDA), to be restored bit for bit."""
+    """This process's random generators (torch, Python, CUDA), to be restored bit for bit: byte tensors and Python's
+    state tuple of integers, which ``torch.load(weights_only=True)`` reads back."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -158,7 +168,7 @@ def _legacy_damage(path: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return f"{STATE} does not parse"
     # the readers' errors are their own (safetensors' Rust, torch's C++ zip reader): any of them means damage
-    readers = [(OPTIMIZER, lambda file: torch.load(file, map_location="cpu", weights_only=False))]
+    readers = [(OPTIMIZER, _parses_without_running_code)]
     if (path / WEIGHTS).is_file():
         readers.append((WEIGHTS, load_file))
     for name, read in readers:
@@ -167,6 +177,17 @@ def _legacy_damage(path: Path) -> str | None:
         except Exception:  # noqa: BLE001 - see above
             return f"{name} does not parse"
     return None
+
+
+def _parses_without_running_code(path: Path) -> None:
+    """Read ``optimizer.pt`` whole without unpickling anything but tensors and plain containers; one that names other
+    globals is checked as a zip archive only (whether it may be loaded is check_trusted's question, not damage's)."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        with zipfile.ZipFile(path) as archive:
+            if archive.testzip() is not None:
+                raise ValueError("a damaged member") from None
 
 
 def resumable_checkpoint(output_dir: Path) -> tuple[Path, list[tuple[Path, str]]]:
@@ -204,13 +225,63 @@ def checkpoint_world_size(path: Path) -> int:
     return json.loads((path / STATE).read_text()).get("world_size", 1)
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0, load_engine_state=None) -> TrainingState:
+TRUST_FLAG = "--trust-checkpoint"
+
+
+def code_it_would_run(path: Path) -> list[tuple[Path, list[str]]]:
+    """The files of the checkpoint at ``path`` whose loading would import globals beyond tensors, plain containers
+    (and, for the engines' files, numpy's random state and torch.distributed.checkpoint's shard metadata), each
+    with the globals it names. Nothing is loaded: the pickles are read as opcodes."""
+    found = []
+    if (path / OPTIMIZER).is_file():
+        names = unsafe_globals(path / OPTIMIZER)
+        if names:
+            found.append((path / OPTIMIZER, names))
+    engine = path / ENGINE_STATE
+    for file in sorted(engine.rglob("*")) if engine.is_dir() else []:
+        if file.is_file() and (names := unsafe_globals(file, engine=True)):
+            found.append((file, names))
+    return found
+
+
+def untrusted_error(file: Path, names: list[str]) -> AfpError:
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return AfpError(
+        f"{file}: loading it would run Python code ({shown}), and a checkpoint copied from someone else can run "
+        f"anything that way: resume only from a checkpoint you wrote yourself, with {TRUST_FLAG}; nothing was changed"
+    )
+
+
+def check_trusted(path: Path, trust: bool) -> None:
+    """Refuse a checkpoint whose loading would run code (an AfpError naming the file, the risk and the flag), unless
+    ``trust``: then warn that it will be unpickled."""
+    found = code_it_would_run(path)
+    if not found:
+        return
+    if not trust:
+        raise untrusted_error(*found[0])
+    warn(
+        f"{found[0][0]}: loaded with Python's unpickler ({TRUST_FLAG}): it imports {', '.join(found[0][1][:3])}"
+        + (f" (and {len(found) - 1} more file(s))" if len(found) > 1 else "")
+    )
+
+
+def load_checkpoint(
+    path: Path, model, optimizer, scheduler, rank: int = 0, load_engine_state=None, trust: bool = False
+) -> TrainingState:
     """Restore weights, optimizer, schedule and process ``rank``'s RNG in place; returns the step and bookkeeping.
 
     Args:
         load_engine_state: reads the sharded weights and optimizer of an FSDP / DeepSpeed checkpoint (a folder).
+        trust: the user vouches for the checkpoint (``--trust-checkpoint``): its files are unpickled whatever they
+            name. Without it a file that would run code is refused before any is loaded.
     """
-    saved = torch.load(path / OPTIMIZER, map_location="cpu", weights_only=False)
+    if not trust:
+        check_trusted(path, trust=False)
+    try:
+        saved = torch.load(path / OPTIMIZER, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as error:  # a global the static read could not see: torch's own check caught it
+        raise untrusted_error(path / OPTIMIZER, [str(error).splitlines()[0]]) from None
     if (path / ENGINE_STATE).is_dir():
         load_engine_state(path / ENGINE_STATE)
     else:

@@ -30,6 +30,7 @@ from rich.console import Console
 from afp_cli.align.checkpoint import (
     CHECKPOINTS,
     TrainingState,
+    check_trusted,
     checkpoint_step,
     checkpoint_world_size,
     list_checkpoints,
@@ -216,11 +217,13 @@ def align(
     dry_run: bool = False,
     stop_after: int | None = None,
     console: Console | None = None,
+    trust_checkpoint: bool = False,
 ) -> AlignResult:
     """Train (or, with ``dry_run``, only validate and describe) an AFP run described by ``config``.
 
     Args:
         stop_after: stop after this many optimizer steps in this session, with a checkpoint, for ``--resume`` later.
+        trust_checkpoint: resume from a checkpoint whose loading runs code (``--trust-checkpoint``; checkpoint.py).
     """
     train = config.train
     output_dir = Path(config.output_dir)
@@ -254,11 +257,13 @@ def align(
                         output_dir,
                         resume,
                         overwrite,
-                        accept_resume=lambda found: check_resume(config, found, processes),
+                        accept_resume=lambda found: check_resume(config, found, processes, trust_checkpoint),
                     )
                 )
             )
-        return _setup_and_train(config, examples, last_checkpoint, dry_run, stop_after, console, processes, interrupted)
+        return _setup_and_train(
+            config, examples, last_checkpoint, dry_run, stop_after, console, processes, interrupted, trust_checkpoint
+        )
 
 
 def check_launch(config: AlignConfig, processes) -> None:
@@ -281,9 +286,10 @@ def check_launch(config: AlignConfig, processes) -> None:
         )
 
 
-def check_resume(config: AlignConfig, checkpoint: Path, processes) -> None:
-    """Before a resume changes anything: as many processes as wrote the checkpoint, and a recipe that continues
-    the same run (afp_cli/align/resume_check.py)."""
+def check_resume(config: AlignConfig, checkpoint: Path, processes, trust_checkpoint: bool = False) -> None:
+    """Before a resume changes anything: a checkpoint that loads without running code (or one the user vouches
+    for), as many processes as wrote it, and a recipe that continues the same run (afp_cli/align/resume_check.py)."""
+    check_trusted(checkpoint, trust_checkpoint)
     check_resume_world_size(checkpoint, processes)
     check_resumed_recipe(config, Path(config.output_dir) / "recipe.yaml", checkpoint_step(checkpoint))
 
@@ -396,6 +402,7 @@ def _setup_and_train(
     console: Console,
     processes,
     interrupted: _InterruptFlag,
+    trust_checkpoint: bool = False,
 ) -> AlignResult:
     """Set up → held-out evaluation → loop → adapter, inside the output folder claimed by ``align``.
 
@@ -414,7 +421,13 @@ def _setup_and_train(
     state = TrainingState(step=0, extra={})
     if last_checkpoint is not None:
         state = load_checkpoint(
-            last_checkpoint, run.model, run.optimizer, run.scheduler, processes.rank, processes.load_engine_state
+            last_checkpoint,
+            run.model,
+            run.optimizer,
+            run.scheduler,
+            processes.rank,
+            processes.load_engine_state,
+            trust=trust_checkpoint,
         )
         processes.on_main(lambda: truncate_metrics(output_dir / METRICS_FILE, state.step))
         console.print(f"resumed from {last_checkpoint} (step {state.step})")

@@ -38,6 +38,14 @@ def align(
         ),
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output_dir.")] = False,
+    trust_checkpoint: Annotated[
+        bool,
+        typer.Option(
+            "--trust-checkpoint",
+            help="With --resume: load a checkpoint even though its files would run Python code when unpickled "
+            "(refused by default: docs/trust.md). Only for checkpoints you wrote yourself.",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -87,7 +95,14 @@ def align(
     }  # quoted: a folder named 123 stays a string
     config = load_config(recipe, [*(overrides or []), *(f"{key}={value}" for key, value in as_yaml.items())])
     try:
-        result = run_alignment(config, resume=resume, overwrite=overwrite, dry_run=dry_run, stop_after=stop_after)
+        result = run_alignment(
+            config,
+            resume=resume,
+            overwrite=overwrite,
+            dry_run=dry_run,
+            stop_after=stop_after,
+            trust_checkpoint=trust_checkpoint,
+        )
     except KeyboardInterrupt:  # a second Ctrl-C: the step and any checkpoint being written were dropped
         typer.echo(f"aborted at once (a second Ctrl-C); {_where_to_continue(Path(config.output_dir))}", err=True)
         raise typer.Exit(130) from None
