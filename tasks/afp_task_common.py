@@ -12,6 +12,7 @@ import csv
 import json
 import random
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -56,18 +57,28 @@ def _parse_rows(path: Path, handle) -> list[dict[str, Any]]:
     return [{"text": line.rstrip("\n")} for line in handle]
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines (``.jsonl``), TSV with header (``.tsv``) or plain one-sentence-a-line file."""
+def _read_text(path: Path, parse):
+    """``parse(path, handle)`` on a UTF-8 file; a missing or non-UTF-8 file is one LocalDataError naming it."""
     if not path.is_file():
         raise LocalDataError(f"{path}: missing local data file")
     try:
         with path.open(encoding="utf-8") as handle:
-            return _parse_rows(path, handle)
+            return parse(path, handle)
     except UnicodeDecodeError as error:
         raise LocalDataError(
             f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
             f"{error.start}); save the file as UTF-8"
         ) from None
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines (``.jsonl``), TSV with header (``.tsv``) or plain one-sentence-a-line file."""
+    return _read_text(path, _parse_rows)
+
+
+def read_text_lines(path: Path) -> list[tuple[int, str]]:
+    """``(line number, line without its newline)`` for each line of a UTF-8 file (a published format's reader)."""
+    return _read_text(path, lambda _, handle: [(n, line.rstrip("\n")) for n, line in enumerate(handle, start=1)])
 
 
 def check_fields(rows: list[dict[str, Any]], fields: list[str], where: str) -> None:
@@ -94,18 +105,105 @@ def _hub_rows(hub_path: str, hub_name: str | None, hub_split: str) -> list[dict[
         ) from None
 
 
-def _split_rows(
-    spec: dict[str, Any], hub_path: str | None, data_dir: str | None, columns: dict[str, str]
-) -> list[dict[str, Any]]:
-    if data_dir:
-        rows = read_rows(local_path(data_dir, spec["local"]))
-        # Published files and the hub spell some columns differently (XStoryCloze's InputSentence1 is the hub's
-        # input_sentence_1): local rows get the hub's names, so one template reads both.
-        return [{columns.get(name, name): value for name, value in row.items()} for row in rows] if columns else rows
+def _hub_split_rows(spec: dict[str, Any], hub_path: str | None) -> list[dict[str, Any]]:
+    if "source" in spec:  # parallel text: the hub's rows have the sentence in "text"
+        source, target = (_hub_split_rows(spec[side], hub_path) for side in ("source", "target"))
+        return [{"source": s["text"], "target": t["text"]} for s, t in zip(source, target)]
     hub_path = spec.get("hub_path", hub_path)
     if hub_path is None:
-        raise LocalDataError(f"no hub dataset loads for this task: pass data_dir (needs {spec['local']})")
+        needs = first_local_file(spec)
+        raise LocalDataError(f"no hub dataset loads for this task: pass data_dir (needs {needs})")
     return _hub_rows(hub_path, spec.get("hub_name"), spec["hub_split"])
+
+
+# ------------------------------------------------------------------------------------------------ local layouts
+# A split's local data comes in one of its ``layouts`` (a spec without ``layouts`` is its own single layout):
+#   {local: F}                              rows of F by its suffix (read_rows)
+#   {local: F, reader: NAME, ...}           rows of F by a family's reader for a published format (readers[NAME])
+#   {source: {local: S}, target: {local: T}} line-aligned parallel text, zipped into rows {source, target}
+# and a layout may rename its columns (``columns``) to the names the template reads. Several layouts let a task
+# read a benchmark as published and in the hub's schema; exactly one must be present under data_dir: with two,
+# the files could hold different sets (the hub's XWinograd zh has 504 schemas, the authors' release 16), and
+# afp will not guess which one the user meant.
+
+Reader = Callable[[Path, dict[str, Any]], list[dict[str, Any]]]
+
+
+def split_layouts(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(spec.get("layouts") or [spec])
+
+
+def layout_files(layout: dict[str, Any], data_dir: str | Path) -> list[Path]:
+    parts = [layout["source"], layout["target"]] if "source" in layout else [layout]
+    return [local_path(data_dir, part["local"]) for part in parts]
+
+
+def first_local_file(spec: dict[str, Any]) -> Path:
+    """The file a split reads first (relative to data_dir): what a message asking for data_dir names."""
+    return layout_files(split_layouts(spec)[0], "")[0]
+
+
+def choose_layout(spec: dict[str, Any], data_dir: str | Path) -> dict[str, Any]:
+    """The one layout of a split whose files are all under ``data_dir``; LocalDataError when none or several is.
+
+    With none, the error names the first missing file of the layout the user seems to hold (some of its files
+    present, else its folders: ``summarization/`` with afp's JSONL, not ``crosssum/``), else of the first
+    layout, and the other layouts that would do.
+    """
+    layouts = split_layouts(spec)
+    files = [layout_files(layout, data_dir) for layout in layouts]
+    present = [index for index, paths in enumerate(files) if all(path.is_file() for path in paths)]
+    if len(present) == 1:
+        return layouts[present[0]]
+    if present:
+        held = " and ".join(" + ".join(str(path) for path in files[index]) for index in present)
+        raise LocalDataError(
+            f"{held}: the same split in {len(present)} layouts; keep one (they may hold different rows, and afp "
+            "will not guess which you meant)"
+        )
+    begun = next(
+        (paths for paths in files if any(path.is_file() for path in paths)),
+        next((paths for paths in files if all(path.parent.is_dir() for path in paths)), files[0]),
+    )
+    missing = next(path for path in begun if not path.is_file())
+    others = [" + ".join(str(path) for path in paths) for paths in files if paths is not begun]
+    hint = f", nor is {' nor '.join(others)} there (either layout will do)" if others else ""
+    raise LocalDataError(f"{missing}: missing local data file{hint}")
+
+
+def _parallel_rows(source: Path, target: Path) -> list[dict[str, Any]]:
+    """Line i of ``source`` and line i of ``target`` as one row ``{source, target}``."""
+    sources, targets = read_rows(source), read_rows(target)
+    if len(sources) != len(targets):
+        shorter = source if len(sources) < len(targets) else target
+        line = min(len(sources), len(targets)) + 1
+        raise LocalDataError(
+            f"{shorter}:{line}: no line here to pair with the other file's line {line} ({source} has "
+            f"{len(sources)} lines, {target} has {len(targets)}; line i of one is the pair of line i of the other)"
+        )
+    return [{"source": s["text"], "target": t["text"]} for s, t in zip(sources, targets)]
+
+
+def _local_split_rows(
+    spec: dict[str, Any], data_dir: str, columns: dict[str, str], readers: dict[str, Reader]
+) -> tuple[list[dict[str, Any]], str]:
+    """The rows of a split's present layout, columns renamed, and the file its errors name."""
+    layout = choose_layout(spec, data_dir)
+    path = layout_files(layout, data_dir)[0]
+    if "source" in layout:
+        rows = _parallel_rows(*layout_files(layout, data_dir))
+    elif "reader" in layout:
+        if layout["reader"] not in readers:  # a task configuration error, not the user's
+            raise ValueError(f"no reader '{layout['reader']}' for {path} (readers: {', '.join(readers) or 'none'})")
+        rows = readers[layout["reader"]](path, layout)
+    else:
+        rows = read_rows(path)
+    # Published files and the hub spell some columns differently (XStoryCloze's InputSentence1 is the hub's
+    # input_sentence_1): local rows get the hub's names, so one template reads both.
+    renamed = {**columns, **(layout.get("columns") or {})}
+    if renamed:
+        rows = [{renamed.get(name, name): value for name, value in row.items()} for row in rows]
+    return rows, str(path)
 
 
 def _integer_label(row: dict[str, Any], label_names: list[str], where: str) -> dict[str, Any]:
@@ -123,18 +221,10 @@ def _integer_label(row: dict[str, Any], label_names: list[str], where: str) -> d
     return row
 
 
-def _where(spec: dict[str, Any], data_dir: str | None) -> str:
-    return str(local_path(data_dir, spec["local"])) if data_dir else f"{spec.get('hub_name')}/{spec['hub_split']}"
-
-
-# A demonstration split whose local file is missing loads as one row naming the file: a 0-shot run never reads it,
-# and FixedDemonstrations raises the missing-file error the moment a k-shot run asks it for a demonstration.
-MISSING_FILE_FIELD = "afp_missing_local_file"
-
-
-def _missing_local_files(spec: dict[str, Any], data_dir: str) -> list[Path]:
-    parts = [spec["source"], spec["target"]] if "source" in spec else [spec]
-    return [path for path in (local_path(data_dir, part["local"]) for part in parts) if not path.is_file()]
+# A demonstration split whose local files are missing (or present in two layouts) loads as one row carrying the
+# error: a 0-shot run never reads it, and FixedDemonstrations raises that error the moment a k-shot run asks it
+# for a demonstration.
+DEFERRED_ERROR_FIELD = "afp_local_data_error"
 
 
 def load_splits(
@@ -146,19 +236,22 @@ def load_splits(
     columns: dict | None = None,
     fields: list[str] | None = None,
     demonstration_split: str = "demos",
+    readers: dict[str, Reader] | None = None,
     **_: Any,
 ):
     """``custom_dataset`` hook: a DatasetDict with one entry per split of ``splits``.
 
     A split spec is ``{hub_name, hub_split, local}`` (plus ``hub_path`` where it differs from the task's), or
-    ``{source: spec, target: spec}`` for parallel text (zipped line by line into ``source``/``target``).
+    ``{source: spec, target: spec}`` for parallel text (zipped line by line into ``source``/``target``), or the
+    hub keys with ``layouts``: the local layouts the split may come in (see "local layouts" above; a family
+    passes ``readers`` for the published formats its layouts name).
     ``columns`` renames local columns to the hub's names; ``fields`` are the fields every row must have (checked
     here, so a malformed file is one line naming it, not a template error deep in lm-eval); ``extra_fields`` are
     added to every row (a FLORES task adds its BLEU tokenizer); a ``label`` is made an integer once here,
     ``label_names`` giving the ids of spelled-out labels (cheaper than a ``process_docs`` hook, which lm-eval
     re-runs on every access). Other keyword arguments (lm-eval's metadata, the model args) are ignored.
 
-    The ``demonstration_split`` (the tasks' ``fewshot_split``, ``demos``) is read only if its local file exists:
+    The ``demonstration_split`` (the tasks' ``fewshot_split``, ``demos``) is read only if its local files exist:
     lm-eval loads every split of a task whatever its k, and a 0-shot run must not need a demonstration file. A
     missing one becomes a placeholder row that :class:`FixedDemonstrations` turns into the usual missing-file error
     when k > 0.
@@ -167,28 +260,21 @@ def load_splits(
 
     loaded = {}
     for split, spec in (splits or {}).items():
-        missing = _missing_local_files(spec, data_dir) if data_dir and split == demonstration_split else []
-        if missing:
-            loaded[split] = datasets.Dataset.from_list([{MISSING_FILE_FIELD: str(missing[0])}])
-            continue
-        if "source" in spec:
-            source = _split_rows(spec["source"], hub_path, data_dir, {})
-            target = _split_rows(spec["target"], hub_path, data_dir, {})
-            if len(source) != len(target):
-                raise LocalDataError(
-                    f"{spec['source']['local']} has {len(source)} lines but {spec['target']['local']} has {len(target)}"
-                )
-            rows = [{"source": s["text"], "target": t["text"]} for s, t in zip(source, target)]
+        if data_dir:
+            if split == demonstration_split:
+                try:
+                    choose_layout(spec, data_dir)
+                except LocalDataError as error:
+                    loaded[split] = datasets.Dataset.from_list([{DEFERRED_ERROR_FIELD: str(error)}])
+                    continue
+            rows, where = _local_split_rows(spec, data_dir, columns or {}, readers or {})
         else:
-            where = _where(spec, data_dir)
-            rows = _split_rows(spec, hub_path, data_dir, columns or {})
-            check_fields(rows, list(fields or []), where)
-            rows = [
-                _integer_label(row, label_names or [], f"{where}: row {number}")
-                for number, row in enumerate(rows, start=1)
-            ]
+            named = spec.get("source", spec)
+            rows, where = _hub_split_rows(spec, hub_path), f"{named.get('hub_name')}/{named.get('hub_split')}"
+        check_fields(rows, list(fields or []), where)
+        rows = [_integer_label(row, label_names or [], f"{where}: row {number}") for number, row in enumerate(rows, 1)]
         if not rows:
-            raise LocalDataError(f"{_where(spec.get('source', spec), data_dir)}: no rows")
+            raise LocalDataError(f"{where}: no rows")
         loaded[split] = datasets.Dataset.from_list([{**row, **(extra_fields or {})} for row in rows])
     return datasets.DatasetDict(loaded)
 
@@ -231,8 +317,8 @@ def _fixed_sampler_class():
             if df:
                 self.df = df
             docs = self.fewshot_docs()
-            if n > 0 and docs and MISSING_FILE_FIELD in docs[0]:
-                raise LocalDataError(f"{docs[0][MISSING_FILE_FIELD]}: missing local data file")
+            if n > 0 and docs and DEFERRED_ERROR_FIELD in docs[0]:
+                raise LocalDataError(docs[0][DEFERRED_ERROR_FIELD])
             if n > len(docs):
                 raise LocalDataError(f"{n} demonstrations asked for, but the demonstration split has {len(docs)} rows")
             return [docs[index] for index in official_demonstration_order(len(docs), self.seed)[:n]]

@@ -84,10 +84,21 @@ def leaf_tasks(manager, names: list[str]) -> list[str]:
     return leaves
 
 
-def _split_specs(config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """The data specs of an afp task per split (two for parallel text); none for other tasks."""
-    splits = (config.get("dataset_kwargs") or {}).get("splits") or {}
-    return {name: [spec["source"], spec["target"]] if "source" in spec else [spec] for name, spec in splits.items()}
+def task_common():
+    """``tasks/afp_task_common.py``, the loader every afp task runs, imported as the tasks' ``utils.py`` import it
+    (so that this check and the loader apply one rule for local files, not two copies of it)."""
+    import importlib
+    import sys
+
+    folder = str(default_include_path())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module("afp_task_common")
+
+
+def _loads_from_hub(spec: dict[str, Any]) -> bool:
+    parts = [spec["source"], spec["target"]] if "source" in spec else [spec]
+    return all("hub_path" in part for part in parts)
 
 
 def needs_demonstrations(config: dict[str, Any], shots: list[int] | None) -> bool:
@@ -101,21 +112,19 @@ def needs_demonstrations(config: dict[str, Any], shots: list[int] | None) -> boo
 def check_local_data(manager, names: list[str], data_dir: str | Path | None, shots: list[int] | None = None) -> None:
     """Every afp task to run finds its local files under ``data_dir`` (lm-eval's built-ins use the hub); the
     demonstration file only when some run has k > 0 (a 0-shot run never reads it: tasks/afp_task_common.py)."""
+    common = task_common()
     for task in leaf_tasks(manager, names):
         entry = manager.task_index.get(task)
         config = (entry.cfg or {}) if entry is not None else {}
-        per_split = _split_specs(config)
+        splits = dict((config.get("dataset_kwargs") or {}).get("splits") or {})
         if not needs_demonstrations(config, shots):
-            per_split.pop(config.get("fewshot_split"), None)
-        specs = [spec for split in per_split.values() for spec in split]
-        files = [spec["local"] for spec in specs]
-        if not files:
-            continue
-        if data_dir is None:
-            if any("hub_path" not in spec for spec in specs):
-                raise AfpError(f"task '{task}' has no hub dataset that loads: pass --data-dir with {files[0]}")
-            continue
-        for relative in files:
-            path = Path(data_dir) / relative
-            if not path.is_file():
-                raise AfpError(f"{path}: missing local data file (task '{task}' reads it from --data-dir)")
+            splits.pop(config.get("fewshot_split"), None)
+        for spec in splits.values():
+            if data_dir is not None:
+                try:
+                    common.choose_layout(spec, data_dir)  # exactly one layout present, as the loader requires
+                except common.LocalDataError as error:
+                    raise AfpError(f"{error} (task '{task}' reads it from --data-dir)") from None
+            elif not _loads_from_hub(spec):
+                needs = common.first_local_file(spec)
+                raise AfpError(f"task '{task}' has no hub dataset that loads: pass --data-dir with {needs}")

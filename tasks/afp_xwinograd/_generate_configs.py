@@ -5,14 +5,26 @@ Run from the repository root: ``python tasks/afp_xwinograd/_generate_configs.py`
 
 from pathlib import Path
 
-from afp_cli.evaluation.taskgen import data_spec, language_family, write_family
+from afp_cli.evaluation.taskgen import language_family, write_family
 
 LANGUAGES = ("en", "fr", "jp", "pt", "ru", "zh")  # XWinograd's own codes (Japanese is "jp")
 
 
 def split(language: str, role: str) -> dict:
-    """XWinograd has a test split only: demonstrations come from a test split too (English by default)."""
-    return data_spec("Muennighoff/xwinograd", language, "test", f"xwinograd/{language}_test.jsonl")
+    """XWinograd has a test split only: demonstrations come from a test split too (English by default).
+
+    Locally, the authors' release ``xwinograd/dataset.tsv`` (all languages in one file, read by
+    ``utils.read_release``) or the hub's schema as JSON lines per language; exactly one may be present.
+    """
+    return {
+        "hub_path": "Muennighoff/xwinograd",
+        "hub_name": language,
+        "hub_split": "test",
+        "layouts": [
+            {"local": "xwinograd/dataset.tsv", "reader": "xwinograd_release", "language": language},
+            {"local": f"xwinograd/{language}_test.jsonl"},
+        ],
+    }
 
 
 def configs() -> dict:
