@@ -1,0 +1,262 @@
+"""lm-eval's HF model, scoring loglikelihood requests with only the computation whose result is read.
+
+lm-eval's ``HFLM._loglikelihood_tokens`` runs every request as one full sequence and projects every position onto
+the vocabulary, then reads the log-probabilities of the continuation tokens only. :class:`LeanHFLM` gives the same
+numbers (the same tokens, the same model, the same log-softmax) while computing
+
+1. the LM head only at the positions whose next-token distribution scores a continuation token: the backbone runs
+   without its head, and the head (and the model's final logit soft-capping, as Gemma 2/3 have it) is applied to
+   those hidden states only. For Gemma 3's 262,144-token vocabulary that projection costs more than the blocks.
+2. a shared prefix once: requests are grouped by prefix (prefix_groups.py); a family's shared prefix (the k-shot
+   demonstrations) is encoded once and its KV cache kept, every item's context continues from it once, and every
+   choice continues from the item's cache, the choices batched over a cache expanded to the batch.
+
+Requests stay on lm-eval's own path where reusing a cache would not be exact or the tokens would differ: a request
+lm-eval would left-truncate to ``max_length``, a request longer than the model's sliding attention window (the
+window then hides the start of the sequence, and a cache keeps only the window), and the whole model when a
+check at the first call finds that backbone + head + cache do not reproduce the model's own logits (an
+architecture that scales its logits otherwise, no cache support, a peft prompt-learning adapter).
+``loglikelihood_rolling`` and ``generate_until`` are lm-eval's. docs/scoring.md says the same for users.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from lm_eval.models.huggingface import HFLM
+
+from afp_cli.evaluation.prefix_groups import Family, Item, group_requests
+from afp_cli.model.blocks import backbone
+
+# lm-eval's request triple: ((context string, continuation string) or None, context ids, continuation ids)
+Request = tuple[tuple[str, str] | None, list[int], list[int]]
+AUTO_BATCH_ROWS = 8  # rows per forward when lm-eval's batch size is "auto" (its detection sizes full sequences)
+
+
+@dataclass(frozen=True)
+class LeanSupport:
+    """Whether the lean path reproduces this model's logits, and if not, why (said once, in the log)."""
+
+    supported: bool
+    reason: str = ""
+
+
+class LeanHFLM(HFLM):
+    """A drop-in ``HFLM`` whose ``loglikelihood`` computes the LM head on continuation positions only and shared
+    prefixes once; results equal HFLM's (fp32: within 1e-4, the same is_greedy flags)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._support: LeanSupport | None = None
+        self._rolling = False
+        self.lean_requests = 0  # requests scored on the lean path, for tests and the benchmark
+        self.fallback_requests = 0  # requests handed to lm-eval's path
+
+    # -- lm-eval entry points -----------------------------------------------------------------------------------
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        # lm-eval's rolling windows go through _loglikelihood_tokens too: keep them on its own path
+        self._rolling = True
+        try:
+            return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self._rolling = False
+
+    def _loglikelihood_tokens(
+        self, requests: list[Request], disable_tqdm: bool = False, override_bs: int | None = None
+    ) -> list[tuple[float, bool]]:
+        if self._rolling or not self.lean_support().supported:
+            self.fallback_requests += len(requests)
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        lean = [index for index, (_, context, continuation) in enumerate(requests) if self.fits(context, continuation)]
+        lean_set = set(lean)
+        rest = [index for index in range(len(requests)) if index not in lean_set]
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        if rest:
+            self.fallback_requests += len(rest)
+            scored = super()._loglikelihood_tokens(
+                [requests[index] for index in rest], disable_tqdm=disable_tqdm, override_bs=override_bs
+            )
+            for index, answer in zip(rest, scored, strict=True):
+                results[index] = answer
+        if lean:
+            self.lean_requests += len(lean)
+            subset = [requests[index] for index in lean]
+            for index, answer in zip(lean, self._lean_loglikelihood(subset, disable_tqdm), strict=True):
+                results[index] = answer
+        return results  # type: ignore[return-value]
+
+    # -- when the lean path applies -----------------------------------------------------------------------------
+
+    def fits(self, context: Sequence[int], continuation: Sequence[int]) -> bool:
+        """True when lm-eval would score this request from exactly its own tokens (no left truncation) and no
+        sliding attention window is shorter than its input."""
+        inputs = len(context) + len(continuation) - 1  # lm-eval drops the last continuation token from the input
+        if inputs > self.max_length:
+            return False
+        window = getattr(self.model.config, "sliding_window", None)
+        # a cache keeps a sliding layer's last window-1 tokens: below that, sliding attention sees everything
+        return not (isinstance(window, int) and inputs >= window)
+
+    def lean_support(self) -> LeanSupport:
+        """Checked once per model: backbone + head + soft-capping, continued from a cache, reproduce its logits."""
+        if self._support is None:
+            self._support = self._check_support()
+            if not self._support.supported:
+                from lm_eval.models.huggingface import eval_logger
+
+                eval_logger.warning(f"afp lean scoring off, lm-eval's path used: {self._support.reason}")
+        return self._support
+
+    def _check_support(self) -> LeanSupport:
+        if self.backend != "causal":
+            return LeanSupport(False, "not a causal LM")
+        peft_config = getattr(self.model, "peft_config", None)
+        if peft_config and any(getattr(config, "is_prompt_learning", False) for config in peft_config.values()):
+            return LeanSupport(False, "a peft prompt-learning adapter adds virtual tokens")
+        try:
+            decoder = backbone(self.model)
+        except AttributeError:
+            return LeanSupport(False, f"no backbone found in {type(self.model).__name__}")
+        if _cache_keyword(decoder) is None:
+            return LeanSupport(False, f"{type(decoder).__name__} takes no KV cache")
+        probe = torch.tensor([[self.prefix_token_id, *range(1, 8)]], device=self.device) % self.model.config.vocab_size
+        with self._inference():
+            full = self.model(probe).logits[0].float()
+            cache = self._encode(probe[:, :4], None).cache
+            continued = self._encode(probe[:, 4:], cache).last_hidden_state[0]
+            lean = self._head(continued).float()
+        difference = (full[4:] - lean).abs().max().item()
+        if not torch.allclose(full[4:], lean, rtol=1e-4, atol=1e-4 * max(1.0, full.abs().max().item())):
+            return LeanSupport(False, f"backbone + head from a cache differ from the model's logits by {difference}")
+        return LeanSupport(True)
+
+    # -- the lean path ------------------------------------------------------------------------------------------
+
+    def _lean_loglikelihood(self, requests: list[Request], disable_tqdm: bool) -> list[tuple[float, bool]]:
+        import lm_eval.models.huggingface as huggingface  # its tqdm, so that afp's switch silences this bar too
+
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        families = group_requests([tuple(context) for _, context, _ in requests])
+        bar = huggingface.tqdm(
+            total=len(requests), disable=(disable_tqdm or self.rank != 0), desc="Running loglikelihood requests"
+        )
+        with self._inference():
+            for family in families:
+                for index, answer in self._score_family(family, requests):
+                    results[index] = answer
+                    key = requests[index][0]
+                    if key is not None:
+                        self.cache_hook.add_partial("loglikelihood", key, answer)
+                    bar.update(1)
+        bar.close()
+        return results  # type: ignore[return-value]
+
+    def _score_family(self, family: Family, requests: list[Request]) -> Iterator[tuple[int, tuple[float, bool]]]:
+        prefix_cache = None
+        if family.prefix_length > 0:
+            prefix_cache = self._encode(self._ids([family.prefix]), None).cache
+        for item in family.items:
+            yield from self._score_item(item, family.prefix_length, prefix_cache, requests)
+
+    def _score_item(
+        self, item: Item, prefix_length: int, prefix_cache, requests: list[Request]
+    ) -> Iterator[tuple[int, tuple[float, bool]]]:
+        # the rest of the context, once for every choice; its last position scores each first continuation token
+        context_out = self._encode(self._ids([item.context[prefix_length:]]), _fork(prefix_cache))
+        last_context = context_out.last_hidden_state[0, -1:]
+        scored = {index: [last_context] for index in item.requests}
+        # continuations of more than one token: their tokens but the last, batched over copies of the item's cache
+        longer = [index for index in item.requests if len(requests[index][2]) > 1]
+        for start in range(0, len(longer), self._rows_per_forward()):
+            batch = longer[start : start + self._rows_per_forward()]
+            rows = [requests[index][2][:-1] for index in batch]
+            cache = _fork(context_out.cache)
+            cache.batch_repeat_interleave(len(batch))
+            # right padding after the real tokens, as lm-eval pads: a causal model's real positions never see it
+            hidden = self._encode(self._ids(rows), cache).last_hidden_state
+            for row, (index, tokens) in enumerate(zip(batch, rows, strict=True)):
+                scored[index].append(hidden[row, : len(tokens)])
+        positions = [torch.cat(scored[index]) for index in item.requests]
+        logits = self._head(torch.cat(positions))
+        if self.softmax_dtype is not None:
+            logits = logits.to(self.softmax_dtype)  # lm-eval's log_softmax(dtype=softmax_dtype) casts first too
+        # log_softmax read at one token is logit - logsumexp: the same number without writing a vocabulary-wide
+        # tensor; the argmax of the logits is the argmax of their log-softmax (lm-eval's greedy check)
+        normalisers = torch.logsumexp(logits, dim=-1)
+        greedy_tokens = logits.argmax(dim=-1)
+        targets = torch.tensor([token for index in item.requests for token in requests[index][2]], device=logits.device)
+        token_log_probs = logits.gather(1, targets[:, None])[:, 0] - normalisers
+        offset = 0
+        for index, states in zip(item.requests, positions, strict=True):
+            span = slice(offset, offset + len(states))
+            offset += len(states)
+            greedy = bool((greedy_tokens[span] == targets[span]).all())
+            yield index, (float(token_log_probs[span].sum()), greedy)
+
+    # -- model pieces -------------------------------------------------------------------------------------------
+
+    def _encode(self, input_ids: torch.Tensor, cache):
+        """The backbone on ``input_ids``, continuing ``cache`` (None: from the start); returns hidden states and the
+        grown cache as ``.last_hidden_state`` and ``.cache``."""
+        decoder = backbone(self.model)
+        keyword = _cache_keyword(decoder)
+        output = decoder(input_ids=input_ids, use_cache=True, **{keyword: cache})
+        return _Encoded(output.last_hidden_state, getattr(output, keyword))
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The model's own output module (peft's LoRA wrapper where the adapter targets it), then the final logit
+        soft-capping where the config has it (Gemma 2/3's forward applies it after the head)."""
+        logits = self.model.get_output_embeddings()(hidden)
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def _ids(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        width = max(len(row) for row in rows)
+        padded = [list(row) + [0] * (width - len(row)) for row in rows]
+        return torch.tensor(padded, dtype=torch.long, device=self.device)
+
+    def _rows_per_forward(self) -> int:
+        return self.batch_size if isinstance(self.batch_size, int) else AUTO_BATCH_ROWS
+
+    @contextlib.contextmanager
+    def _inference(self):
+        """No gradients and lm-eval's own mixed-precision setting, as its ``_model_call`` runs the model."""
+        with (
+            torch.no_grad(),
+            torch.autocast(
+                device_type=self.device.type,
+                dtype=self.mixed_precision_dtype,
+                enabled=self.mixed_precision_dtype is not None,
+            ),
+        ):
+            yield
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    last_hidden_state: torch.Tensor
+    cache: object
+
+
+def _cache_keyword(decoder) -> str | None:
+    """The backbone's KV-cache argument: ``cache`` (transformers 5) or ``past_key_values`` (earlier)."""
+    parameters = inspect.signature(decoder.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def _fork(cache):
+    """A cache that can grow without changing ``cache``: dynamic cache layers grow by concatenation into new
+    tensors (never in place), so copies of the layer objects that share the tensors are independent."""
+    if cache is None:
+        return None
+    forked = copy.copy(cache)
+    forked.layers = [copy.copy(layer) for layer in cache.layers]
+    return forked
