@@ -1,9 +1,10 @@
 """Data loading and metrics shared by afp's lm-eval task families (hub by default, local files with data_dir).
 
 Each family's ``utils.py`` imports this file, so plain ``lm_eval --include_path tasks/`` needs nothing from afp.
-A task YAML names its data in ``dataset_kwargs`` (hub dataset and, per split, the local file that replaces it);
-lm-eval calls ``custom_dataset`` with those kwargs plus the run's metadata, so ``--metadata '{"data_dir": D}'``
-(what ``afp evaluate --data-dir D`` passes) switches every afp task to the files under D, with no fallback.
+A task YAML names its data in ``dataset_kwargs`` (hub dataset and, per split, the local file or the local layouts
+that replace it); lm-eval calls ``custom_dataset`` with those kwargs plus the run's metadata, so ``--metadata
+'{"data_dir": D}'`` (what ``afp evaluate --data-dir D`` passes) switches every afp task to the files under D, with
+no fallback.
 """
 
 from __future__ import annotations

@@ -176,6 +176,18 @@ def test_two_layouts_of_one_split_are_refused_and_none_names_both(tmp_path):
         check_local_data(manager, ["afp_xnli_zh"], tmp_path, [0])
 
 
+def test_demonstrations_in_two_layouts_stop_only_a_k_shot_run(tmp_path):
+    (tmp_path / "xnli").mkdir()
+    row = "id\tpremise\thypothesis\tlabel\n0\tp\th\t1\n"
+    for name in ("zh_test.tsv", "en_dev.tsv"):
+        (tmp_path / "xnli" / name).write_text(row, encoding="utf-8")
+    (tmp_path / "xnli" / "en_dev.jsonl").write_text('{"premise": "p", "hypothesis": "h", "label": 1}\n')
+    task = _task(tmp_path, "afp_xnli_zh")  # loads: a 0-shot run reads no demonstration
+    assert len(task.test_docs()) == 1 and task.sampler.sample(0) == []
+    with pytest.raises(Exception, match=re.escape(f"{tmp_path / 'xnli' / 'en_dev.tsv'} and ")):
+        task.sampler.sample(1)
+
+
 # ---------------------------------------------------------------------------------------------- bad published rows
 
 
