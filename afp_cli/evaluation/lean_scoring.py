@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
 
 from afp_cli.evaluation.prefix_groups import Family, Item, group_requests
@@ -36,6 +37,7 @@ from afp_cli.model.blocks import backbone
 # lm-eval's request triple: ((context string, continuation string) or None, context ids, continuation ids)
 Request = tuple[tuple[str, str] | None, list[int], list[int]]
 AUTO_BATCH_ROWS = 8  # rows per forward when lm-eval's batch size is "auto" (its detection sizes full sequences)
+ITEM_ROWS = 4  # the fewest rows per forward for an item's choices (PAWS-X and XCOPA have 2, XNLI 3)
 HEAD_ROWS = 512  # positions projected onto the vocabulary at once: 512 x 262,144 fp32 logits = 0.5 GiB
 
 
@@ -162,11 +164,13 @@ class LeanHFLM(HFLM):
         return results  # type: ignore[return-value]
 
     def _score_family(self, family: Family, requests: list[Request]) -> Iterator[tuple[int, tuple[float, bool]]]:
+        # a family of one item encodes its context in one pass: a separate prefix pass would only add a forward
+        prefix_length = family.prefix_length if len(family.items) > 1 else 0
         prefix_cache = None
-        if family.prefix_length > 0:
+        if prefix_length > 0:
             prefix_cache = self._encode(self._ids([family.prefix]), None).cache
         for item in family.items:
-            yield from self._score_item(item, family.prefix_length, prefix_cache, requests)
+            yield from self._score_item(item, prefix_length, prefix_cache, requests)
 
     def _score_item(
         self, item: Item, prefix_length: int, prefix_cache, requests: list[Request]
@@ -202,13 +206,11 @@ class LeanHFLM(HFLM):
         log_probs, greedy = [], []
         for start in range(0, len(hidden), HEAD_ROWS):
             logits = self._head(hidden[start : start + HEAD_ROWS])
-            if self.softmax_dtype is not None:
-                logits = logits.to(self.softmax_dtype)  # lm-eval's log_softmax(dtype=softmax_dtype) casts first too
-            # log_softmax read at one token is logit - logsumexp: the same number without writing a
-            # vocabulary-wide tensor; the argmax of the logits is the argmax of their log-softmax (lm-eval's check)
-            chosen = logits.gather(1, targets[start : start + HEAD_ROWS, None])[:, 0]
-            log_probs.append(chosen - torch.logsumexp(logits, dim=-1))
-            greedy.append(logits.argmax(dim=-1))
+            # lm-eval's own log_softmax (logit - logsumexp sums in another order: up to 1e-3 apart over a
+            # continuation of Gemma's 262k-token vocabulary), read at each target; its argmax is lm-eval's check
+            rows = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
+            log_probs.append(rows.gather(1, targets[start : start + HEAD_ROWS, None])[:, 0])
+            greedy.append(rows.argmax(dim=-1))
         return torch.cat(log_probs), torch.cat(greedy)
 
     # -- model pieces -------------------------------------------------------------------------------------------
@@ -236,7 +238,9 @@ class LeanHFLM(HFLM):
         return torch.tensor(padded, dtype=torch.long, device=self.device)
 
     def _rows_per_forward(self) -> int:
-        return self.batch_size if isinstance(self.batch_size, int) else AUTO_BATCH_ROWS
+        """The choices of one item share a forward up to ``ITEM_ROWS`` even at batch size 1: a few short rows
+        over one cache cost far less memory than the one full sequence lm-eval runs per row."""
+        return max(self.batch_size if isinstance(self.batch_size, int) else AUTO_BATCH_ROWS, ITEM_ROWS)
 
     @contextlib.contextmanager
     def _inference(self):
