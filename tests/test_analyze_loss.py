@@ -37,6 +37,7 @@ def hand_scores(model_dir: Path, data: Path, layer: int) -> dict[str, float]:
 
     from afp_cli.data.batches import tokenize_examples
     from afp_cli.data.training_records import read_training_file
+    from afp_cli.model.pooling import Pooling
     from afp_cli.model.representations import sentence_vectors
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -53,7 +54,7 @@ def hand_scores(model_dir: Path, data: Path, layer: int) -> dict[str, float]:
             tokens += count
             for column, sentence in zip((sources, targets), item.sentences, strict=True):
                 ids = torch.tensor([sentence])
-                column.append(sentence_vectors(model, ids, torch.ones_like(ids), layer, "last")[0])
+                column.append(sentence_vectors(model, ids, torch.ones_like(ids), Pooling("last", layer))[0])
 
     def top1(queries, keys) -> float:
         def cosine(u, v):
@@ -242,7 +243,8 @@ def test_retrieval_at_another_pooling_uses_that_layer(tmp_path, tiny_model_dir):
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"pooling": "first-1"}, "--pooling: 'first-1' is not one of last, avg, max, last-N, avg-N, max-N"),
+        ({"pooling": "first-1"}, "--pooling: 'first-1' is not one of last, avg, max, last-N, avg-N, max-N, auto, .*"),
+        ({"pooling": "auto"}, r"--pooling: 'auto' is measured when `afp align` starts; give a layer \(afp analyze .*"),
         ({"max_examples": 0}, "--max-examples must be 1 or more, got 0"),
         ({"max_length": 4}, "--max-length must be 8 or more, got 4"),
     ],

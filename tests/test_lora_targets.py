@@ -80,10 +80,11 @@ def test_presets_resolve_to_the_named_module_sets(models):
 
 def _mcl_gradients(model, pooling_layer: int) -> dict[str, float]:
     from afp_cli.align.losses import info_nce
+    from afp_cli.model.pooling import Pooling
     from afp_cli.model.representations import sentence_vectors
 
     ids = torch.randint(5, 300, (8, 10), generator=torch.Generator().manual_seed(0))
-    vectors = sentence_vectors(model, ids, torch.ones_like(ids), pooling_layer, "last")
+    vectors = sentence_vectors(model, ids, torch.ones_like(ids), Pooling("last", pooling_layer))
     info_nce(vectors[:4], vectors[4:], 0.05).backward()
     return {
         name: float(param.grad.norm())

@@ -20,7 +20,5 @@ def evaluate_held_out(
         return {}
     size = max(2, config.train.batch_size * 2)
     batches = (collate(examples[start : start + size], pad_token_id) for start in range(0, len(examples), size))
-    scores = score_batches(
-        model, batches, config.mcl.pooling_layer, config.mcl.pooling_method, device, autocast, through
-    )
+    scores = score_batches(model, batches, config.mcl.pooled, device, autocast, through)
     return {key: scores[key] for key in ("retrieval_top1", "cit_loss") if key in scores}

@@ -67,9 +67,7 @@ def contrastive_loss(model, batch, mcl: MCLConfig, world_size: int) -> torch.Ten
     global batch, in rank order: the same matrix one process would build), so its value is the same on every
     process; without, each process contrasts only its own pairs.
     """
-    vectors = sentence_vectors(
-        model, batch.sentence_ids, batch.sentence_mask, mcl.pooling_layer, mcl.pooling_method, batch.sentence_packing
-    )
+    vectors = sentence_vectors(model, batch.sentence_ids, batch.sentence_mask, mcl.pooled, batch.sentence_packing)
     if world_size > 1 and mcl.gather_negatives:
         # (columns × pairs, hidden) → rows of (columns, hidden) per pair, gathered, and back: all anchors of
         # the global batch, then all positives, [then all hard negatives]

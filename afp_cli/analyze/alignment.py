@@ -17,13 +17,10 @@ from pathlib import Path
 from afp_cli.data.readers import read_parallel
 from afp_cli.errors import AfpError, located
 from afp_cli.languages import get_language
+from afp_cli.model.pooling import check_depth
 from afp_cli.text_files import open_text, require_utf8
 
 UNIFORMITY_T = 2.0  # Wang & Isola's t; alignment uses their alpha = 2 (squared distance)
-
-
-# Pooling methods of afp_cli.model.representations.pool, the training recipe's names (padding-side safe).
-POOLINGS: tuple[str, ...] = ("last", "avg", "max")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -85,12 +82,10 @@ def parse_layers(text: str, num_layers: int) -> list[int]:
             layers.extend(range(int(first), int(last or first) + 1))
     except ValueError:
         raise AfpError(f"--layers: '{text}' is not 'all' or a list like 0,1,8-12") from None
-    beyond = [layer for layer in layers if not 0 <= layer <= num_layers]
-    if beyond or not layers:
-        raise AfpError(
-            f"--layers: layer {beyond[0] if beyond else text} is beyond the model "
-            f"(layers 0..{num_layers}, 0 = embeddings)"
-        )
+    if not layers:
+        raise AfpError(f"--layers: '{text}' names no layer")
+    for layer in layers:
+        check_depth(layer, num_layers, "--layers")
     return sorted(set(layers))
 
 

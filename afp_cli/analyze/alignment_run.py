@@ -7,10 +7,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from afp_cli.analyze.alignment import POOLINGS, alignment_metrics, parse_layers, pooled_states, project_2d, read_pairs
+from afp_cli.analyze.alignment import alignment_metrics, parse_layers, pooled_states, project_2d, read_pairs
 from afp_cli.analyze.output import check_writable, report_paths, write_report
 from afp_cli.analyze.plots import metrics_by_layer, projection_map
 from afp_cli.errors import AfpError
+from afp_cli.model.pooling import METHODS, candidate_layers, choose_layer
 from afp_cli.progress import counting
 from afp_cli.report import markdown_table
 
@@ -51,8 +52,8 @@ class AlignmentConfig:
     allow_other_base: bool = False  # load adapters on a base other than the one they were trained on
 
     def __post_init__(self) -> None:
-        if self.pooling not in POOLINGS:
-            raise AfpError(f"--pooling: unknown pooling '{self.pooling}', use one of {', '.join(POOLINGS)}")
+        if self.pooling not in METHODS:
+            raise AfpError(f"--pooling: unknown pooling '{self.pooling}', use one of {', '.join(METHODS)}")
         if self.projection not in PROJECTIONS:
             raise AfpError(f"--projection: unknown method '{self.projection}', use one of {', '.join(PROJECTIONS)}")
         for name in ("max_pairs", "batch_size", "max_length", "plot_pairs"):
@@ -93,6 +94,7 @@ def run_alignment(config: AlignmentConfig) -> list[dict[str, Any]]:
                 for layer in layers
             )
             panels.append((label, *_map_points(states[config.plot_layer], config)))
+    mark_auto_choice(rows, num_layers)
     x_name, y_name = pairs.languages
     titles = [
         (key, title.replace("x→y", f"{x_name}→{y_name}").replace("y→x", f"{y_name}→{x_name}")) for key, title in METRICS
@@ -109,6 +111,25 @@ def run_alignment(config: AlignmentConfig) -> list[dict[str, Any]]:
     payload = {"config": _config_summary(config, pairs.languages, count), "rows": rows}
     write_report(paths, render_markdown(rows, config, pairs.languages, count), payload, figures)
     return rows
+
+
+def mark_auto_choice(rows: list[dict[str, Any]], depth: int) -> None:
+    """Give every row ``auto_choice``: whether ``mcl.pooling: auto`` would pool this layer for this model, chosen as
+    `afp align` chooses (afp_cli/model/pooling.py:choose_layer, on the mean top-1 retrieval of both directions)
+    among the layers measured here. No model gets a choice when no measured layer is a candidate."""
+    for label in dict.fromkeys(row["model"] for row in rows):
+        own = [row for row in rows if row["model"] == label]
+        retrieval = {row["layer"]: (row["retrieval_x_to_y"] + row["retrieval_y_to_x"]) / 2 for row in own}
+        chosen = None
+        if any(layer in retrieval for layer in candidate_layers(depth)):
+            chosen = choose_layer(retrieval, depth)
+        for row in own:
+            row["auto_choice"] = row["layer"] == chosen
+
+
+def auto_choices(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The row ``auto`` would pool, one per model that has one (see :func:`mark_auto_choice`)."""
+    return [row for row in rows if row.get("auto_choice")]
 
 
 def model_config(name_or_path: str):
@@ -161,12 +182,19 @@ def render_markdown(
     table = [
         {"model": row["model"], "layer": row["layer"], **{names[key]: row[key] for key, _ in METRICS}} for row in rows
     ]
+    chosen = "".join(
+        f"- `mcl.pooling: auto` would pool `{config.pooling}-{row['layer']}` for {row['model']} (top-1 "
+        f"{x_name}→{y_name} {row['retrieval_x_to_y']:.4f}, {y_name}→{x_name} {row['retrieval_y_to_x']:.4f}; "
+        "the best mean of both among the layers measured here, never the embeddings or the last layer).\n"
+        for row in auto_choices(rows)
+    )
     return "".join(
         [
             "# Representation alignment\n\n",
             f"`{config.model}` on {count} {x_name}–{y_name} pairs from `{config.pairs}`, {config.pooling} pooling, "
             "layer 0 = embeddings. Vectors are L2-normalised; alignment and uniformity follow Wang & Isola (2020) "
             "(alpha 2, t 2; uniformity over both languages together); random pairs are a seeded derangement.\n\n",
+            chosen + ("\n" if chosen else ""),
             markdown_table(table, ["model", "layer", *names.values()], digits=4),
             f"\n![metrics by layer]({REPORT_STEM}_layers.png)\n\n![2-D map]({REPORT_STEM}_map.png)\n",
         ]

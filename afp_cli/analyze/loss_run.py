@@ -49,9 +49,15 @@ METRICS: tuple[tuple[str, str, str], ...] = (
 
 def _pooling(spec: str) -> Pooling:
     try:
-        return parse_pooling(spec)
+        pooling = parse_pooling(spec)
     except ValueError as error:
         raise AfpError(f"--pooling: {error}") from None
+    if pooling.auto:
+        raise AfpError(
+            f"--pooling: '{spec}' is measured when `afp align` starts; give a layer (afp analyze alignment shows the "
+            "one auto would choose)"
+        )
+    return pooling
 
 
 @dataclass(frozen=True)
@@ -139,8 +145,7 @@ def run_loss(config: LossConfig) -> list[dict[str, Any]]:
     contents = read_examples(config.data, config.max_examples)
     pooling = config.parsed_pooling
     depth = model_config(config.model).num_hidden_layers  # checked before the weights load: a typo must not wait
-    if pooling.layer is not None and pooling.layer > depth:
-        raise AfpError(f"--pooling: layer {pooling.layer} is beyond the model (layers 0..{depth}, 0 = embeddings)")
+    pooling.check_depth(depth, "--pooling")
     loaded = load_variants(config.model, config.adapters, config.device, config.dtype, config.allow_other_base)
     tokenized, counts = tokenize_examples(
         contents.examples,
@@ -182,7 +187,7 @@ def score_model(model, batches, pooling: Pooling, advance=lambda count: None) ->
     autocast = (
         (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
     )
-    scores = score_batches(model, batches, pooling.layer, pooling.method, device, autocast, advance=advance)
+    scores = score_batches(model, batches, pooling, device, autocast, advance=advance)
     if batches[0].instruction_ids is not None:
         if "cit_loss" not in scores:
             raise AfpError("every answer was truncated away: raise --max-length")

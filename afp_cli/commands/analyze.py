@@ -21,6 +21,7 @@ from afp_cli.commands.options import (
     Overwrite,
     Seed,
 )
+from afp_cli.model.pooling import LAYER_SPEC_HELP, METHOD_HELP
 
 app = typer.Typer(
     help="Analyse a base model and its adapters: does it answer in the language asked for (language-rate), "
@@ -241,9 +242,7 @@ def alignment(
     ] = "all",
     pooling: Annotated[
         str,
-        typer.Option(
-            "--pooling", help="last (last non-padding token), avg (mean over tokens) or max (max over tokens)."
-        ),
+        typer.Option("--pooling", help=f"{METHOD_HELP}."),
     ] = "last",
     max_pairs: Annotated[int, typer.Option("--max-pairs", help="Use the first N pairs.")] = 1000,
     max_length: Annotated[int, typer.Option("--max-length", help="Tokens kept per sentence.")] = 128,
@@ -265,7 +264,7 @@ def alignment(
     allow_other_base: AllowOtherBase = False,
 ) -> None:
     """Per layer: cosine of translation vs random pairs, alignment, uniformity, top-1 retrieval both ways."""
-    from afp_cli.analyze.alignment_run import AlignmentConfig, run_alignment
+    from afp_cli.analyze.alignment_run import AlignmentConfig, auto_choices, run_alignment
 
     config = AlignmentConfig(
         model=model,
@@ -288,7 +287,9 @@ def alignment(
         overwrite=overwrite,
         allow_other_base=allow_other_base,
     )
-    run_alignment(config)
+    rows = run_alignment(config)
+    for row in auto_choices(rows):
+        typer.echo(f"{row['model']}: mcl.pooling auto would pool layer {row['layer']} ({pooling}-{row['layer']})")
     typer.echo(f"report: {output_dir / 'alignment.md'}")
 
 
@@ -320,8 +321,8 @@ def loss(
         typer.Option(
             "--pooling",
             help=(
-                "Sentence vector for retrieval, spelled as mcl.pooling in recipes: last-N / avg-N / max-N of layer N "
-                "(0 = embeddings), or last / avg / max of the final layer. last-1: the official MCL pooling."
+                f"Sentence vector for retrieval, spelled as mcl.pooling in recipes: {LAYER_SPEC_HELP}. last-1: the "
+                "official MCL pooling."
             ),
         ),
     ] = "last-1",

@@ -18,6 +18,7 @@ import torch
 
 from afp_cli.data.packing import PackedRows
 from afp_cli.model.blocks import backbone, decoder_layers
+from afp_cli.model.pooling import Pooling
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -30,20 +31,38 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (positions * attention_mask).argmax(dim=-1)
 
 
+def pool_last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The hidden state of each row's last non-padding token."""
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
+
+
+def pool_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean over each row's non-padding tokens."""
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+
+def pool_max(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The element-wise max over each row's non-padding tokens."""
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
+
+
+# One function per name of afp_cli/model/pooling.py:METHODS (the owner of the names; a test holds the keys equal).
+POOLERS = {"last": pool_last_token, "avg": pool_mean, "max": pool_max}
+
+
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, method: str) -> torch.Tensor:
     """Sentence vectors ``(batch, hidden)`` from hidden states ``(batch, seq, hidden)``, ignoring padding.
 
     Args:
-        method: ``last`` (last non-padding token), ``avg`` (mean over tokens) or ``max`` (max over tokens).
+        method: one of afp_cli/model/pooling.py:METHODS.
     """
-    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    if method == "last":
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
-    if method == "avg":
-        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-    if method == "max":
-        return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
-    raise ValueError(f"unknown pooling method {method!r}")
+    try:
+        pooler = POOLERS[method]
+    except KeyError:
+        raise ValueError(f"unknown pooling method {method!r}") from None
+    return pooler(hidden, attention_mask)
 
 
 class _StopForward(Exception):
@@ -113,17 +132,31 @@ def sentence_vectors(
     model,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
-    layer: int | None,
-    method: str,
+    pooling: Pooling,
     packing: PackedRows | None = None,
 ) -> torch.Tensor:
-    """Sentence vectors ``(sentences, hidden)``: hidden states of ``layer`` (None: final) pooled by ``method``.
+    """Sentence vectors ``(sentences, hidden)``: hidden states of ``pooling.layer`` (None: final) pooled by
+    ``pooling.method``.
 
     Args:
+        pooling: a resolved choice (``auto`` is measured at start-up first: afp_cli/align/layer_choice.py).
         packing: the layout of packed sentences (``attention_mask`` is then None); each sentence is taken out of
             its row (for ``last``: the token at its start + length - 1) before pooling.
     """
+    if pooling.auto:
+        raise ValueError("pooling 'auto' must be resolved to a layer before sentence vectors are taken")
     if packing is None:
-        return pool(hidden_states_at(model, input_ids, attention_mask, layer), attention_mask, method)
-    hidden, real = packing.unpack(hidden_states_at(model, input_ids, None, layer, packing.position_ids))
-    return pool(hidden, real, method)
+        return pool(hidden_states_at(model, input_ids, attention_mask, pooling.layer), attention_mask, pooling.method)
+    hidden, real = packing.unpack(hidden_states_at(model, input_ids, None, pooling.layer, packing.position_ids))
+    return pool(hidden, real, pooling.method)
+
+
+def pooled_layers(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, method: str, layers
+) -> dict[int, torch.Tensor]:
+    """``{layer: sentence vectors}`` for several ``layers`` from one forward pass that keeps every hidden state
+    (what ``auto`` measures on: afp_cli/model/scoring.py:retrieval_by_layer). Padded batches only."""
+    hidden_states = backbone(model)(
+        input_ids=input_ids, attention_mask=attention_mask, use_cache=False, output_hidden_states=True
+    ).hidden_states
+    return {layer: pool(hidden_states[layer], attention_mask, method) for layer in layers}

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from afp_cli.data.tokenize import IGNORE_INDEX
+from afp_cli.model.pooling import Pooling
 
 
 def causal_lm_loss(
@@ -76,8 +77,7 @@ def answer_tokens(labels: torch.Tensor | None) -> int:
 def score_batches(
     model,
     batches: Iterable,
-    pooling_layer: int | None,
-    pooling_method: str,
+    pooling: Pooling,
     device,
     autocast,
     through: Callable | None = None,
@@ -92,16 +92,14 @@ def score_batches(
     batches carry no instruction texts (or no answer token is left), or no pairs.
 
     Args:
+        pooling: a resolved pooling (not ``auto``).
         autocast: a context manager factory (bf16 on CUDA, a null context elsewhere).
         through: the engine's wrapped entry (``through(compute, *args)`` runs ``compute(model, *args)``), so that
             FSDP or DeepSpeed gather the weights for the passes; every process must then call this alike.
     """
     from afp_cli.model.representations import sentence_vectors
 
-    if through is None:
-
-        def through(compute, *args):
-            return compute(model, *args)
+    through = through or _direct(model)
 
     was_training = model.training
     model.eval()
@@ -127,8 +125,7 @@ def score_batches(
                     sentence_vectors,
                     batch.sentence_ids,
                     batch.sentence_mask,
-                    pooling_layer,
-                    pooling_method,
+                    pooling,
                     batch.sentence_packing,
                 ).float()
                 columns = vectors.chunk(batch.sentences_per_example)
@@ -144,3 +141,55 @@ def score_batches(
         scores["retrieval_top1"] = retrieval_accuracy(all_sources, all_targets)
         scores["retrieval_top1_reverse"] = retrieval_accuracy(all_targets, all_sources)
     return scores
+
+
+def _direct(model) -> Callable:
+    """``through`` for a model no engine wraps: ``compute(model, *args)``."""
+
+    def through(compute, *args):
+        return compute(model, *args)
+
+    return through
+
+
+@torch.no_grad()
+def retrieval_by_layer(
+    model,
+    batches: Iterable,
+    method: str,
+    layers: Iterable[int],
+    device,
+    autocast,
+    through: Callable | None = None,
+) -> dict[int, tuple[float, float]]:
+    """Top-1 retrieval both ways ``{layer: (sent0 → sent1, sent1 → sent0)}`` over all the pairs of ``batches``,
+    from one forward pass per batch that keeps every hidden state, dropout off: what ``mcl.pooling: auto`` chooses
+    its layer from (afp_cli/model/pooling.py:choose_layer). Padded batches (no packing).
+
+    Args:
+        through: as for :func:`score_batches`.
+    """
+    from afp_cli.model.representations import pooled_layers
+
+    through = through or _direct(model)
+    layers = list(layers)
+    was_training = model.training
+    model.eval()
+    sources: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    targets: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    with autocast():
+        for batch in batches:
+            batch = batch.to(device)
+            if batch.sentence_packing is not None:
+                raise ValueError("retrieval_by_layer takes padded batches")
+            by_layer = through(pooled_layers, batch.sentence_ids, batch.sentence_mask, method, layers)
+            for layer, vectors in by_layer.items():
+                columns = vectors.float().chunk(batch.sentences_per_example)
+                sources[layer].append(columns[0])
+                targets[layer].append(columns[1])
+    model.train(was_training)
+    table = {}
+    for layer in layers:
+        all_sources, all_targets = torch.cat(sources[layer]), torch.cat(targets[layer])
+        table[layer] = (retrieval_accuracy(all_sources, all_targets), retrieval_accuracy(all_targets, all_sources))
+    return table
