@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
+import hashlib
 import os
 import re
 import shutil
@@ -113,6 +114,15 @@ def require_utf8(path: str | Path, what: str = "input") -> Path:
         raise AfpError(f"{path}: {what} file not found")
     read_text(path)
     return path
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read a MiB at a time (checkpoints, adapters, data files)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def first_text(path: Path, size: int = 4096) -> str:

@@ -156,14 +156,7 @@ def test_sigterm_from_outside_stops_after_the_step_with_a_checkpoint_and_resume_
 
     recipe = make_recipe(tmp_path / "stopped", max_steps=30, save_every=0)
     run = tmp_path / "stopped" / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "afp_cli", "align", str(recipe)],
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    process = start_afp("align", recipe)
     deadline = time.monotonic() + 120
     while not ((run / "metrics.jsonl").exists() and len(steps_logged_safely(run)) >= 2):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
@@ -188,6 +181,18 @@ def test_sigterm_from_outside_stops_after_the_step_with_a_checkpoint_and_resume_
     train_module.align(load_config(whole), console=quiet())
     assert_same_adapter(run, adapter(whole.parent / "run"))
     assert steps_logged(run) == list(range(1, 31))
+
+
+def start_afp(*arguments) -> subprocess.Popen:
+    """``afp ARGUMENTS`` in a process of its own, for signals from outside and processes side by side."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "afp_cli", *map(str, arguments)],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def steps_logged_safely(run: Path) -> list[int]:
@@ -759,3 +764,30 @@ def test_trust_checkpoint_resumes_from_one_that_pickles_a_harmless_object(run_co
     assert code == 0, err
     assert re.fullmatch(r"warning: .*optimizer.pt: loaded with Python's unpickler .*datetime.date", one_line(err))
     assert_same_adapter(run, reference)
+
+
+# ------------------------------------------------------------------------------------------- one process per folder
+
+
+def test_a_second_align_into_the_same_folder_is_refused_naming_the_first(tmp_path, run_cli):
+    recipe = make_recipe(tmp_path, max_steps=30, save_every=0)
+    run = tmp_path / "run"
+    first = start_afp("align", recipe)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").exists():  # the first holds the folder and trains
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.02)
+        code, _, err = run_cli("align", recipe, "--resume")
+        assert_error(
+            code,
+            err,
+            rf"^error: {run}: in use by another afp process \(pid {first.pid} on .*: afp align {recipe}\); wait "
+            r"for it to end, or if it is gone \(it ran on another host\) remove .*\.run\.afp\.lock or pass "
+            r"--force-unlock$",
+        )
+        assert first.poll() is None  # the first runs on, untouched
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    assert first.returncode == 143 and not (tmp_path / ".run.afp.lock").exists()

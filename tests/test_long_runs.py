@@ -9,12 +9,24 @@ run goes on, that it ends with the uninterrupted run's comparison, values and p-
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from afp_cli.pickle_check import pickle_globals, unsafe_globals
+from afp_cli.run_lock import FolderInUse, folder_lock, lock_path
 
 
 class _RunsCode:
@@ -51,3 +63,276 @@ def test_a_pickle_that_computes_its_global_names_counts_as_unsafe():
     # STACK_GLOBAL whose module name is not a literal pushed just before: built at load time, so unreadable
     data = b"\x80\x04\x8c\x08builtins\x94\x8c\x04exec\x94\x85\x94R\x94\x8c\x04exec\x94\x93\x94."
     assert pickle_globals(data) == ["<a global the file builds at load time>"]
+
+
+# ------------------------------------------------------------------------------------------- afp evaluate --resume
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK = "afp_pawsx_zh"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tiny_tokenizer) -> tuple[Path, Path]:
+    """A tiny random llama and a LoRA adapter on it with non-zero weights (so the two really differ)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from afp_cli.model.loading import quiet_saving
+    from afp_cli.model.tiny import build_model, tiny_architecture
+
+    root = tmp_path_factory.mktemp("long-runs")
+    model = build_model(tiny_architecture("llama"), tiny_tokenizer, seed=0)
+    model.config.max_position_embeddings = 2048
+    with quiet_saving():
+        model.save_pretrained(root / "base")
+        tiny_tokenizer.save_pretrained(root / "base")
+        peft_model = get_peft_model(
+            AutoModelForCausalLM.from_pretrained(root / "base"), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+        )
+        generator = torch.Generator().manual_seed(0)
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:
+                parameter.data = torch.randn(parameter.shape, generator=generator) * 0.5
+        peft_model.save_pretrained(root / "adapter")
+    return root / "base", root / "adapter"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, shared_data) -> Path:
+    """PAWS-X zh test and en dev (the 1-shot demonstrations), copied so a test may change them."""
+    folder = tmp_path_factory.mktemp("data")
+    (folder / "pawsx").mkdir()
+    for name in ("zh_test.tsv", "en_dev.tsv"):
+        shutil.copy(shared_data / "pawsx" / name, folder / "pawsx" / name)
+    return folder
+
+
+def evaluate_arguments(models, data_dir, out: Path, *extra: str) -> list[str]:
+    """2 models x 2 shot counts x 2 seeds = 8 cells, 6 documents each."""
+    base, adapter = models
+    return [
+        "evaluate",
+        *("-m", str(base), "-a", str(adapter), "--tasks", TASK, "--num-fewshot", "0,1", "--seed", "0,1"),
+        *("--data-dir", str(data_dir), "--limit", "6", "--device", "cpu", "-o", str(out), *extra),
+    ]
+
+
+def comparison(out: Path) -> dict:
+    """What an interruption must not change: every row with its value, delta, interval and p-values."""
+    saved = json.loads((out / "comparison.json").read_text(encoding="utf-8"))
+    return {"rows": saved["rows"], "per_seed_rows": saved["per_seed_rows"]}
+
+
+def last_line(err: str) -> str:
+    """afp's one line; in-process runs also show the libraries' loading bars before it (subprocesses do not)."""
+    assert "Traceback" not in err and err.strip(), err
+    return err.strip().splitlines()[-1]
+
+
+def cells_on_disk(out: Path) -> list[str]:
+    return sorted(str(path.parent.relative_to(out / "raw")) for path in (out / "raw").rglob("cell.json"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(models, data_dir, tmp_path_factory) -> dict:
+    """The comparison of the run every stopped and resumed run must end with."""
+    import afp_cli.cli as cli
+
+    out = tmp_path_factory.mktemp("uninterrupted") / "eval"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["afp", *evaluate_arguments(models, data_dir, out)])
+        cli.main()  # returns on success (exit code 0)
+    assert len(cells_on_disk(out)) == 8
+    found = comparison(out)
+    assert len(found["rows"]) == 4 and all(row["value"] is not None for row in found["rows"])
+    assert [row["p_value"] is not None for row in found["rows"]] == [False, True, False, True]
+    return found
+
+
+def counting_runs(monkeypatch, fail_at: int | None = None) -> list[int]:
+    """Count lm-eval runs (one per cell); with ``fail_at``, the run of that cell (1-based) fails on a full disk."""
+    import lm_eval
+
+    from afp_cli.text_files import DiskFault
+
+    real = lm_eval.simple_evaluate
+    calls: list[int] = []
+
+    def run(*args, **kwargs):
+        calls.append(kwargs["num_fewshot"])
+        if len(calls) == fail_at:
+            raise DiskFault("could not write the results: no space left on device (0 B free there)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", run)
+    return calls
+
+
+def test_evaluate_failing_at_the_third_cell_resumes_to_the_uninterrupted_comparison(
+    models, data_dir, tmp_path, run_cli, monkeypatch, uninterrupted
+):
+    out = tmp_path / "eval"
+    counting_runs(monkeypatch, fail_at=3)
+    code, _, err = run_cli(*evaluate_arguments(models, data_dir, out))
+    assert code == 2 and last_line(err).startswith("error: could not write the results"), err
+    assert cells_on_disk(out) == ["base/0shot/seed0", "base/0shot/seed1"]  # the third is absent, not half there
+    assert not (out / "comparison.json").exists() and not list(out.rglob(".tmp-*"))
+
+    code, _, err = run_cli(*evaluate_arguments(models, data_dir, out))  # without --resume: refused, as before
+    assert code == 2 and "holds a stopped run of afp evaluate: continue it with --resume" in last_line(err)
+
+    monkeypatch.undo()
+    calls = counting_runs(monkeypatch)
+    code, _, err = run_cli(*evaluate_arguments(models, data_dir, out, "--resume"))
+    assert code == 0, err
+    assert len(calls) == 6  # only the missing cells ran
+    assert comparison(out) == uninterrupted
+
+    calls.clear()  # everything kept: no model runs, the comparison is rebuilt from the cells alone
+    code, _, err = run_cli(*evaluate_arguments(models, data_dir, out, "--resume"))
+    assert code == 0 and calls == [] and comparison(out) == uninterrupted, err
+
+
+def test_evaluate_sigterm_from_outside_keeps_the_done_cells_and_resume_ends_as_if_never_stopped(
+    models, data_dir, tmp_path, run_cli, uninterrupted
+):
+    out = tmp_path / "eval"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "afp_cli", *evaluate_arguments(models, data_dir, out)],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.monotonic() + 180
+    while not ((out / "raw").is_dir() and len(cells_on_disk(out)) >= 2):  # a known point: the second cell saved
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)  # what Slurm, Kubernetes and torchrun send before they kill
+    _, err = process.communicate(timeout=120)
+
+    assert process.returncode == 143, err
+    done = cells_on_disk(out)
+    assert 2 <= len(done) < 8 and not list(out.rglob(".tmp-*"))
+    message = re.fullmatch(
+        r"stopped \(SIGTERM\) with (\d) of 8 cells done and kept in (.*) \((.*)\); continue with: (.*)", last_line(err)
+    )
+    assert message and int(message[1]) == len(done) and message[2] == str(out / "raw"), err
+    assert message[3].count("seed") == len(done)  # each kept cell named
+    assert message[4] == shlex.join(["afp", *evaluate_arguments(models, data_dir, out), "--resume"])
+
+    code, _, err = run_cli(*shlex.split(message[4])[1:])  # the command it printed, as given
+    assert code == 0, err
+    assert comparison(out) == uninterrupted
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        (["--limit", "5"], r"limit was 6, now 5"),
+        (["--seed", "0"], r"seeds was \[0, 1\], now \[0\]"),
+        (["--demonstrations", "per-item"], r'demonstrations was "fixed", now "per-item"'),
+        ("data", r'data_files.pawsx/zh_test.tsv was "[0-9a-f]{64}", now "[0-9a-f]{64}"'),
+        ("adapter", r"adapters.adapter.adapter_model.safetensors was"),
+    ],
+)
+def test_evaluate_resume_with_other_arguments_is_refused_naming_the_first_key_that_differs(
+    models, data_dir, tmp_path, run_cli, monkeypatch, change, key
+):
+    base, adapter = models
+    out = tmp_path / "eval"
+    counting_runs(monkeypatch, fail_at=2)
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    moved = tmp_path / "adapter"
+    shutil.copytree(adapter, moved)
+    arguments = evaluate_arguments((base, moved), data, out)
+    code, _, err = run_cli(*arguments)
+    assert code == 2 and len(cells_on_disk(out)) == 1, err
+    if change == "data":
+        with (data / "pawsx" / "zh_test.tsv").open("a", encoding="utf-8") as file:
+            file.write("99\tone more\trow\t1\n")
+        change = []
+    elif change == "adapter":
+        from safetensors.torch import load_file, save_file
+
+        weights = load_file(moved / "adapter_model.safetensors")
+        save_file({name: value * 2 for name, value in weights.items()}, moved / "adapter_model.safetensors")
+        change = []
+    before = sorted(path.stat().st_mtime_ns for path in out.rglob("*"))
+    code, _, err = run_cli(*arguments, *change, "--resume")
+    assert code == 2, err
+    assert re.fullmatch(
+        rf"error: .*evaluate_run.json: --resume continues a run with other arguments: {key}.*; rerun with the "
+        r"run's arguments, or start it again with --overwrite",
+        last_line(err),
+    )
+    assert sorted(path.stat().st_mtime_ns for path in out.rglob("*")) == before  # nothing changed
+
+
+# ------------------------------------------------------------------------------------------- locks
+
+
+def dead_pid() -> int:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(finished.stdout)
+
+
+def plant_lock(folder: Path, host: str, pid: int) -> Path:
+    path = lock_path(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"host": host, "pid": pid, "started": "2025-01-01T00:00:00+00:00", "command": "afp x"}))
+    return path
+
+
+def test_a_second_holder_is_refused_naming_the_first_and_the_lock_goes_with_its_holder(tmp_path):
+    folder = tmp_path / "runs" / "a"
+    with folder_lock(folder) as path:
+        assert path == tmp_path / "runs" / ".a.afp.lock" and not folder.exists()  # beside the folder, not in it
+        held = json.loads(path.read_text())
+        assert held["pid"] == os.getpid() and held["host"] == socket.gethostname()
+        with pytest.raises(FolderInUse, match=rf"runs/a: in use by another afp process \(pid {os.getpid()} on "):
+            with folder_lock(folder):
+                pass
+        assert path.is_file()  # the refused one took nothing away
+    assert not path.exists() and not (tmp_path / "runs").exists()  # the folder it made for the lock too
+
+
+def test_a_lock_whose_process_is_gone_is_taken_over_and_another_hosts_only_by_force(tmp_path, capsys):
+    folder = tmp_path / "run"
+    pid = dead_pid()
+    plant_lock(folder, socket.gethostname(), pid)
+    with folder_lock(folder):
+        pass
+    assert capsys.readouterr().err == (
+        f"warning: {folder}: taking over the lock of pid {pid} on {socket.gethostname()}, since "
+        "2025-01-01T00:00:00+00:00: afp x (its process is gone)\n"
+    )
+    path = plant_lock(folder, "another-host", pid)
+    with pytest.raises(FolderInUse, match=r"pid \d+ on another-host.* or pass --force-unlock"):
+        with folder_lock(folder):
+            pass
+    with folder_lock(folder, force_unlock=True):
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert "(by --force-unlock)" in capsys.readouterr().err
+
+
+def test_evaluate_takes_over_a_stale_lock_and_refuses_a_live_one(models, data_dir, tmp_path, run_cli):
+    out = tmp_path / "eval"
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        plant_lock(out, socket.gethostname(), live.pid)
+        code, _, err = run_cli(*evaluate_arguments(models, data_dir, out))
+        assert code == 2 and re.fullmatch(
+            rf"error: {out}: in use by another afp process \(pid {live.pid} on .*: afp x\); wait for it to end, .*",
+            last_line(err),
+        )
+        assert not out.exists()
+    finally:
+        live.kill()
+        live.wait()
+    plant_lock(out, socket.gethostname(), live.pid)  # now gone
+    code, _, err = run_cli(*evaluate_arguments(models, data_dir, out, "--num-fewshot", "0", "--seed", "0"))
+    assert code == 0 and f"warning: {out}: taking over the lock of pid {live.pid}" in err, err
+    assert not lock_path(out).exists()

@@ -14,7 +14,6 @@ refused unless the user vouches for it with ``--trust-checkpoint`` (docs/trust.m
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -30,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from afp_cli.errors import AfpError, warn
 from afp_cli.pickle_check import unsafe_globals
-from afp_cli.text_files import folder_atomically
+from afp_cli.text_files import folder_atomically, sha256_file
 
 CHECKPOINTS = "checkpoints"
 _PREFIX = "step-"
@@ -119,18 +118,10 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
 def _file_digests(folder: Path) -> dict[str, dict[str, Any]]:
     """Size and SHA-256 of every file below ``folder`` but the manifest, by path relative to it."""
     return {
-        path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name != MANIFEST
     }
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def checkpoint_damage(path: Path) -> str | None:
@@ -156,7 +147,7 @@ def checkpoint_damage(path: Path) -> str | None:
         if (path / name).stat().st_size != size:
             return f"{name} has {(path / name).stat().st_size:,} bytes, {size:,} were written"
     for name, (_, checksum) in written.items():
-        if _sha256(path / name) != checksum:
+        if sha256_file(path / name) != checksum:
             return f"{name}: its checksum differs from the manifest's"
     return None
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +12,7 @@ from typing import Annotated
 import typer
 
 from afp_cli.commands.options import MODEL_FLAGS, OUTPUT_DIR_FLAGS
+from afp_cli.commands.run_folder import ForceUnlock
 
 HELP = """Align a pre-trained causal LM with the two AFP objectives and write a PEFT adapter.
 
@@ -46,6 +49,7 @@ def align(
             "(refused by default: docs/trust.md). Only for checkpoints you wrote yourself.",
         ),
     ] = False,
+    force_unlock: ForceUnlock = False,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -95,14 +99,15 @@ def align(
     }  # quoted: a folder named 123 stays a string
     config = load_config(recipe, [*(overrides or []), *(f"{key}={value}" for key, value in as_yaml.items())])
     try:
-        result = run_alignment(
-            config,
-            resume=resume,
-            overwrite=overwrite,
-            dry_run=dry_run,
-            stop_after=stop_after,
-            trust_checkpoint=trust_checkpoint,
-        )
+        with _run_folder_lock(Path(config.output_dir), dry_run, force_unlock):
+            result = run_alignment(
+                config,
+                resume=resume,
+                overwrite=overwrite,
+                dry_run=dry_run,
+                stop_after=stop_after,
+                trust_checkpoint=trust_checkpoint,
+            )
     except KeyboardInterrupt:  # a second Ctrl-C: the step and any checkpoint being written were dropped
         typer.echo(f"aborted at once (a second Ctrl-C); {_where_to_continue(Path(config.output_dir))}", err=True)
         raise typer.Exit(130) from None
@@ -111,6 +116,16 @@ def align(
         # (and a job script's `[ $? -eq 143 ]`) reads it so; the checkpoint is there either way
         typer.echo(f"stopped after step {result.steps} ({result.stopped_by}); continue with --resume", err=True)
         raise typer.Exit(128 + signal.Signals[result.stopped_by])
+
+
+def _run_folder_lock(output_dir: Path, dry_run: bool, force_unlock: bool):
+    """The output folder's lock (afp_cli/run_lock.py), held by the main process of the launch (rank 0 under torchrun
+    and accelerate, which set RANK): one lock per run, whatever the number of processes. A dry run writes nothing."""
+    from afp_cli.run_lock import folder_lock
+
+    if dry_run or int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return folder_lock(output_dir, force_unlock)
 
 
 def _where_to_continue(output_dir: Path) -> str:

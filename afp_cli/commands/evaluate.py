@@ -17,6 +17,7 @@ from afp_cli.commands.options import (
     MaxGenToks,
     Overwrite,
 )
+from afp_cli.commands.run_folder import ForceUnlock, continue_command
 from afp_cli.errors import AfpError
 
 HELP = """Evaluate a base model and each adapter on lm-eval tasks (afp's tasks/ and lm-eval's built-ins).
@@ -37,6 +38,10 @@ model x shots, delta to the base with a 95 % interval and the p-value of a paire
 exact McNemar for accuracy, a paired bootstrap for BLEU, chrF++, ROUGE; Holm-adjusted; stderr; mean and spread
 over several seeds) and OUTPUT_DIR/raw/<model>/<k>shot/ (lm-eval's results.json and samples_<task>.jsonl; one
 seed<N>/ folder per seed when there are several).
+
+Each (model, shots, seed) cell is saved whole the moment it completes. SIGTERM (a scheduler's preemption) and
+Ctrl-C stop at once, drop the cell being run, print the cells kept and exit 143 and 130: the same command with
+--resume runs only the missing cells and ends with the comparison of an uninterrupted run (docs/long-runs.md).
 """
 
 
@@ -133,9 +138,19 @@ def evaluate(
     ] = 1000,
     max_gen_toks: MaxGenToks = None,
     overwrite: Overwrite = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the stopped run in OUTPUT_DIR: keep its complete cells, run the rest (the arguments "
+            "must be the run's; or start the run where none was started).",
+        ),
+    ] = False,
+    force_unlock: ForceUnlock = False,
     allow_other_base: AllowOtherBase = False,
 ) -> None:
-    from afp_cli.evaluation.runner import EvaluateConfig, run_evaluation
+    from afp_cli.evaluation.runner import EvaluateConfig, EvaluationStopped, run_evaluation
+    from afp_cli.run_lock import folder_lock
 
     config = EvaluateConfig(
         model=model,
@@ -154,11 +169,22 @@ def evaluate(
         model_args=model_args,
         seed=_integers(seed, "--seed"),
         overwrite=overwrite,
+        resume=resume,
         demonstrations=demonstrations,
         allow_other_base=allow_other_base,
         bootstrap=bootstrap,
         max_gen_toks=max_gen_toks,
     )
-    markdown, _ = run_evaluation(config)
+    try:
+        with folder_lock(output_dir, force_unlock):
+            markdown, _ = run_evaluation(config)
+    except EvaluationStopped as stop:
+        kept = "; ".join(key.describe() for key in stop.done) or "none"
+        typer.echo(
+            f"stopped ({stop.signal_name}) with {len(stop.done)} of {stop.total} cells done and kept in "
+            f"{output_dir / 'raw'} ({kept}); continue with: {continue_command()}",
+            err=True,
+        )
+        raise typer.Exit(stop.exit_code) from None
     typer.echo(markdown.read_text(encoding="utf-8"))
     typer.echo(f"wrote {markdown} and {markdown.with_suffix('.json')}")

@@ -12,21 +12,22 @@ per-document results lm-eval returns with its samples.
 from __future__ import annotations
 
 import contextlib
-import json
+import signal
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from afp_cli.errors import AfpError
+from afp_cli.errors import AfpError, warn
+from afp_cli.evaluation import cells
 from afp_cli.evaluation import tasks as task_lookup
 from afp_cli.evaluation.comparison import add_deltas, over_seeds, result_rows, shots_run, write_comparison
 from afp_cli.evaluation.significance import PairedTests, collect_items
 from afp_cli.model.variants import model_labels
 from afp_cli.progress import progress_bar
-from afp_cli.report import refuse_existing, write_json
+from afp_cli.report import refuse_existing
 from afp_cli.statistics import DEFAULT_RESAMPLES
-from afp_cli.text_files import write_atomically
 
 
 @dataclass
@@ -47,6 +48,7 @@ class EvaluateConfig:
     model_args: str = ""  # extra lm-eval model arguments, "key=value,key=value"
     seed: int | list[int] = 0  # 0 = the released official config's seed; several: mean and spread per task
     overwrite: bool = False
+    resume: bool = False  # keep the complete cells of the run in output_dir, run the rest (cells.py)
     demonstrations: str = "fixed"  # fixed: one k-shot set per seed (official); per-item: lm-eval's sampling
     allow_other_base: bool = False  # load adapters on a base other than the one they were trained on
     bootstrap: int = DEFAULT_RESAMPLES  # paired-bootstrap resamples for non-accuracy metrics; 0: no bootstrap
@@ -57,6 +59,8 @@ class EvaluateConfig:
 
         if not self.tasks:
             raise AfpError("--tasks: give at least one task or group name")
+        if self.resume and self.overwrite:
+            raise AfpError("--resume and --overwrite contradict each other: choose one")
         if self.num_fewshot is not None and (not self.num_fewshot or any(shots < 0 for shots in self.num_fewshot)):
             raise AfpError(f"--num-fewshot: non-negative integers expected, got {self.num_fewshot}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -126,8 +130,9 @@ def served_adapters(config: EvaluateConfig, notify=None) -> list[tuple[str, str,
     return served
 
 
-def _backend_models(config: EvaluateConfig) -> Iterator[tuple[str, Any]]:
-    """Other lm-eval backends: the model-args string lm-eval itself parses (vLLM: its LoRA support)."""
+def _backend_models(config: EvaluateConfig, finished: set[str] = frozenset()) -> Iterator[tuple[str, Any]]:
+    """Other lm-eval backends: the model-args string lm-eval itself parses (vLLM: its LoRA support). A model in
+    ``finished`` (every cell of it kept by --resume) is not loaded: it comes as (label, None)."""
     from lm_eval.api.registry import get_model
 
     extra = f",{config.model_args}" if config.model_args else ""
@@ -136,25 +141,18 @@ def _backend_models(config: EvaluateConfig) -> Iterator[tuple[str, Any]]:
     def arguments(model: str) -> str:
         return f"pretrained={model},batch_size={config.batch_size}{extra}{device}"
 
+    def create(label: str, model_args: str) -> tuple[str, Any]:
+        return label, None if label in finished else model_class.create_from_arg_string(model_args)
+
     model_class = get_model(config.backend)
-    yield model_labels(config.adapters)[0], model_class.create_from_arg_string(arguments(config.model))
+    yield create(model_labels(config.adapters)[0], arguments(config.model))
     for label, model, adapter in served_adapters(config):
         adapter_args = (
             ""
             if adapter is None
             else (f",lora_local_path={adapter}" if config.backend == "vllm" else f",peft={adapter}")
         )
-        yield label, model_class.create_from_arg_string(arguments(model) + adapter_args)
-
-
-def _save_raw(folder: Path, results: dict[str, Any]) -> None:
-    from lm_eval.utils import handle_non_serializable
-
-    samples = results.pop("samples", {}) or {}
-    write_json(folder / "results.json", json.loads(json.dumps(results, default=handle_non_serializable)))
-    for task, records in samples.items():
-        lines = (json.dumps(record, default=handle_non_serializable, ensure_ascii=False) for record in records)
-        write_atomically(folder / f"samples_{task}.jsonl", "\n".join(lines) + "\n")
+        yield create(label, arguments(model) + adapter_args)
 
 
 @contextlib.contextmanager
@@ -190,14 +188,102 @@ def _shots_folder(requested: int | None, results: dict[str, Any]) -> str:
     return f"{ran.pop()}shot" if len(ran) == 1 else "mixedshot"
 
 
+class EvaluationStopped(Exception):
+    """SIGTERM or Ctrl-C stopped the run: the cell being run is dropped, the complete ones are kept for --resume."""
+
+    def __init__(self, signal_name: str, done: list[cells.CellKey], total: int):
+        super().__init__(f"stopped by {signal_name}")
+        self.signal_name, self.done, self.total = signal_name, done, total
+        self.exit_code = 128 + signal.Signals[signal_name]
+
+
+class _Signalled(BaseException):
+    """Raised by the signal handler wherever the run is (inside lm-eval too, which catches Exception)."""
+
+
+@contextlib.contextmanager
+def _stopping_on_signals() -> Iterator[None]:
+    """SIGTERM (a scheduler's preemption) and SIGINT (Ctrl-C) stop the run at once: a cell can take an hour, longer
+    than a scheduler waits between SIGTERM and SIGKILL, and a cell is written whole or not at all, so the one
+    being run is simply dropped."""
+
+    def stop(signum, frame):
+        raise _Signalled(signal.Signals(signum).name)
+
+    previous = {}
+    for number in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[number] = signal.signal(number, stop)
+        except ValueError:  # not the main thread: keep the default handling
+            break
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def run_manifest(config: EvaluateConfig, names: list[str], manager, include_path: Path) -> dict[str, Any]:
+    """What decides the numbers of every cell of this run (cells.py); --resume must find the same."""
+    from importlib.metadata import version
+
+    return {
+        "format": cells.MANIFEST_FORMAT,
+        "model": cells.model_identity(config.model),
+        "adapters": {
+            label: cells.adapter_identity(adapter)
+            for label, adapter in zip(model_labels(config.adapters)[1:], config.adapters)
+        },
+        "tasks": names,
+        "task_definitions": cells.folder_digest(include_path),
+        "data_files": cells.local_data_files(manager, names, config.data_dir, config.num_fewshot),
+        "num_fewshot": config.num_fewshot,
+        "seeds": config.seeds,
+        "limit": config.limit,
+        "demonstrations": config.demonstrations,
+        "max_gen_toks": config.max_gen_toks,
+        "bootstrap": config.bootstrap,
+        "backend": config.backend,
+        "model_args": config.model_args,
+        "batch_size": config.batch_size,
+        "device": config.device,
+        "dtype": config.dtype,
+        "lm_eval": version("lm_eval"),
+    }
+
+
+def _claim(output_dir: Path, manifest: dict[str, Any], config: EvaluateConfig) -> str:
+    """Start or continue the run in ``output_dir``; returns the id its cells carry.
+
+    ``--resume`` continues the run started there with the same arguments (where none was started, it starts one,
+    so a scheduler can requeue one command); without it, an unfinished run or a finished comparison is replaced
+    only with ``--overwrite``.
+    """
+    saved = cells.read_manifest(output_dir)
+    if config.resume and saved is not None:
+        cells.check_same_run(output_dir / cells.MANIFEST, saved, manifest)
+        return str(saved["run_id"])
+    if config.resume and output_dir.is_dir() and any(output_dir.iterdir()):
+        raise AfpError(f"{output_dir}: nothing to resume (no {cells.MANIFEST}: no afp evaluate run was started there)")
+    refuse_existing([output_dir / "comparison.md", output_dir / "comparison.json"], config.overwrite)
+    if saved is not None and not config.overwrite:
+        raise AfpError(
+            f"{output_dir}: holds a stopped run of afp evaluate: continue it with --resume, or pass --overwrite to "
+            "start again"
+        )
+    run_id = uuid.uuid4().hex
+    cells.write_manifest(output_dir, manifest, run_id)
+    return run_id
+
+
 def run_evaluation(config: EvaluateConfig) -> tuple[Path, Path]:
     """Evaluate the base model and every adapter on every task, shot count and seed; returns the comparison files.
 
-    Raw lm-eval output goes to OUTPUT_DIR/raw/<model>/<k>shot/ (one seed) or .../<k>shot/seed<N>/ (several).
+    Raw lm-eval output goes to OUTPUT_DIR/raw/<model>/<k>shot/ (one seed) or .../<k>shot/seed<N>/ (several), one
+    folder per cell written whole; with ``resume`` the complete cells of the run are kept and the rest run. The
+    comparison is built from those folders (cells.py). SIGTERM and Ctrl-C raise EvaluationStopped.
     """
-    import lm_eval
-
-    from afp_cli.evaluation.run_tasks import Aggregations, ContextLimits, per_item_demonstrations
+    from afp_cli.evaluation.run_tasks import Aggregations
 
     include_path = task_lookup.resolve_include_path(config.include_path)
     manager = task_lookup.build_task_manager(include_path, config.tasks, config.data_dir)
@@ -206,48 +292,118 @@ def run_evaluation(config: EvaluateConfig) -> tuple[Path, Path]:
     task_lookup.check_local_data(manager, names, config.data_dir, config.num_fewshot)
     _check_adapters(config)
     output_dir = Path(config.output_dir)
-    refuse_existing([output_dir / "comparison.md", output_dir / "comparison.json"], config.overwrite)
-
-    models = _hf_models(config) if config.backend == "hf" else _backend_models(config)
     shot_counts: list[int | None] = list(config.num_fewshot) if config.num_fewshot is not None else [None]
-    seeds = config.seeds
-    rows: list[dict[str, Any]] = []
-    items: dict[tuple[str, int], dict] = {}  # (model, seed) -> per-document values (significance.collect_items)
+    planned = [
+        cells.CellKey(label, shots, seed)
+        for label in model_labels(config.adapters)
+        for shots in shot_counts
+        for seed in config.seeds
+    ]
     aggregations = Aggregations()
+    run_id: str | None = None
+    missing = _missing_folders(output_dir)
+    with _stopping_on_signals():
+        try:
+            run_id = _claim(output_dir, run_manifest(config, names, manager, include_path), config)
+            done = _kept_cells(output_dir, run_id, planned)
+            _run_cells(config, manager, names, planned, done, run_id, aggregations)
+            if not aggregations.by_task:  # every cell was kept: the aggregations come from the task definitions
+                manager.hooks = [aggregations]
+                manager.load(names)
+            return _write_comparison(config, names, planned, done, aggregations)
+        except BaseException as error:
+            kept = cells.completed_cells(output_dir, run_id)[0] if run_id is not None else {}
+            if run_id is not None and not kept:
+                _undo_start(output_dir, missing)
+            if isinstance(error, _Signalled):
+                raise EvaluationStopped(str(error), [key for key in planned if key in kept], len(planned)) from None
+            raise
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _undo_start(output_dir: Path, created: list[Path]) -> None:
+    """A run that ends before its first cell leaves nothing: its manifest goes, and the folders it created (a
+    --resume then starts it again, as it would without one)."""
+    (output_dir / cells.MANIFEST).unlink(missing_ok=True)
+    for folder in created:
+        for leftover in (folder / cells.RAW, folder):
+            with contextlib.suppress(OSError):
+                leftover.rmdir()
+
+
+def _kept_cells(output_dir: Path, run_id: str, planned: list[cells.CellKey]) -> dict[cells.CellKey, Path]:
+    """The run's complete cells (a damaged one is run again, with a warning)."""
+    kept, damaged = cells.completed_cells(output_dir, run_id)
+    for folder, problem in damaged:
+        warn(f"{folder}: a damaged cell ({problem}): running it again")
+    return {key: folder for key, folder in kept.items() if key in planned}
+
+
+def _run_cells(config, manager, names, planned, done, run_id, aggregations) -> None:
+    """lm-eval on every cell not yet ``done``, each saved as its own folder the moment it completes."""
+    import lm_eval
+
+    from afp_cli.evaluation.run_tasks import ContextLimits, per_item_demonstrations
+
+    output_dir = Path(config.output_dir)
+    finished = {key.model for key in planned} - {key.model for key in planned if key not in done}
+    if len(finished) == len({key.model for key in planned}):
+        return  # nothing to run: no model is loaded
+    models = _hf_models(config) if config.backend == "hf" else _backend_models(config, finished)
     with _progress() as progress, _without_lm_eval_bars():
-        job = progress.add_task("evaluating", total=(1 + len(config.adapters)) * len(shot_counts) * len(seeds))
+        job = progress.add_task("evaluating", total=len(planned), completed=len(done))
         for label, lm in models:
+            if label in finished:
+                continue
             manager.hooks = [ContextLimits(lm, config.limit, max_gen_toks=config.max_gen_toks), aggregations]
             if config.demonstrations == "per-item":
                 manager.hooks.append(per_item_demonstrations)
-            for shots in shot_counts:
-                for seed in seeds:
-                    shown = "task's own shots" if shots is None else f"{shots}-shot"
-                    progress.update(job, description=f"{label}, {shown}, seed {seed}")
-                    results = lm_eval.simple_evaluate(
-                        model=lm,
-                        tasks=names,
-                        num_fewshot=shots,
-                        limit=config.limit,
-                        task_manager=manager,
-                        log_samples=True,
-                        random_seed=seed,
-                        numpy_random_seed=seed,
-                        torch_random_seed=seed,
-                        fewshot_random_seed=seed,
-                    )
-                    if results is None:  # lm-eval returns None on non-zero ranks of a distributed run
-                        continue
-                    rows.extend(result_rows(label, shots, results, seed))
-                    # the lambda runs inside collect_items, within this iteration
-                    items.setdefault((label, seed), {}).update(
-                        collect_items(results, lambda task: shots_run(task, results, shots))  # noqa: B023
-                    )
-                    folder = output_dir / "raw" / label / _shots_folder(shots, results)
-                    _save_raw(folder / f"seed{seed}" if len(seeds) > 1 else folder, results)
-                    progress.advance(job)
+            for key in (key for key in planned if key.model == label and key not in done):
+                shown = "task's own shots" if key.shots is None else f"{key.shots}-shot"
+                progress.update(job, description=f"{label}, {shown}, seed {key.seed}")
+                results = lm_eval.simple_evaluate(
+                    model=lm,
+                    tasks=names,
+                    num_fewshot=key.shots,
+                    limit=config.limit,
+                    task_manager=manager,
+                    log_samples=True,
+                    random_seed=key.seed,
+                    numpy_random_seed=key.seed,
+                    torch_random_seed=key.seed,
+                    fewshot_random_seed=key.seed,
+                )
+                if results is None:  # lm-eval returns None on non-zero ranks of a distributed run
+                    continue
+                folder = output_dir / cells.RAW / label / _shots_folder(key.shots, results)
+                folder = folder / f"seed{key.seed}" if len(config.seeds) > 1 else folder
+                done[key] = cells.save_cell(folder, key, run_id, results)
+                progress.advance(job)
+
+
+def _write_comparison(config, names, planned, done, aggregations) -> tuple[Path, Path]:
+    """The comparison and its paired tests from the saved cells, in the order of the plan."""
+    seeds = config.seeds
+    rows: list[dict[str, Any]] = []
+    items: dict[tuple[str, int], dict] = {}  # (model, seed) -> per-document values (significance.collect_items)
+    for key in planned:
+        if key not in done:
+            continue  # a non-zero rank of a distributed run: the main one writes the comparison
+        results = cells.read_cell(done[key])
+        rows.extend(result_rows(key.model, key.shots, results, key.seed))
+        items.setdefault((key.model, key.seed), {}).update(
+            collect_items(results, lambda task: shots_run(task, results, key.shots))  # noqa: B023
+        )
     run = {**asdict(config), "tasks_run": names, "models": model_labels(config.adapters)}
     values = {(row["task"], row["shots"], row["metric"], row["model"], row["seed"]): row["value"] for row in rows}
     tests = PairedTests(items, aggregations.by_task, values, resamples=config.bootstrap, seed=seeds[0])
     per_seed = tests.annotate(add_deltas(rows, by_seed=True), per_seed=True) if len(seeds) > 1 else None
-    return write_comparison(output_dir, tests.annotate(add_deltas(over_seeds(rows))), run, per_seed)
+    return write_comparison(Path(config.output_dir), tests.annotate(add_deltas(over_seeds(rows))), run, per_seed)
