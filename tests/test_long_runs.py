@@ -336,3 +336,79 @@ def test_evaluate_takes_over_a_stale_lock_and_refuses_a_live_one(models, data_di
     code, _, err = run_cli(*evaluate_arguments(models, data_dir, out, "--num-fewshot", "0", "--seed", "0"))
     assert code == 0 and f"warning: {out}: taking over the lock of pid {live.pid}" in err, err
     assert not lock_path(out).exists()
+
+
+# ------------------------------------------------------------------------------------------- #20 follow-ups
+
+
+def test_on_main_gives_every_process_the_main_ones_error_of_its_own_class(monkeypatch):
+    import torch.distributed as dist
+
+    from afp_cli.align.distributed import AcceleratedProcesses
+    from afp_cli.text_files import DiskFault
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        main = type("Main", (), {"is_main": True})()
+
+        def full_disk():
+            raise DiskFault("could not write x: no space left on device (0 B free there)")
+
+        with pytest.raises(DiskFault, match="could not write x: no space left"):
+            AcceleratedProcesses.on_main(main, full_disk)
+        with pytest.raises(FolderInUse, match="in use"):
+            AcceleratedProcesses.on_main(main, lambda: (_ for _ in ()).throw(FolderInUse("run: in use")))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_regenerated_task_configs_are_written_all_or_none(tmp_path, monkeypatch):
+    import afp_cli.text_files as text_files
+    from afp_cli.evaluation.taskgen import GENERATED_HEADER, write_family
+
+    write_family(tmp_path, {"a.yaml": {"task": "a"}, "b.yaml": {"task": "b"}})
+    before = {path.name: path.read_text() for path in tmp_path.iterdir()}
+    assert set(before) == {"a.yaml", "b.yaml"} and before["a.yaml"].startswith(GENERATED_HEADER)
+    real = text_files._put_in_place
+
+    def full_disk_at_b(source, target):
+        if target.name == "b.yaml":
+            raise OSError(28, "No space left on device")
+        real(source, target)
+
+    monkeypatch.setattr(text_files, "_put_in_place", full_disk_at_b)
+    with pytest.raises(text_files.DiskFault, match=r"could not write the configs of .*: no space left on device"):
+        write_family(tmp_path, {"a.yaml": {"task": "a2"}, "b.yaml": {"task": "b2"}})
+    assert {path.name: path.read_text() for path in tmp_path.iterdir()} == before
+
+
+def test_analyze_holds_its_folder_and_says_what_ctrl_c_kept(tmp_path, run_cli, monkeypatch, models):
+    import afp_cli.analyze.loss_run as loss_run
+
+    base, _ = models
+    data = tmp_path / "held_out.jsonl"
+    data.write_text('{"sent0": "a cat", "sent1": "一只猫"}\n', encoding="utf-8")
+    out = tmp_path / "loss"
+    arguments = ["analyze", "loss", "-m", str(base), "--data", str(data), "-o", str(out)]
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        plant_lock(out, socket.gethostname(), live.pid)
+        code, _, err = run_cli(*arguments)
+        assert code == 2 and last_line(err).startswith(f"error: {out}: in use by another afp process (pid {live.pid}")
+    finally:
+        live.kill()
+        live.wait()
+    lock_path(out).unlink()
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loss_run, "run_loss", interrupted)
+    code, _, err = run_cli(*arguments)
+    assert code == 130 and last_line(err) == (
+        f"aborted (Ctrl-C): nothing was written to {out} (its report and generations are written whole, at the end); "
+        "run the same command again"
+    )
+    assert not out.exists() and not lock_path(out).exists()

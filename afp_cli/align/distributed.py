@@ -214,8 +214,8 @@ class AcceleratedProcesses:
         if self.is_main:
             try:
                 outcome = [("ok", function())]
-            except AfpError as error:
-                outcome = [("error", str(error))]
+            except AfpError as error:  # its class too: a DiskFault stays one, and the hint its type carries
+                outcome = [("error", (type(error), str(error)))]
             except BaseException as error:  # a bug: the others must not hang on the broadcast below
                 outcome = [("crash", f"{type(error).__name__}: {error}")]
                 torch.distributed.broadcast_object_list(outcome, src=0)
@@ -223,7 +223,7 @@ class AcceleratedProcesses:
         torch.distributed.broadcast_object_list(outcome, src=0)
         kind, value = outcome[0]
         if kind == "error":
-            raise AfpError(value)
+            raise _rebuilt(*value)
         if kind == "crash":
             raise RuntimeError(f"the main process failed: {value}")
         return value
@@ -250,6 +250,15 @@ class AcceleratedProcesses:
             return None
         gathered = self.accelerator.get_state_dict(entry)
         return {name.removeprefix("model."): value for name, value in gathered.items()} if self.is_main else None
+
+
+def _rebuilt(error_type: type[AfpError], message: str) -> AfpError:
+    """The main process's user error, of its own class (one whose constructor wants more than the message becomes a
+    plain AfpError with the same line)."""
+    try:
+        return error_type(message)
+    except TypeError:
+        return AfpError(message)
 
 
 def process_count() -> int:

@@ -21,6 +21,7 @@ from afp_cli.commands.options import (
     Overwrite,
     Seed,
 )
+from afp_cli.commands.run_folder import ForceUnlock, report_folder
 from afp_cli.model.pooling import LAYER_SPEC_HELP, METHOD_HELP
 
 app = typer.Typer(
@@ -142,6 +143,7 @@ def language_rate(
     device: Device = "auto",
     dtype: Dtype = "auto",
     overwrite: Overwrite = False,
+    force_unlock: ForceUnlock = False,
     allow_other_base: AllowOtherBase = False,
 ) -> None:
     """Share of answers in the target language (95 % Wilson interval, target/source/other/undetermined), a paired
@@ -191,7 +193,8 @@ def language_rate(
         seed=seed,
         overwrite=overwrite,
     )
-    rows = run_language_rate(config)
+    with report_folder(output_dir, force_unlock):
+        rows = run_language_rate(config)
     for row in rows:
         shots_label = "" if row.shots is None else f" {row.shots}-shot"
         cut = f", {row.cut} cut" if row.cut else ""
@@ -261,6 +264,7 @@ def alignment(
     device: Device = "auto",
     dtype: Dtype = "auto",
     overwrite: Overwrite = False,
+    force_unlock: ForceUnlock = False,
     allow_other_base: AllowOtherBase = False,
 ) -> None:
     """Per layer: cosine of translation vs random pairs, alignment, uniformity, top-1 retrieval both ways."""
@@ -287,7 +291,8 @@ def alignment(
         overwrite=overwrite,
         allow_other_base=allow_other_base,
     )
-    rows = run_alignment(config)
+    with report_folder(output_dir, force_unlock):
+        rows = run_alignment(config)
     for row in auto_choices(rows):
         typer.echo(f"{row['model']}: mcl.pooling auto would pool layer {row['layer']} ({pooling}-{row['layer']})")
     typer.echo(f"report: {output_dir / 'alignment.md'}")
@@ -340,6 +345,7 @@ def loss(
     device: Device = "auto",
     dtype: Dtype = "auto",
     overwrite: Overwrite = False,
+    force_unlock: ForceUnlock = False,
     allow_other_base: AllowOtherBase = False,
 ) -> None:
     """CIT loss over the answer tokens and top-1 retrieval both ways, base and each adapter side by side."""
@@ -360,7 +366,9 @@ def loss(
         overwrite=overwrite,
         allow_other_base=allow_other_base,
     )
-    for row in run_loss(config):
+    with report_folder(output_dir, force_unlock):
+        rows = run_loss(config)
+    for row in rows:
         parts = [f"{name.rstrip(' ↑↓')} {row[key]:.4f}" for key, name, _ in METRICS if key in row]
         typer.echo(f"{row['model']}: {' · '.join(parts)}")
     typer.echo(f"report: {output_dir / 'loss.md'}")

@@ -1,10 +1,13 @@
-"""What the commands that write a run folder share: the ``--force-unlock`` option, and the exact command that
-continues a stopped run (``--resume`` in place of ``--overwrite``)."""
+"""What the commands that write a run folder share: the ``--force-unlock`` option, the exact command that
+continues a stopped run (``--resume`` in place of ``--overwrite``), and the lock of a report folder."""
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,3 +29,21 @@ def continue_command(argv: list[str] | None = None) -> str:
     dropped = ("--overwrite", "--resume", "--force-unlock")
     arguments = [arg for arg in (sys.argv[1:] if argv is None else argv) if arg not in dropped]
     return shlex.join(["afp", *arguments, "--resume"])
+
+
+@contextlib.contextmanager
+def report_folder(output_dir: Path, force_unlock: bool) -> Iterator[None]:
+    """A command that writes its report whole at the end (afp analyze): its folder's lock for the body, and Ctrl-C
+    told as what it is, nothing kept, instead of a bare exit 130."""
+    from afp_cli.run_lock import folder_lock
+
+    try:
+        with folder_lock(output_dir, force_unlock):
+            yield
+    except KeyboardInterrupt:
+        typer.echo(
+            f"aborted (Ctrl-C): nothing was written to {output_dir} (its report and generations are written whole, at "
+            "the end); run the same command again",
+            err=True,
+        )
+        raise typer.Exit(130) from None

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl
 
 from afp_cli.errors import AfpError, warn
 from afp_cli.languages import Language, get_language
-from afp_cli.text_files import streamed_atomically
+from afp_cli.text_files import streamed_atomically, write_atomically
 
 PREFIX = "hf://"
 KINDS = ("instructions", "parallel")
@@ -189,9 +189,8 @@ def resolve_revision(ref: HubReference, option: str, fetch_hint: str, refs_dir: 
         if record is not None and record.is_file():
             return dataclasses.replace(ref, revision=record.read_text(encoding="utf-8").strip())
         raise
-    if record is not None:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(info.sha + "\n", encoding="utf-8")
+    if record is not None:  # a half-written pin would be read back as a revision: written whole or not at all
+        write_atomically(record, info.sha + "\n", "the pinned revision")
     return dataclasses.replace(ref, revision=info.sha)
 
 
