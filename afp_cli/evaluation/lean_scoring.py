@@ -8,8 +8,9 @@ numbers (the same tokens, the same model, the same log-softmax) while computing
    without its head, and the head (and the model's final logit soft-capping, as Gemma 2/3 have it) is applied to
    those hidden states only. For Gemma 3's 262,144-token vocabulary that projection costs more than the blocks.
 2. a shared prefix once: requests are grouped by prefix (prefix_groups.py); a family's shared prefix (the k-shot
-   demonstrations) is encoded once and its KV cache kept, every item's context continues from it once, and every
-   choice continues from the item's cache, the choices batched over a cache expanded to the batch.
+   demonstrations; for an item alone, its whole context but the last token, which its choices then share) is
+   encoded once and its KV cache kept, and every request continues from it as one short row (the rest of its
+   context and its continuation), the rows batched over a cache expanded to the batch.
 
 Requests stay on lm-eval's own path where reusing a cache would not be exact or the tokens would differ: a request
 lm-eval would left-truncate to ``max_length``, a request longer than the model's sliding attention window (the
@@ -31,13 +32,13 @@ import torch
 import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
 
-from afp_cli.evaluation.prefix_groups import Family, Item, group_requests
+from afp_cli.evaluation.prefix_groups import Family, group_requests
 from afp_cli.model.blocks import backbone
 
 # lm-eval's request triple: ((context string, continuation string) or None, context ids, continuation ids)
 Request = tuple[tuple[str, str] | None, list[int], list[int]]
 AUTO_BATCH_ROWS = 8  # rows per forward when lm-eval's batch size is "auto" (its detection sizes full sequences)
-ITEM_ROWS = 4  # the fewest rows per forward for an item's choices (PAWS-X and XCOPA have 2, XNLI 3)
+MIN_ROWS = 8  # the fewest rows per forward: short rows over one cache (weights read once for 8 rows)
 HEAD_ROWS = 512  # positions projected onto the vocabulary at once: 512 x 262,144 fp32 logits = 0.5 GiB
 
 
@@ -164,39 +165,33 @@ class LeanHFLM(HFLM):
         return results  # type: ignore[return-value]
 
     def _score_family(self, family: Family, requests: list[Request]) -> Iterator[tuple[int, tuple[float, bool]]]:
-        # a family of one item encodes its context in one pass: a separate prefix pass would only add a forward
-        prefix_length = family.prefix_length if len(family.items) > 1 else 0
-        prefix_cache = None
-        if prefix_length > 0:
-            prefix_cache = self._encode(self._ids([family.prefix]), None).cache
-        for item in family.items:
-            yield from self._score_item(item, prefix_length, prefix_cache, requests)
-
-    def _score_item(
-        self, item: Item, prefix_length: int, prefix_cache, requests: list[Request]
-    ) -> Iterator[tuple[int, tuple[float, bool]]]:
-        # the rest of the context, once for every choice; its last position scores each first continuation token
-        context_out = self._encode(self._ids([item.context[prefix_length:]]), _fork(prefix_cache))
-        last_context = context_out.last_hidden_state[0, -1:]
-        scored = {index: [last_context] for index in item.requests}
-        # continuations of more than one token: their tokens but the last, batched over copies of the item's cache
-        longer = [index for index in item.requests if len(requests[index][2]) > 1]
-        for start in range(0, len(longer), self._rows_per_forward()):
-            batch = longer[start : start + self._rows_per_forward()]
-            rows = [requests[index][2][:-1] for index in batch]
-            cache = _fork(context_out.cache)
-            cache.batch_repeat_interleave(len(batch))
+        """The family's shared prefix once (its KV cache kept), then every request as one row continuing it: the
+        rest of its context and its continuation but the last token, rows of similar length batched over copies
+        of the prefix cache. The head then reads the continuation positions of the whole family, in chunks."""
+        prefix_length = family.prefix_length
+        prefix_cache = self._encode(self._ids([family.prefix]), None).cache if prefix_length > 0 else None
+        indices = [index for item in family.items for index in item.requests]
+        rows = {index: [*requests[index][1][prefix_length:], *requests[index][2][:-1]] for index in indices}
+        indices.sort(key=lambda index: len(rows[index]))  # little right padding in a batch
+        scored: dict[int, torch.Tensor] = {}
+        for start in range(0, len(indices), self._rows_per_forward()):
+            batch = indices[start : start + self._rows_per_forward()]
+            cache = _fork(prefix_cache)
+            if cache is not None:
+                cache.batch_repeat_interleave(len(batch))
             # right padding after the real tokens, as lm-eval pads: a causal model's real positions never see it
-            hidden = self._encode(self._ids(rows), cache).last_hidden_state
-            for row, (index, tokens) in enumerate(zip(batch, rows, strict=True)):
-                scored[index].append(hidden[row, : len(tokens)])
-        positions = [torch.cat(scored[index]) for index in item.requests]
-        targets = torch.tensor([token for index in item.requests for token in requests[index][2]], device=self.device)
-        token_log_probs, greedy_tokens = self._read_head(torch.cat(positions), targets)
+            hidden = self._encode(self._ids([rows[index] for index in batch]), cache).last_hidden_state
+            for row, index in enumerate(batch):
+                # the last context token scores the first continuation token (Family keeps it out of the prefix)
+                first = len(requests[index][1]) - prefix_length - 1
+                scored[index] = hidden[row, first : first + len(requests[index][2])]
+        order = sorted(scored)
+        targets = torch.tensor([token for index in order for token in requests[index][2]], device=self.device)
+        token_log_probs, greedy_tokens = self._read_head(torch.cat([scored[index] for index in order]), targets)
         offset = 0
-        for index, states in zip(item.requests, positions, strict=True):
-            span = slice(offset, offset + len(states))
-            offset += len(states)
+        for index in order:
+            span = slice(offset, offset + len(requests[index][2]))
+            offset = span.stop
             greedy = bool((greedy_tokens[span] == targets[span]).all())
             yield index, (float(token_log_probs[span].sum()), greedy)
 
@@ -238,9 +233,9 @@ class LeanHFLM(HFLM):
         return torch.tensor(padded, dtype=torch.long, device=self.device)
 
     def _rows_per_forward(self) -> int:
-        """The choices of one item share a forward up to ``ITEM_ROWS`` even at batch size 1: a few short rows
-        over one cache cost far less memory than the one full sequence lm-eval runs per row."""
-        return max(self.batch_size if isinstance(self.batch_size, int) else AUTO_BATCH_ROWS, ITEM_ROWS)
+        """At least ``MIN_ROWS`` rows share a forward, also at batch size 1: rows continuing one cache are short
+        (a context's rest and a continuation), far less memory than the full sequences lm-eval runs per row."""
+        return max(self.batch_size if isinstance(self.batch_size, int) else AUTO_BATCH_ROWS, MIN_ROWS)
 
     @contextlib.contextmanager
     def _inference(self):

@@ -3,10 +3,10 @@
 Pure bookkeeping on token ids (no torch): lean_scoring.py runs the model along the plan built here.
 
 Two levels of sharing, the two that k-shot multiple choice has:
-- an *item* is one context token sequence; the choices of one item are the requests with that context, and the
-  context is encoded once for all of them;
+- an *item* is one context token sequence; the choices of one item are the requests with that context;
 - a *family* is a run of items whose contexts share a long token prefix (the fixed k-shot demonstrations); that
-  prefix is encoded once for the whole family and every item continues from its KV cache.
+  prefix is encoded once for the whole family and every request continues from its KV cache. An item alone in
+  its family (0-shot) has its whole context but the last token as the prefix: its choices share the context.
 
 Families are found without a tree: the distinct contexts are sorted, so that contexts with a common prefix are
 neighbours, and a run grows while its common prefix stays at least half as long as it was and the next context
