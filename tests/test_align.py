@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from rich.console import Console
+from helpers import DEMO_DATA, metrics, quiet, write_recipe
 
 from afp_cli.align.config import load_config
 from afp_cli.align.train import align
 from afp_cli.data.batches import micro_batch_indices
-from afp_cli.model.tiny import tiny_architecture
-
-DEMO_DATA = Path(__file__).resolve().parents[1] / "afp_cli" / "demo" / "tatoeba_en-zh.afp.jsonl"
 
 
 @pytest.fixture
@@ -26,42 +21,6 @@ def data_file(tmp_path) -> Path:
     path = tmp_path / "data.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-def write_recipe(folder: Path, data_file: Path, model_type: str = "llama", **sections) -> Path:
-    recipe = {
-        "model": {"architecture": tiny_architecture(model_type), "tokenizer_vocab_size": 400},
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
-        "data": {"train_file": str(data_file), "held_out": 4, "max_length": 48},
-        "train": {
-            "max_steps": 12,
-            "batch_size": 8,
-            "lr": 5e-3,
-            "warmup_ratio": 0.0,
-            "log_every": 1,
-            "eval_every": 0,
-            "save_every": 0,
-            "seed": 0,
-            "scheduler": "constant",
-        },
-        "output_dir": str(folder / "run"),
-    }
-    for section, values in sections.items():
-        if isinstance(values, dict):
-            recipe.setdefault(section, {}).update(values)
-        else:
-            recipe[section] = values
-    path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    return path
-
-
-def quiet() -> Console:
-    return Console(file=io.StringIO(), width=120)
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("model_type", ["gpt2", "llama", "xglm", "bloom"])

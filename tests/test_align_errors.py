@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from test_align import DEMO_DATA, write_recipe
-
-GOOD_LINES = DEMO_DATA.read_text(encoding="utf-8").splitlines()[:12]
-
-
-def data_with(tmp_path: Path, lines: list[str]) -> Path:
-    path = tmp_path / "data.jsonl"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+from helpers import GOOD_LINES, data_with, write_recipe
 
 
 def assert_one_line_error(code: int, err: str, pattern: str) -> None:
@@ -86,8 +77,7 @@ def test_pooling_layer_beyond_the_model(tmp_path, run_cli):
     assert_one_line_error(
         code,
         err,
-        r"mcl.pooling 'last-5': layer 5 is beyond the model's depth \(4 layers; "
-        r"valid layers are 0..4\)",
+        r"mcl.pooling 'last-5': layer 5 is beyond the model \(layers 0..4, 0 = embeddings\)",
     )
     assert not (tmp_path / "run").exists()
 

@@ -68,9 +68,8 @@ def test_pooling_is_parsed_once_and_stays_out_of_the_fields(monkeypatch):
     real = config_module.parse_pooling
     monkeypatch.setattr(config_module, "parse_pooling", lambda spec: calls.append(spec) or real(spec))
     mcl = MCLConfig(pooling="avg-3")
-    assert (mcl.pooling_method, mcl.pooling_layer, mcl.pooled) == ("avg", 3, Pooling("avg", 3))
-    assert mcl.pooling_layer == 3 and calls == ["avg-3"]
-    assert "pooled" not in {item.name for item in dataclasses.fields(mcl)}
+    assert mcl.pooled == mcl.pooled == Pooling("avg", 3) and calls == ["avg-3"]
+    assert {"pooled", "requested_pooling"}.isdisjoint(item.name for item in dataclasses.fields(mcl))
     assert dataclasses.asdict(mcl)["pooling"] == "avg-3" and "pooled" not in dataclasses.asdict(mcl)
 
 

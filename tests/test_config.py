@@ -7,6 +7,7 @@ import yaml
 
 from afp_cli.align.config import AlignConfig, config_to_yaml, load_config
 from afp_cli.errors import AfpError
+from afp_cli.model.pooling import Pooling
 from afp_cli.typed_yaml import parse_override
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
@@ -33,7 +34,7 @@ def test_paper_defaults_without_a_recipe_value(tmp_path):
     recipe.write_text("model:\n  name_or_path: facebook/xglm-564M\ndata:\n  train_file: d.jsonl\n")
     config = load_config(recipe)
     assert (config.train.scheduler, config.train.warmup_ratio, config.train.max_grad_norm) == ("cosine", 0.03, 1.0)
-    assert config.mcl.pooling_layer == 1 and config.mcl.pooling_method == "last"
+    assert config.mcl.pooled == Pooling("last", 1)
     assert config.lora.enabled and config.data.train_file == str(tmp_path / "d.jsonl")
     assert config.lora.targets == "auto" and config.lora.target_modules is None
 
@@ -63,7 +64,7 @@ def test_overrides_apply_with_types(tmp_path):
         ["train.lr=2e-5", "lora.r=8", "output_dir=runs/x", "mcl.pooling=avg-3", "lora.target_modules=[q_proj,v_proj]"],
     )
     assert config.train.lr == 2e-5 and config.lora.r == 8 and config.output_dir == "runs/x"
-    assert config.mcl.pooling_method == "avg" and config.mcl.pooling_layer == 3
+    assert config.mcl.pooled == Pooling("avg", 3)
     assert config.lora.target_modules == ["q_proj", "v_proj"]
     assert load_config(recipe).train.lr == 1e-4  # "1e-4" in YAML 1.1 is a string; it is read as the number
     assert load_config(recipe, ["lora.target_modules=all-linear"]).lora.target_modules == "all-linear"

@@ -25,7 +25,7 @@ import yaml
 
 from afp_cli.errors import AfpError
 from afp_cli.model.lora_targets import TARGET_PRESETS
-from afp_cli.model.pooling import Pooling, parse_pooling
+from afp_cli.model.pooling import SPEC_HELP, Pooling, parse_pooling
 from afp_cli.typed_yaml import (
     ConfigValueError,
     Located,
@@ -125,10 +125,11 @@ class LoRAConfig:
 class MCLConfig:
     weight: float = _help("Weight of the multilingual contrastive loss (0 disables MCL: the CIT-only ablation).", 1.0)
     temperature: float = _help("InfoNCE temperature τ (cosine similarity / τ).", 0.05)
-    pooling: str = _help(
-        "Sentence vector: last-N / avg-N / max-N = last token / mean / max of layer N "
-        "(0 = embeddings); last / avg / max = final layer. Official default last-1.",
-        "last-1",
+    pooling: str = _help(f"Sentence vector: {SPEC_HELP} Official default last-1 (docs/align.md).", "last-1")
+    pooling_resolved: str | None = _help(
+        "Written by afp when pooling is auto: the layer it measured (last-N), so that a resume, or a copy of the "
+        "run's recipe.yaml, pools there without measuring again. Leave it out otherwise.",
+        None,
     )
     symmetric: bool = _help("Average the loss of both directions (x→y and y→x); the official loss is x→y only.", False)
     hard_negative_weight: float = _help("Logit bonus added to each pair's own hard negative (SimCSE style).", 0.0)
@@ -143,27 +144,39 @@ class MCLConfig:
         _require(self.weight >= 0, "weight", "must be >= 0")
         _require(self.temperature > 0, "temperature", "must be > 0")
         try:
-            _ = self.pooled  # parsed once, here; the two properties below read the cached value
+            _ = self.requested_pooling  # parsed once, here
         except ValueError as error:
             raise ConfigValueError("pooling", str(error)) from None
+        if self.pooling_resolved is not None:
+            self.resolve_pooling(self.pooling_resolved)
 
     @property
     def enabled(self) -> bool:
         return self.weight > 0
 
     @functools.cached_property
-    def pooled(self) -> Pooling:
+    def requested_pooling(self) -> Pooling:
         """``pooling`` parsed (once: not a dataclass field, so recipe.yaml and ``asdict`` stay as they were)."""
         return parse_pooling(self.pooling)
 
     @property
-    def pooling_method(self) -> str:
-        return self.pooled.method
+    def pooled(self) -> Pooling:
+        """The pooling MCL uses: the recipe's, or for auto the layer measured (still auto before it is measured)."""
+        return self.__dict__.get("_resolved_pooling") or self.requested_pooling
 
-    @property
-    def pooling_layer(self) -> int | None:
-        """Layer index (0 = embeddings) or None for the final layer."""
-        return self.pooled.layer
+    def resolve_pooling(self, spec: str) -> None:
+        """Fix auto's layer (measured at start-up, or read back from the run's recipe.yaml on a resume)."""
+        try:
+            resolved = parse_pooling(spec)
+        except ValueError as error:
+            raise ConfigValueError("pooling_resolved", str(error)) from None
+        requested = self.requested_pooling
+        if not requested.auto:
+            raise ConfigValueError("pooling_resolved", f"is for pooling: auto, but pooling is {self.pooling}")
+        if resolved.auto or resolved.layer is None or resolved.method != requested.method:
+            raise ConfigValueError("pooling_resolved", f"must be {requested.method}-N (a layer), got {spec}")
+        self.pooling_resolved = spec
+        self.__dict__["_resolved_pooling"] = resolved
 
 
 @dataclass

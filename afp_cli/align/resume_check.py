@@ -38,6 +38,8 @@ RESUMABLE_KEYS = (
 )
 # the folder being resumed: the same by construction, however it is spelled (relative, absolute)
 _NOT_COMPARED = ("output_dir",)
+# written by the run itself (auto's measured layer): a recipe that leaves it out takes the run's (resolved_pooling)
+_FROM_THE_RUN = ("mcl.pooling_resolved",)
 
 
 def check_resume(config: AlignConfig, saved_recipe: Path, checkpoint_step: int) -> None:
@@ -60,7 +62,13 @@ def check_resume(config: AlignConfig, saved_recipe: Path, checkpoint_step: int) 
         raise AfpError(f"{saved_recipe}: not a recipe, so the recipe cannot be compared with the run's")
     before = {**_defaults(config), **_flat(saved, config)}
     now = _flat(yaml.safe_load(config_to_yaml(config)), config)  # as recipe.yaml would hold it
-    changed = [key for key in now if key not in _NOT_COMPARED and before.get(key, now[key]) != now[key]]
+    changed = [
+        key
+        for key in now
+        if key not in _NOT_COMPARED
+        and before.get(key, now[key]) != now[key]
+        and not (key in _FROM_THE_RUN and now[key] is None)
+    ]
     refused = [key for key in changed if key not in RESUMABLE_KEYS]
     if refused:
         listed = ", ".join(_change(key, before[key], now[key]) for key in refused)
@@ -81,6 +89,22 @@ def check_resume(config: AlignConfig, saved_recipe: Path, checkpoint_step: int) 
             f"schedule from step {checkpoint_step} on is the one of a {train.max_steps}-step run, so the learning "
             "rate moves at the resume"
         )
+
+
+def resolved_pooling(saved_recipe: Path) -> str:
+    """The layer ``mcl.pooling: auto`` measured when the run started (its recipe.yaml's ``mcl.pooling_resolved``),
+    which a resume pools at: measuring again could choose another layer halfway through a run."""
+    try:
+        saved = yaml.safe_load(saved_recipe.read_text(encoding="utf-8"))
+        resolved = saved["mcl"]["pooling_resolved"]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+        resolved = None
+    if not isinstance(resolved, str):
+        raise AfpError(
+            f"{saved_recipe} does not record the layer mcl.pooling auto chose for this run, and a resume must not "
+            "measure again: give it as mcl.pooling_resolved=last-N (the start-up line of the run names it)"
+        )
+    return resolved
 
 
 def _flat(tree: dict[str, Any], config: AlignConfig) -> dict[str, Any]:

@@ -40,9 +40,11 @@ from afp_cli.align.checkpoint import (
 )
 from afp_cli.align.config import AlignConfig, TrainConfig, config_to_yaml
 from afp_cli.align.distributed import start_processes
-from afp_cli.align.held_out import evaluate_held_out
+from afp_cli.align.held_out import HeldOut, evaluate_held_out, oriented
+from afp_cli.align.layer_choice import TRAINING_SLICE, LayerChoice, measured_pairs, resolve_auto_pooling
 from afp_cli.align.losses import objective
 from afp_cli.align.resume_check import check_resume as check_resumed_recipe
+from afp_cli.align.resume_check import resolved_pooling
 from afp_cli.align.run_output import (
     BASE_MODEL_DIR,
     METRICS_FILE,
@@ -116,13 +118,8 @@ def load_base_model(config: AlignConfig, tokenizer, device: str, engine_dtype: t
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     model.config.use_cache = False
-    layer = config.mcl.pooling_layer
-    depth = model.config.num_hidden_layers
-    if config.mcl.enabled and layer is not None and layer > depth:
-        raise AfpError(
-            f"mcl.pooling '{config.mcl.pooling}': layer {layer} is beyond the model's depth "
-            f"({depth} layers; valid layers are 0..{depth})"
-        )
+    if config.mcl.enabled:
+        config.mcl.pooled.check_depth(model.config.num_hidden_layers, f"mcl.pooling '{config.mcl.pooled.spec}'")
     return model
 
 
@@ -146,7 +143,7 @@ def check_mcl_reach(model, config: AlignConfig, console: Console) -> None:
     """Warn when MCL pools a layer below which (almost) nothing is trained: its loss would barely move."""
     from afp_cli.model.lora_targets import mcl_reach_warning, pooling_reach
 
-    layer = config.mcl.pooling_layer
+    layer = config.mcl.pooled.layer
     if not config.mcl.enabled or layer is None:
         return
     warning = mcl_reach_warning(pooling_reach(model, layer), model.config.num_hidden_layers)
@@ -318,17 +315,19 @@ class Run:
     optimizer: Any
     scheduler: Any
     train_set: list
-    held_out_set: list
+    held_out_set: HeldOut  # pairs oriented by language (afp_cli/align/held_out.py)
     tokenizer: Any
     device: str
     autocast: Any
     parameter_counts: tuple[int, int]  # trainable, total
+    pooling_choice: LayerChoice | None = None  # what mcl.pooling auto measured (None: not measured in this session)
 
     def evaluate(self) -> dict[str, float]:
         return evaluate_held_out(
             self.model,
             self.held_out_set,
-            self.config,
+            self.config.mcl.pooled,
+            self.config.train.batch_size,
             self.tokenizer.pad_token_id,
             self.device,
             self.autocast,
@@ -359,7 +358,7 @@ def setup_run(config: AlignConfig, examples, processes, console: Console, write_
     )
     train_indices, held_out_indices = split_held_out(len(tokenized), config.data.held_out, train.seed)
     train_set = [tokenized[index] for index in train_indices]
-    held_out_set = [tokenized[index] for index in held_out_indices]
+    held_out_set = oriented([tokenized[index] for index in held_out_indices], [examples[i] for i in held_out_indices])
     model = load_base_model(config, tokenizer, device, processes.weights_dtype)
     if config.model.architecture is not None and config.lora.enabled and write_files:
         # on_main: a full disk on the main process ends every process with its one line, none waits for it
@@ -377,7 +376,12 @@ def setup_run(config: AlignConfig, examples, processes, console: Console, write_
             compile_blocks(model)
     optimizer, scheduler = build_optimizer(model, config, processes.offloads_optimizer)
     entry, optimizer = processes.prepare(ModelEntry(model), optimizer, train.batch_size // processes.world_size)
-    return Run(
+    # mcl.pooling auto: measured on the base model before the first step (afp_cli/align/layer_choice.py)
+    slice_indices = train_indices[:TRAINING_SLICE]
+    auto_pairs = measured_pairs(
+        held_out_set, oriented([tokenized[i] for i in slice_indices], [examples[i] for i in slice_indices])
+    )
+    run = Run(
         config,
         processes,
         model,
@@ -391,6 +395,12 @@ def setup_run(config: AlignConfig, examples, processes, console: Console, write_
         _autocast_factory(device, train.precision),
         (trainable, total),
     )
+    run.pooling_choice = resolve_auto_pooling(
+        config, model, *auto_pairs, tokenizer.pad_token_id, device, run.autocast, entry, processes, console
+    )
+    if run.pooling_choice is not None:  # the reach of the layer just chosen (auto had none to check above)
+        check_mcl_reach(model, config, console)
+    return run
 
 
 def _setup_and_train(
@@ -411,6 +421,9 @@ def _setup_and_train(
     """
     train = config.train
     output_dir = Path(config.output_dir)
+    if last_checkpoint is not None and config.mcl.requested_pooling.auto and config.mcl.pooling_resolved is None:
+        # the layer auto chose when the run started: a resume never measures again
+        config.mcl.resolve_pooling(processes.on_main(lambda: resolved_pooling(output_dir / "recipe.yaml")))
     run = setup_run(config, examples, processes, console, write_files=not dry_run)
     if dry_run:
         console.print(config_to_yaml(config), markup=False, highlight=False)
@@ -433,6 +446,8 @@ def _setup_and_train(
         console.print(f"resumed from {last_checkpoint} (step {state.step})")
     else:
         state.extra["held_out_before"] = run.evaluate()
+        if run.pooling_choice is not None:  # kept in the checkpoints, so a resumed run's summary has it too
+            state.extra["pooling_auto"] = run.pooling_choice.summary()
     run.model.train()
     writer = open_tensorboard(output_dir, train.tensorboard) if processes.is_main else None
     stopped_early = train_loop(run, state, stop_after, console, writer, interrupted)
@@ -467,11 +482,13 @@ def _setup_and_train(
                 "total_parameters": total,
                 "held_out_before": result.held_out_before,
                 "held_out_after": result.held_out_after,
+                "held_out_directions": list(run.held_out_set.directions),
+                **({"pooling_auto": state.extra["pooling_auto"]} if "pooling_auto" in state.extra else {}),
                 **({"processes": processes.world_size} if processes.world_size > 1 else {}),
             },
         )
     )
-    _print_summary(console, result)
+    _print_summary(console, result, run.held_out_set.directions)
     return result
 
 
@@ -791,8 +808,12 @@ def _describe(
     console.print(f"parameters: {trainable:,} trainable of {total:,} ({100 * trainable / max(total, 1):.2f} %)")
 
 
-def _print_summary(console, result: AlignResult) -> None:
+def _print_summary(console, result: AlignResult, directions: tuple[str, str]) -> None:
     console.print(f"[bold green]done[/]: {result.steps} steps → {result.output_dir}")
-    for key, label in (("retrieval_top1", "held-out retrieval accuracy (src→tgt)"), ("cit_loss", "held-out CIT loss")):
+    for key, label in (
+        ("retrieval_top1", f"held-out retrieval accuracy ({directions[0]})"),
+        ("retrieval_top1_reverse", f"held-out retrieval accuracy ({directions[1]})"),
+        ("cit_loss", "held-out CIT loss"),
+    ):
         if key in result.held_out_before and key in result.held_out_after:
             console.print(f"{label}: {result.held_out_before[key]:.3f} → {result.held_out_after[key]:.3f}")

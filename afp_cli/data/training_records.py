@@ -37,6 +37,9 @@ class TrainingExample:
     hard_negative: str | None
     clm_text: str | None
     clm_prompt_len: int
+    # the audit fields sent0_lang / sent1_lang when the line has both (`afp data` writes them; the translation build
+    # swaps a pair's columns at random, so held-out retrieval orients each pair by them: afp_cli/align/held_out.py)
+    pair_languages: tuple[str, str] | None = None
 
 
 def _warn(message: str) -> None:
@@ -131,4 +134,12 @@ def _parse(
                 "clm_prompt_len",
                 f"{prompt_len} leaves no answer in a clm_text of {len(clm_text)} characters",
             )
-    return TrainingExample(line, sent0, sent1, hard_negative, clm_text, int(prompt_len or 0))
+    return TrainingExample(line, sent0, sent1, hard_negative, clm_text, int(prompt_len or 0), _pair_languages(record))
+
+
+def _pair_languages(record: dict) -> tuple[str, str] | None:
+    """Both audit fields as given, or None (training ignores them otherwise, so an odd value is not an error)."""
+    languages = (record.get("sent0_lang"), record.get("sent1_lang"))
+    if all(isinstance(code, str) and code for code in languages):
+        return languages
+    return None
