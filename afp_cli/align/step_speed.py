@@ -15,7 +15,6 @@ LM head's input has a data-dependent size).
 from __future__ import annotations
 
 import logging
-import weakref
 
 import torch
 from rich.console import Console
@@ -137,20 +136,15 @@ def check_packing(model, console: Console) -> bool:
     return False
 
 
-_PACKING_WORKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+def packs_batches(model, config, console: Console) -> bool:
+    """``data.packing`` as it applies to ``model``: on where the model keeps packed texts apart (warned when not).
 
-
-def packs_batches(model, config, console: Console | None = None) -> bool:
-    """``data.packing`` as it applies to ``model``: on where the model keeps packed texts apart.
-
-    Checked once per model (at set-up, where the warning is printed); the recipe keeps what was asked, so a resume
-    compares equal, and the same recipe packs on a model that allows it.
+    Asked once, at set-up; the run carries the answer (afp_cli/align/train.py:Run.packs) to every micro-batch. The
+    recipe keeps what was asked, so a resume compares equal, and the same recipe packs on a model that allows it.
     """
     if not config.data.packing:
         return False
-    if model not in _PACKING_WORKS:
-        _PACKING_WORKS[model] = check_packing(model, console or Console(stderr=True))
-    return _PACKING_WORKS[model]
+    return check_packing(model, console)
 
 
 class _PackedRowsFilter(logging.Filter):

@@ -321,6 +321,7 @@ class Run:
     autocast: Any
     parameter_counts: tuple[int, int]  # trainable, total
     pooling_choice: LayerChoice | None = None  # what mcl.pooling auto measured (None: not measured in this session)
+    packs: bool = False  # data.packing as it applies to this model (decided once, at set-up: step_speed.py)
 
     def evaluate(self) -> dict[str, float]:
         return evaluate_held_out(
@@ -367,10 +368,11 @@ def setup_run(config: AlignConfig, examples, processes, console: Console, write_
     trainable, total = count_parameters(model)
     _describe(console, config, len(train_set), len(held_out_set), counts, trainable, total, device, model, processes)
     check_mcl_reach(model, config, console)
+    packs = False
     if config.data.packing or train.compile:
         from afp_cli.align.step_speed import check_compile, compile_blocks, packs_batches
 
-        packs_batches(model, config, console)  # a model that mixes packed texts trains padded, with a warning
+        packs = packs_batches(model, config, console)  # a model that mixes packed texts trains padded, with a warning
         if train.compile:
             check_compile(device, processes)
             compile_blocks(model)
@@ -394,6 +396,7 @@ def setup_run(config: AlignConfig, examples, processes, console: Console, write_
         device,
         _autocast_factory(device, train.precision),
         (trainable, total),
+        packs=packs,
     )
     run.pooling_choice = resolve_auto_pooling(
         config, model, *auto_pairs, tokenizer.pad_token_id, device, run.autocast, entry, processes, console
@@ -524,16 +527,11 @@ def backward_micro_batch(run: Run, global_indices: list[int], last_of_step: bool
     indices)."""
     share = len(global_indices) // run.processes.world_size
     mine = global_indices[run.processes.rank * share : (run.processes.rank + 1) * share]
-    packing = False
-    if run.config.data.packing:  # where the model keeps packed texts apart (checked once, at set-up)
-        from afp_cli.align.step_speed import packs_batches
-
-        packing = packs_batches(run.model, run.config)
     # compiled blocks: widths rounded up to few sizes, so the compiled shapes repeat
     batch = collate(
         [run.train_set[index] for index in mine],
         run.tokenizer.pad_token_id,
-        packing,
+        run.packs,  # where the model keeps packed texts apart (decided at set-up)
         bucket=run.config.train.compile,
         max_width=run.config.data.max_length,
     ).to(run.device)
