@@ -23,6 +23,7 @@ METRICS = (
     ("held_out_cit_loss", "held-out CIT loss ↓", False),
 )
 PLOTTED = ("retrieval_top1", "chrf", "language_rate", "held_out_cit_loss")
+OBJECTIVE_STUDIES = ("main", "icl")  # the studies whose groups differ by objective: the paper's claims apply
 
 
 def group_key(row: dict) -> tuple:
@@ -32,7 +33,7 @@ def group_key(row: dict) -> tuple:
 def group_label(key: tuple, study: str) -> str:
     """The main study varies the objectives only, so its groups are named by them (the paper's claims use these)."""
     variant, targets, pooling = key
-    return variant if targets is None or study == "main" else f"{variant} · {targets} · {pooling}"
+    return variant if targets is None or study in OBJECTIVE_STUDIES else f"{variant} · {targets} · {pooling}"
 
 
 def with_layer_means(row: dict) -> dict:
@@ -119,8 +120,15 @@ def _cell(stat: dict) -> str:
 
 
 def render_markdown(
-    summary: list[dict], claims: list[dict], rows: list[dict], commands: list[str], context: dict, metrics=METRICS
+    summary: list[dict],
+    claims: list[dict],
+    rows: list[dict],
+    commands: list[str],
+    context: dict,
+    metrics=METRICS,
+    section: str = "",
 ) -> str:
+    """``section``: a study's own Markdown, placed after the claims and before the per-seed rows."""
     shown = [(key, title) for key, title, _ in metrics if key in summary[0]]
     columns = ["model"] + [title for _, title in shown]
     table = [{"model": entry["label"], **{title: _cell(entry[key]) for key, title in shown}} for entry in summary]
@@ -176,6 +184,8 @@ def render_markdown(
                 ["claim", "difference", "spread", "verdict"],
             ),
         ]
+    if section:
+        lines += [section, ""]
     lines += [
         "## Per seed",
         "",
@@ -225,19 +235,23 @@ def write_reports(
     metrics=METRICS,
     plotted=PLOTTED,
     claims=PAPER_CLAIMS,
+    section: str = "",
+    extra: dict | None = None,
 ) -> None:
     """results.md / results.json / results.png. ``metrics``, ``plotted`` and ``claims`` default to this
-    experiment's; bench/real_model.py passes its own (more measurements, more pooling layers)."""
+    experiment's; bench/real_model.py passes its own (more measurements, more pooling layers); its ICL study adds
+    a Markdown ``section`` and ``extra`` keys of results.json (its paired tests, screening and timings)."""
     import io
 
     summary = summarise(rows, context["study"], metrics)
-    claims = check_claims(summary, claims, metrics) if context["study"] == "main" else []
+    claims = check_claims(summary, claims, metrics) if context["study"] in OBJECTIVE_STUDIES else []
     buffer = io.BytesIO()
     figure = plot(summary, metrics, plotted)
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     write_atomically(out / "results.png", buffer.getvalue())
     write_json(
         out / "results.json",
-        {"rows": rows, "summary": summary, "claims": claims, "commands": commands, "context": context},
+        {"rows": rows, "summary": summary, "claims": claims, "commands": commands, "context": context, **(extra or {})},
     )
-    write_atomically(out / "results.md", render_markdown(summary, claims, rows, commands, context, metrics))
+    markdown = render_markdown(summary, claims, rows, commands, context, metrics, section)
+    write_atomically(out / "results.md", markdown)

