@@ -1,4 +1,7 @@
-"""Regenerate the recipe reference in docs/align.md from the config dataclasses: python docs/_generate_align_reference.py"""
+"""Regenerate the recipe reference in docs/align.md from the config dataclasses.
+
+python docs/_generate_align_reference.py
+"""
 
 from pathlib import Path
 

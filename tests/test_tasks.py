@@ -13,8 +13,10 @@ import pytest
 from afp_cli.evaluation.taskgen import generated_files, render
 
 TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
-FAMILIES = ("afp_xnli", "afp_pawsx", "afp_xcopa", "afp_xstorycloze", "afp_xwinograd", "afp_flores", "afp_cls")
-CLASSIFICATION = ("afp_xnli", "afp_pawsx", "afp_xcopa", "afp_xstorycloze", "afp_xwinograd")
+# discovered, not listed: a family is a folder of tasks/ with its generator; the paper's classification families are
+# those with demonstration groups (k-shot in English, Chinese or the task's own language)
+FAMILIES = tuple(sorted(path.parent.name for path in TASKS_DIR.glob("afp_*/_generate_configs.py")))
+CLASSIFICATION = tuple(family for family in FAMILIES if (TASKS_DIR / family / f"_{family}_demo_en.yaml").is_file())
 
 
 def _load_module(path: Path, name: str):
