@@ -15,13 +15,17 @@ lengths vary as in training. "real tok/s" counts non-padding tokens (sentences +
 instruction texts for plain and trainer); "padding" is the share of computed positions that are padding.
 With --reuse-warmup-batches the timed steps repeat the warm-up's batches (compiled modes: no compilation while
 timed). With --repeats N every mode runs N times, interleaved; the table shows the median and the spread (min–max).
-Prints the ratio afp / baseline (time per step). Not a test: it asserts nothing.
+Prints the ratio afp / baseline (time per step). With --precision fp32 bf16 every mode is measured in both (bf16
+autocast as `train.precision: bf16`; "auto" is what afp align resolves on this machine) and the line
+"fp32 step time / bf16 step time: N.NNx" is printed per mode. Not a test: it asserts nothing.
 
   python bench/align_throughput.py                                   # small random XGLM on the CPU
   python bench/align_throughput.py --preset xglm-564m --batch 4 --seq 512 --device cuda --steps 50
   python bench/align_throughput.py --preset xglm-564m --batch 4 --seq 512 --device cuda --steps 50 --full
   python bench/align_throughput.py --model ~/.cache/afp/models/smollm2-135m-instruct --batch 16 --seq 96 \
       --data afp_cli/demo/tatoeba_en-zh.afp.jsonl --modes plain afp afp+packing afp+compile afp+compile+packing
+  python bench/align_throughput.py --model ~/.cache/afp/models/smollm2-135m-instruct --batch 16 --seq 96 \
+      --data afp_cli/demo/tatoeba_en-zh.afp.jsonl --modes afp --precision fp32 bf16 --threads 1
 """
 
 from __future__ import annotations
@@ -100,10 +104,12 @@ def build(args):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from afp_cli.model.loading import add_lora
+    from afp_cli.model.loading import add_lora, resolve_dtype
+    from afp_cli.model.precision import training_weights_dtype_name
 
-    # as afp align: bf16 base weights under LoRA on CUDA; fp32 master weights (bf16 autocast) for full fine-tuning
-    dtype = torch.bfloat16 if args.device.startswith("cuda") and not args.full else torch.float32
+    # as afp align (model.dtype auto): bf16 base weights under LoRA on CUDA; fp32 weights elsewhere and for full
+    # fine-tuning (bf16 then comes from autocast)
+    dtype = resolve_dtype(training_weights_dtype_name(args.device, not args.full), args.device)
     torch.manual_seed(0)
     if args.model:
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(args.device)
@@ -172,8 +178,10 @@ def measure(args) -> dict:
     from afp_cli.align.config import build_config
     from afp_cli.align.losses import objective
     from afp_cli.data.batches import collate
+    from afp_cli.model.precision import resolve_precision
 
     base, switches = parse_mode(args.mode)
+    precision = resolve_precision(args.precision[0], args.device)
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     model = build(args)
@@ -196,11 +204,7 @@ def measure(args) -> dict:
         for examples in batches
     ]
     cuda = args.device.startswith("cuda")
-    autocast = (
-        (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
-        if cuda
-        else (lambda: torch.autocast("cpu", enabled=False))
-    )
+    autocast = precision.autocast()
     afp = base.startswith("afp")
     if base == "afp":
         counts = [(batch.token_count, batch.position_count) for batch in collated]
@@ -208,7 +212,7 @@ def measure(args) -> dict:
         counts = [(instruction_tokens(batch), batch.instruction_ids.numel()) for batch in collated]
 
     if base == "trainer":
-        return measure_trainer(args, model, collated, counts)
+        return measure_trainer(args, model, collated, counts, precision.bf16) | {"precision": precision.name}
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     config = build_config(
@@ -219,6 +223,8 @@ def measure(args) -> dict:
             "mcl": {"weight": 0.0 if base == "afp-cit" else 1.0, "pooling": args.pooling},
         }
     )
+
+    losses: list[float] = []
 
     def step(index: int):
         batch = collated[index % len(collated)]
@@ -235,8 +241,11 @@ def measure(args) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        losses.append(loss.item())
 
-    return timed(step, args, cuda, counts)
+    result = timed(step, args, cuda, counts)
+    # the first step's loss: the same weights and batch in every precision, so the two are directly comparable
+    return result | {"precision": precision.name, "first_loss": losses[0]}
 
 
 def instruction_tokens(batch) -> int:
@@ -246,7 +255,7 @@ def instruction_tokens(batch) -> int:
     return int(batch.instruction_mask.sum())
 
 
-def measure_trainer(args, model, collated, counts) -> dict:
+def measure_trainer(args, model, collated, counts, bf16: bool) -> dict:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -282,7 +291,7 @@ def measure_trainer(args, model, collated, counts) -> dict:
         logging_strategy="no",
         save_strategy="no",
         report_to=[],
-        bf16=args.device.startswith("cuda"),
+        bf16=bf16,
         use_cpu=args.device == "cpu",
         dataloader_num_workers=0,
         disable_tqdm=True,
@@ -416,6 +425,14 @@ def main() -> None:
         metavar="ROWS",
         help="also profile 3 steps of each mode and print the top ROWS operators (stderr)",
     )
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=("auto", "fp32", "bf16"),
+        default=["auto"],
+        help="train.precision of every mode, each measured in turn (fp32 bf16: both, and their step-time ratio); "
+        "auto: what afp align resolves here",
+    )
     parser.add_argument("--mode", help="measure one mode (internal)")
     args = parser.parse_args()
     if args.mode:
@@ -435,23 +452,34 @@ def main() -> None:
     passed_on = [
         f"--{key.replace('_', '-')}" if value is True else f"--{key.replace('_', '-')}={value}"
         for key, value in vars(args).items()
-        if key not in {"mode", "modes", "compile", "packing", "repeats"} and value is not None and value is not False
+        if key not in {"mode", "modes", "compile", "packing", "repeats", "precision"}
+        and value is not None
+        and value is not False
     ]
-    runs: dict[str, list[dict]] = {mode: [] for mode in modes}
-    failed: dict[str, str] = {}
+    precisions = list(dict.fromkeys(args.precision))
+    # one row a (mode, precision); a row's label carries the precision only when several are measured
+    rows = [(mode, precision) for mode in modes for precision in precisions]
+
+    def label(row: tuple[str, str]) -> str:
+        return row[0] if len(precisions) == 1 else f"{row[0]} {row[1]}"
+
+    runs: dict[tuple[str, str], list[dict]] = {row: [] for row in rows}
+    failed: dict[tuple[str, str], str] = {}
     for repeat in range(args.repeats):
-        shift = repeat % len(modes)  # each repeat starts at another mode: slow phases of a busy machine spread out
-        for mode in modes[shift:] + modes[:shift]:
-            if mode in failed:
+        shift = repeat % len(rows)  # each repeat starts at another row: slow phases of a busy machine spread out
+        for row in rows[shift:] + rows[:shift]:
+            if row in failed:
                 continue
-            command = [sys.executable, __file__, "--mode", mode] + passed_on
+            command = [sys.executable, __file__, "--mode", row[0], "--precision", row[1]] + passed_on
             finished = subprocess.run(command, capture_output=True, text=True)
             if finished.returncode != 0:
-                failed[mode] = (finished.stderr.strip().splitlines() or ["no output"])[-1][:160]
+                failed[row] = (finished.stderr.strip().splitlines() or ["no output"])[-1][:160]
                 continue
             if args.profile:
                 print(finished.stderr[finished.stderr.find("--- profile") :])
-            runs[mode].append(json.loads(finished.stdout.strip().splitlines()[-1]))
+            runs[row].append(json.loads(finished.stdout.strip().splitlines()[-1]))
+    # "auto" is shown with what it resolved to on this machine
+    auto_resolved = {row[1]: f"auto ({runs[row][0]['precision']})" for row in rows if row[1] == "auto" and runs[row]}
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {args.device}; "
         f"{'model ' + args.model if args.model else 'preset ' + args.preset}, batch {args.batch}, "
@@ -461,40 +489,50 @@ def main() -> None:
             else f"seq {args.seq} (MCL sentences {args.seq // 4} tokens)"
         )
         + f", {args.steps} timed steps after {args.warmup} warm-up, {args.repeats} repeat(s); "
-        f"{'full fine-tuning' if args.full else f'LoRA targets {args.targets}'}; MCL pooling {args.pooling}"
+        f"{'full fine-tuning' if args.full else f'LoRA targets {args.targets}'}; MCL pooling {args.pooling}; "
+        f"precision {' '.join(auto_resolved.get(precision, precision) for precision in precisions)}; "
+        f"{args.threads} thread(s)"
     )
     spread = args.repeats > 1
     print(
         f"{'step':<22}{'steps/s':>9}{'  (min–max)' if spread else '':<16}{'real tok/s':>11}{'padding':>9}"
-        f"{'1st step s':>11}{'peak GiB':>10}  peak measured as"
+        f"{'1st step s':>11}{'peak GiB':>10}{'1st loss':>10}  peak measured as"
     )
-    medians: dict[str, float] = {}
-    for mode in modes:
-        if mode in failed:
-            print(f"{mode:<22}failed: {failed[mode]}")
+    medians: dict[tuple[str, str], float] = {}
+    for row in rows:
+        if row in failed:
+            print(f"{label(row):<22}failed: {failed[row]}")
             continue
-        results = runs[mode]
+        results = runs[row]
         rates = [result["steps_per_s"] for result in results]
-        medians[mode] = statistics.median(rates)
-        ratio = medians[mode] / results[0]["steps_per_s"]  # tokens per step are the same in every repeat
+        medians[row] = statistics.median(rates)
+        ratio = medians[row] / results[0]["steps_per_s"]  # tokens per step are the same in every repeat
         low_high = f"  ({min(rates):.3f}–{max(rates):.3f})" if spread else ""
+        loss = f"{results[0]['first_loss']:>10.4f}" if "first_loss" in results[0] else f"{'':>10}"
         print(
-            f"{mode:<22}{medians[mode]:>9.3f}{low_high:<16}{results[0]['tokens_per_s'] * ratio:>11.0f}"
+            f"{label(row):<22}{medians[row]:>9.3f}{low_high:<16}{results[0]['tokens_per_s'] * ratio:>11.0f}"
             f"{100 * results[0]['padding']:>8.0f}%{statistics.median(r['first_step_s'] for r in results):>11.1f}"
-            f"{max(r['peak_gib'] for r in results):>10.2f}  {results[0]['peak_kind']}"
+            f"{max(r['peak_gib'] for r in results):>10.2f}{loss}  {results[0]['peak_kind']}"
         )
-    afp_modes = [mode for mode in medians if mode.startswith("afp") and not mode.startswith("afp-cit")]
-    for baseline in ("trainer", "plain"):
+    for precision in precisions:
+        suffix = "" if len(precisions) == 1 else f" ({precision})"
+        measured = {mode: medians[(mode, precision)] for mode in modes if (mode, precision) in medians}
+        afp_modes = [mode for mode in measured if mode.startswith("afp") and not mode.startswith("afp-cit")]
+        for baseline in ("trainer", "plain"):
+            for mode in afp_modes:
+                if baseline in measured:
+                    ratio = measured[baseline] / measured[mode]  # time per step = 1 / steps per second
+                    print(f"{mode} step time / {baseline} step time{suffix}: {ratio:.2f}x (target <= 1.15x)")
+        if "afp" in measured and "afp-cit" in measured:
+            print(f"MCL share of the afp step{suffix}: {100 * (1 - measured['afp'] / measured['afp-cit']):.0f} %")
         for mode in afp_modes:
-            if baseline in medians:
-                ratio = medians[baseline] / medians[mode]  # time per step = 1 / steps per second
-                print(f"{mode} step time / {baseline} step time: {ratio:.2f}x (target <= 1.15x)")
-    if "afp" in medians and "afp-cit" in medians:
-        mcl_share = 1 - medians["afp"] / medians["afp-cit"]
-        print(f"MCL share of the afp step: {100 * mcl_share:.0f} %")
-    for mode in afp_modes:
-        if mode != "afp" and "afp" in medians:
-            print(f"{mode} vs afp: {medians[mode] / medians['afp']:.2f}x the steps/s")
+            if mode != "afp" and "afp" in measured:
+                print(f"{mode} vs afp{suffix}: {measured[mode] / measured['afp']:.2f}x the steps/s")
+    for mode in modes:
+        if (mode, "fp32") in medians and (mode, "bf16") in medians:
+            # time per step = 1 / steps per second: fp32 time / bf16 time = bf16 steps/s / fp32 steps/s
+            ratio = medians[(mode, "bf16")] / medians[(mode, "fp32")]
+            print(f"{mode}: fp32 step time / bf16 step time: {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script by t
 from test_align import DEMO_DATA, metrics, write_recipe  # noqa: E402
 
 # 8 training examples, global batch 4: 2 processes × 2 pairs; dropout off so both launches draw nothing at random
-SETTINGS = {"train": {"max_steps": 3, "batch_size": 4}}
+# fp32: one and two processes agree to fp32 rounding (1e-5); under auto a bf16 CPU would round to bf16
+SETTINGS = {"train": {"max_steps": 3, "batch_size": 4, "precision": "fp32"}}
 
 
 def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -26,6 +26,7 @@ import yaml
 from afp_cli.errors import AfpError
 from afp_cli.model.lora_targets import TARGET_PRESETS
 from afp_cli.model.pooling import SPEC_HELP, Pooling, parse_pooling
+from afp_cli.model.precision import PRECISIONS
 from afp_cli.typed_yaml import (
     ConfigValueError,
     Located,
@@ -263,7 +264,12 @@ class TrainConfig:
     max_grad_norm: float = _help("Gradient clipping norm (0 disables).", 1.0)
     seed: int = _help("Fixes data order, held-out split, initialisation and dropout.", 42)
     device: str = _help("auto (CUDA when present), cpu, cuda, cuda:1, ...", "auto")
-    precision: str = _help("auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32.", "auto")
+    precision: str = _help(
+        "auto, bf16 or fp32. auto: bf16 autocast on CUDA and on CPUs with AVX512-BF16 or AMX, fp32 on other CPUs "
+        "(with a line saying why). bf16 autocast keeps the LoRA weights, optimizer state and losses in fp32. The "
+        "resolved value is printed and written to summary.json; recipe.yaml keeps what was asked.",
+        "auto",
+    )
     tf32: bool = _help("Allow TF32 matmuls on CUDA.", True)
     cpu_threads: int | None = _help(
         "torch threads on CPU (null: torch's default). 1 is fastest for tiny models and on busy machines.", None
@@ -294,7 +300,7 @@ class TrainConfig:
         _require(self.scheduler in {"cosine", "linear", "constant"}, "scheduler", "must be cosine, linear or constant")
         _require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "must be in [0, 1)")
         _require(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
-        _require(self.precision in {"auto", "bf16", "fp32"}, "precision", "must be auto, bf16 or fp32")
+        _require(self.precision in PRECISIONS, "precision", f"must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
 
 
 @dataclass

@@ -66,6 +66,7 @@ from afp_cli.model.loading import (
     resolve_device,
     resolve_dtype,
 )
+from afp_cli.model.precision import Precision, resolve_precision, training_weights_dtype_name
 from afp_cli.progress import progress_bar
 from afp_cli.text_files import write_atomically
 
@@ -102,9 +103,8 @@ def load_base_model(config: AlignConfig, tokenizer, device: str, engine_dtype: t
     model_config = config.model
     # bf16 weights for LoRA on CUDA (the frozen base dominates memory); full fine-tuning keeps fp32 master
     # weights and gets bf16 from autocast, as the official bf16 Trainer run does.
-    dtype = resolve_dtype(model_config.dtype, device)
-    if not config.lora.enabled and model_config.dtype == "auto":
-        dtype = torch.float32
+    name = model_config.dtype
+    dtype = resolve_dtype(training_weights_dtype_name(device, config.lora.enabled) if name == "auto" else name, device)
     if engine_dtype is not None:
         dtype = engine_dtype
     if model_config.architecture is not None:
@@ -318,10 +318,14 @@ class Run:
     held_out_set: HeldOut  # pairs oriented by language (afp_cli/align/held_out.py)
     tokenizer: Any
     device: str
-    autocast: Any
+    precision: Precision  # train.precision resolved for this device (auto → bf16 or fp32)
     parameter_counts: tuple[int, int]  # trainable, total
     pooling_choice: LayerChoice | None = None  # what mcl.pooling auto measured (None: not measured in this session)
     packs: bool = False  # data.packing as it applies to this model (decided once, at set-up: step_speed.py)
+
+    @property
+    def autocast(self):
+        return self.precision.autocast()
 
     def evaluate(self) -> dict[str, float]:
         return evaluate_held_out(
@@ -366,7 +370,9 @@ def setup_run(config: AlignConfig, examples, processes, console: Console, write_
         processes.on_main(lambda: save_built_base_model(model, tokenizer, output_dir / BASE_MODEL_DIR))
     model = make_trainable(model, config)
     trainable, total = count_parameters(model)
-    _describe(console, config, len(train_set), len(held_out_set), counts, trainable, total, device, model, processes)
+    precision = resolve_precision(train.precision, device)
+    sizes = (len(train_set), len(held_out_set))
+    _describe(console, config, *sizes, counts, trainable, total, device, precision, model, processes)
     check_mcl_reach(model, config, console)
     packs = False
     if config.data.packing or train.compile:
@@ -394,7 +400,7 @@ def setup_run(config: AlignConfig, examples, processes, console: Console, write_
         held_out_set,
         tokenizer,
         device,
-        _autocast_factory(device, train.precision),
+        precision,
         (trainable, total),
         packs=packs,
     )
@@ -483,6 +489,7 @@ def _setup_and_train(
                 "steps": result.steps,
                 "trainable_parameters": trainable,
                 "total_parameters": total,
+                "precision": run.precision.name,
                 "held_out_before": result.held_out_before,
                 "held_out_after": result.held_out_after,
                 "held_out_directions": list(run.held_out_set.directions),
@@ -705,14 +712,6 @@ def _format_record(record: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def _autocast_factory(device: str, precision: str):
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.startswith("cuda"))
-    if not use_bf16:
-        return nullcontext
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
-    return lambda: torch.autocast(device_type=device_type, dtype=torch.bfloat16)
-
-
 class _InterruptFlag:
     """SIGTERM and SIGINT (Ctrl-C) become a clean stop at the end of the current step, with a checkpoint.
 
@@ -770,7 +769,17 @@ def _tokenizer_texts(examples) -> list[str]:
 
 
 def _describe(
-    console, config, train_size, held_out_size, counts: TokenCounts, trainable, total, device, model, processes
+    console,
+    config,
+    train_size,
+    held_out_size,
+    counts: TokenCounts,
+    trainable,
+    total,
+    device,
+    precision: Precision,
+    model,
+    processes,
 ) -> None:
     if config.lora.enabled:
         targets = model.peft_config["default"].target_modules
@@ -791,8 +800,12 @@ def _describe(
             + ("" if not config.mcl.enabled or config.mcl.gather_negatives else ", MCL negatives local")
         )
     console.print(
-        f"[bold]afp align[/] · {mode} · {' + '.join(objectives)} · lr {config.train.lr:g} · {where}", highlight=False
+        f"[bold]afp align[/] · {mode} · {' + '.join(objectives)} · lr {config.train.lr:g} · {where} · "
+        f"{'bf16 autocast' if precision.bf16 else 'fp32'}",
+        highlight=False,
     )
+    if precision.note:
+        console.print(f"precision: {precision.note}", markup=False, highlight=False)
     console.print(
         f"examples: {train_size} train, {held_out_size} held out · tokens: "
         f"{counts.sentence_tokens} in sentences, {counts.instruction_tokens} in instructions "

@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from afp_cli.model.precision import SCORING_AUTO_HELP
+
 MODEL_FLAGS = ("--model", "-m")
 ADAPTER_FLAGS = ("--adapter", "-a")
 OUTPUT_DIR_FLAGS = ("--output-dir", "-o")
@@ -38,9 +40,7 @@ OutputFile = Annotated[
 OverwriteFile = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for every random choice (demonstrations, sampling, pairs).")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")]
-Dtype = Annotated[
-    str, typer.Option("--dtype", help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16.")
-]
+Dtype = Annotated[str, typer.Option("--dtype", help=f"{SCORING_AUTO_HELP}, float32, bfloat16, float16.")]
 AllowOtherBase = Annotated[
     bool,
     typer.Option(

@@ -25,11 +25,13 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def resolve_dtype(dtype: str, device: str):
-    """``auto``: bfloat16 on CUDA (the paper trains in bf16), float32 on CPU."""
+    """The weights' dtype for scoring (evaluate, analyze); ``auto`` is afp_cli/model/precision.py's choice."""
     import torch
 
+    from afp_cli.model.precision import scoring_dtype_name
+
     if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+        dtype = scoring_dtype_name(device)
     names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in names:
         raise AfpError(f"unknown dtype '{dtype}': use one of auto, {', '.join(names)}")
