@@ -103,8 +103,7 @@ def real_run(real_model, tmp_path_factory):
 def test_a_short_alignment_lowers_the_held_out_loss_and_raises_retrieval(real_run):
     model, _, run, result = real_run
     before, after = result.held_out_before, result.held_out_after
-    print(model.key, before, after)
-    # measured: SmolLM2 3.23 -> 2.06, Gemma MEASURE
+    # measured: SmolLM2 3.23 -> 2.06, Gemma 2.92 -> 1.49
     assert after["cit_loss"] < before["cit_loss"] - 0.3
     # measured (64 pairs): SmolLM2 0.125 -> 0.375, Gemma 0.891 -> 0.844
     assert after["retrieval_top1"] >= before["retrieval_top1"] + model.retrieval_change
@@ -170,7 +169,7 @@ def test_evaluate_gives_scores_in_range_and_deltas_to_the_base(run_cli, real_run
         assert adapted["delta_vs_base"] == pytest.approx(adapted["value"] - base["value"])
         assert adapted["ci_low"] <= adapted["delta_vs_base"] <= adapted["ci_high"] and 0 < adapted["p_value"] <= 1
     # a real model translates (a random one scores chrF++ near 0 on zh→en), and 40 steps of CIT improve it
-    # (measured on these 16 sentences: SmolLM2 8.0 → 25.8, paired bootstrap p = 0.001; Gemma MEASURE)
+    # (measured on these 16 sentences: SmolLM2 8.0 → 25.8, paired bootstrap p = 0.001)
     translated = values[(flores, run.name, "chrfpp")]
     assert values[(flores, "base", "chrfpp")]["value"] > 5
     assert translated["delta_vs_base"] > 5 and translated["ci_low"] > 0
@@ -244,6 +243,6 @@ def test_alignment_across_every_layer(run_cli, real_run, shared_data, tmp_path):
     layer = model.aligned_layer
     # pre-training put translations closer in the middle of the model than at its bottom (issues #22 and #31)
     assert retrieval("base", layer) > retrieval("base", 1) + 0.03
-    print(model.key, "retrieval at", layer, retrieval("base", layer), "->", retrieval(run.name, layer))
+    # measured among these 200 pairs: Gemma at layer 11 0.795 -> 0.833
     # MCL at that layer pulled them closer still (SmolLM2), or kept them where the base had them (Gemma)
     assert retrieval(run.name, layer) >= retrieval("base", layer) + model.retrieval_change
