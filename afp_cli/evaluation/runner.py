@@ -1,7 +1,9 @@
 """Run lm-eval on a base model and each of its adapters with the same seeds, and save raw results and samples.
 
 With the ``hf`` backend the base weights are loaded once: the base model is scored with the adapters disabled,
-then each adapter is switched on in turn (peft ``set_adapter``), and the loaded model goes to lm-eval's HFLM.
+then each adapter is switched on in turn (peft ``set_adapter``), and the loaded model goes to lm-eval's HFLM, as
+afp's LeanHFLM (lean_scoring.py: the same loglikelihoods, the LM head only where one is read and shared prefixes
+encoded once).
 Other backends (``vllm``, ...) get lm-eval's own model arguments and load what they need themselves; an adapter
 with LoRA on the input embeddings is merged into a copy of the base for vLLM, which cannot serve it.
 Several seeds (``seed=[0, 1, 2]``) run every task once per seed; the comparison shows their mean and spread.
@@ -97,13 +99,12 @@ def _check_adapters(config: EvaluateConfig) -> None:
 def _hf_models(config: EvaluateConfig) -> Iterator[tuple[str, Any]]:
     """Yield (label, lm-eval LM) for the base model and each adapter, the base weights loaded once: one HFLM around
     the model, with the variant's adapter switched on (afp_cli/model/variants.py, shared with afp analyze)."""
-    from lm_eval.models.huggingface import HFLM
-
+    from afp_cli.evaluation.lean_scoring import LeanHFLM
     from afp_cli.model.variants import load_variants
 
     loaded = load_variants(config.model, config.adapters, config.device, config.dtype, check_bases=False)
     batch_size = config.batch_size if config.batch_size == "auto" else int(config.batch_size)
-    lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=batch_size)
+    lm = LeanHFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=batch_size)
     for label, _ in loaded.variants():
         yield label, lm
 
