@@ -21,7 +21,7 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script by torchrun: find test_align
 
-from test_align import DEMO_DATA, metrics, write_recipe  # noqa: E402
+from helpers import DEMO_DATA, metrics, write_recipe  # noqa: E402
 
 # 8 training examples, global batch 4: 2 processes × 2 pairs; dropout off so both launches draw nothing at random
 # fp32: one and two processes agree to fp32 rounding (1e-5); under auto a bf16 CPU would round to bf16

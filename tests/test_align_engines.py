@@ -96,11 +96,9 @@ def test_a_full_fine_tuning_model_loaded_in_deepspeeds_dtype_runs_where_casting_
     # XGLM adds fp32 sinusoidal positions (a buffer) to its embeddings. DeepSpeed >= 0.18 casts parameters only and
     # turns autocast off inside its engine: on an fp32-loaded model the first layer norm then sees fp32 input and
     # bf16 weights (seen on an H200). Loading in the engine's dtype casts the buffers too.
-    from test_align import tiny_architecture
-
     from afp_cli.align.config import build_config
     from afp_cli.align.train import load_base_model
-    from afp_cli.model.tiny import train_tokenizer
+    from afp_cli.model.tiny import tiny_architecture, train_tokenizer
 
     config = build_config(
         {

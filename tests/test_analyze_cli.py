@@ -79,7 +79,7 @@ def test_alignment_end_to_end_on_tatoeba(run_cli, tiny_llama, shared_data, tmp_p
 
 @pytest.mark.slow  # ~10-15 s: base + adapter × 2 directions × 2 shot counts, then two re-scorings
 def test_language_rate_on_hc3_files_through_lm_eval_for_base_and_adapter(run_cli, tiny_llama, tmp_path):
-    from test_analyze_questions import hc3_chinese, hc3_english, write_jsonl
+    from helpers import hc3_chinese, hc3_english, write_jsonl
 
     model_dir, adapter_dir = tiny_llama
     english, chinese = hc3_english(tmp_path / "all.jsonl", 6), hc3_chinese(tmp_path / "all_zh.jsonl", 5)

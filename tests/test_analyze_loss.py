@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_align import DEMO_DATA, quiet, write_recipe
+from helpers import DEMO_DATA, quiet, write_recipe
 
 from afp_cli.analyze.loss_run import APPEND_EOS, DEFAULT_MAX_LENGTH, DEFAULT_POOLING, LEARN_PROMPT, LossConfig
 from afp_cli.data.tokenize import IGNORE_INDEX
@@ -87,9 +87,9 @@ def test_defaults_are_align_defaults():
 
 
 def test_shared_options_have_their_one_spelling():
-    from test_cli_options import CANONICAL, _commands
+    from helpers import CANONICAL, cli_commands
 
-    options = {param.name: set(param.opts) for param in _commands()["analyze loss"].params}
+    options = {param.name: set(param.opts) for param in cli_commands()["analyze loss"].params}
     assert {name: options[name] for name in CANONICAL} == CANONICAL
     assert options["data"] == {"--data", "-d"} and options["allow_other_base"] == {"--allow-other-base"}
 

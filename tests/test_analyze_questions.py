@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 
 import pytest
+from helpers import hc3_chinese, hc3_english, write_jsonl
 
 from afp_cli.analyze.language_id import LanguageIdentifier
 from afp_cli.analyze.questions import (
@@ -20,43 +19,6 @@ from afp_cli.analyze.questions import (
     shipped_questions_path,
 )
 from afp_cli.errors import AfpError
-
-
-def write_jsonl(path: Path, records) -> Path:
-    path.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records), encoding="utf-8")
-    return path
-
-
-def hc3_english(path: Path, count: int) -> Path:
-    """A small file in HC3's published schema (Hello-SimpleAI/HC3 all.jsonl): no language field."""
-    return write_jsonl(
-        path,
-        [
-            {
-                "question": f"Why does thing number {index} happen?\nPlease explain like I'm five.",
-                "human_answers": [f"Because of reason {index}."],
-                "chatgpt_answers": [f"It happens because {index}."],
-                "source": "reddit_eli5",
-            }
-            for index in range(count)
-        ],
-    )
-
-
-def hc3_chinese(path: Path, count: int) -> Path:
-    return write_jsonl(
-        path,
-        [
-            {
-                "id": str(index),
-                "question": f"第{index}个问题是什么？",
-                "human_answers": [f"答案{index}"],
-                "chatgpt_answers": [],
-                "source": "open_qa",
-            }
-            for index in range(count)
-        ],
-    )
 
 
 def test_hc3_files_are_read_as_published_with_the_language_from_the_command_line(tmp_path):

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_align import write_recipe
-from test_align_errors import GOOD_LINES
+from helpers import GOOD_LINES, write_recipe
 
 BINARY = bytes(range(256)) * 8
 LATIN1_PAIRS = "en\tzh\ncafé au lait\tcafé\n".encode("latin-1")

@@ -5,17 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import CANONICAL, cli_commands
 
-CANONICAL = {
-    "model": {"--model", "-m"},
-    "adapter": {"--adapter", "-a"},
-    "output_dir": {"--output-dir", "-o"},
-    "overwrite": {"--overwrite"},
-    "seed": {"--seed"},
-    "device": {"--device"},
-    "dtype": {"--dtype"},
-    "batch_size": {"--batch-size"},
-}
 # which shared options each command must offer (data builders write one file: their -o is --output)
 EXPECTED = {
     "align": {"model", "output_dir", "overwrite", "seed", "device", "dtype", "batch_size"},
@@ -25,32 +16,16 @@ EXPECTED = {
 }
 
 
-def _commands():
-    import typer.main
-
-    from afp_cli.cli import app
-
-    root = typer.main.get_command(app)
-    found = {}
-    for name, command in root.commands.items():
-        if hasattr(command, "commands"):
-            for sub_name, sub in command.commands.items():
-                found[f"{name} {sub_name}"] = sub
-        else:
-            found[name] = command
-    return found
-
-
 @pytest.mark.parametrize("command_name", sorted(EXPECTED))
 def test_shared_options_have_one_spelling(command_name):
-    command = _commands()[command_name]
+    command = cli_commands()[command_name]
     options = {param.name: set(param.opts) for param in command.params if param.param_type_name == "option"}
     for name in EXPECTED[command_name]:
         assert options.get(name) == CANONICAL[name], f"afp {command_name}: {name} is {options.get(name)}"
 
 
 def test_no_command_gives_a_shared_flag_another_meaning():
-    for command_name, command in _commands().items():
+    for command_name, command in cli_commands().items():
         for param in command.params:
             for name, flags in CANONICAL.items():
                 clash = set(param.opts) & flags
@@ -59,8 +34,7 @@ def test_no_command_gives_a_shared_flag_another_meaning():
 
 
 def test_align_shared_options_are_recipe_overrides(tmp_path, run_cli, monkeypatch):
-    from test_align import write_recipe
-    from test_align_errors import GOOD_LINES, data_with
+    from helpers import GOOD_LINES, data_with, write_recipe
 
     recipe = write_recipe(tmp_path, data_with(tmp_path, GOOD_LINES))
     monkeypatch.chdir(tmp_path)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import assert_same_step, lora_model, losses_and_gradients  # tests/ is on sys.path under pytest
 from rich.console import Console
-from test_packing import assert_same_step, lora_model, losses_and_gradients  # tests/ is on sys.path under pytest
 
 from afp_cli.align.config import build_config, load_config
 from afp_cli.align.losses import objective

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from helpers import write_instructions
 from typer.testing import CliRunner
 
 from afp_cli.commands import data as data_command
@@ -22,28 +23,6 @@ from afp_cli.errors import AfpError
 from afp_cli.languages import language_name
 
 FIVE = ["en", "zh", "th", "tr", "sw"]
-
-
-def write_instructions(folder: Path, languages: list[str], size: int, as_list: tuple[str, ...] = ("en",)) -> Path:
-    """Bactrian-X style files whose texts say their language and id: ``[zh] answer 7``. Every third has no input."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for lang in languages:
-        records = [
-            {
-                "id": str(i),
-                "instruction": f"[{lang}] instruction {i}",
-                "input": "" if i % 3 == 0 else f"[{lang}] input {i}",
-                "output": f"[{lang}] answer {i}",
-            }
-            for i in range(size)
-        ]
-        if lang in as_list:
-            (folder / f"{lang}.json").write_text(json.dumps(records, ensure_ascii=False, indent=2), encoding="utf-8")
-        else:
-            (folder / f"{lang}.jsonl").write_text(
-                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
-            )
-    return folder
 
 
 def build(tmp_path: Path, name: str = "out.jsonl", **settings) -> tuple[list[dict], dict]:

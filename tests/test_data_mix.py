@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_data import write_instructions
+from helpers import write_instructions
 
 from afp_cli.data.build import build_mixture
 from afp_cli.data.mixture_config import Mixture, MixturePart

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_align import DEMO_DATA, write_recipe
+from helpers import DEMO_DATA, quiet, write_recipe
 
 import afp_cli.align.train as train_module
 import afp_cli.text_files as text_files
@@ -109,8 +109,6 @@ def tree(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict[str, torch.Tensor]:
     """The adapter of the uninterrupted run every resumed run must end with."""
-    from test_align import quiet
-
     from afp_cli.align.config import load_config
 
     recipe = make_recipe(tmp_path_factory.mktemp("reference"))
@@ -121,8 +119,6 @@ def reference(tmp_path_factory) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def stopped_run(tmp_path_factory) -> Path:
     """A run stopped after step 4 (--stop-after): checkpoints of steps 2 and 4, to copy and then damage."""
-    from test_align import quiet
-
     from afp_cli.align.config import load_config
 
     recipe = make_recipe(tmp_path_factory.mktemp("stopped"))
@@ -150,8 +146,6 @@ def run_copy(tmp_path, stopped_run) -> Path:
 def test_sigterm_from_outside_stops_after_the_step_with_a_checkpoint_and_resume_ends_as_if_never_stopped(
     tmp_path, run_cli
 ):
-    from test_align import quiet
-
     from afp_cli.align.config import load_config
 
     recipe = make_recipe(tmp_path / "stopped", max_steps=30, save_every=0)

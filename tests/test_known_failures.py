@@ -77,8 +77,7 @@ def test_bugs_are_not_explained_away(error):
 
 def test_the_cli_turns_a_known_failure_into_exit_2_and_keeps_bugs_loud(tmp_path, run_cli, monkeypatch):
     import torch
-    from test_align import write_recipe
-    from test_align_errors import GOOD_LINES, data_with
+    from helpers import GOOD_LINES, data_with, write_recipe
 
     import afp_cli.align.train
 

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
+from helpers import assert_same_step, lora_model, losses_and_gradients
 from rich.console import Console
 
 from afp_cli.align.config import build_config, load_config
@@ -20,11 +20,9 @@ from afp_cli.data.batches import TokenizedExample, collate, tokenize_examples
 from afp_cli.data.packing import bucket_width, fill_rows, pack, plan_rows
 from afp_cli.data.tokenize import IGNORE_INDEX
 from afp_cli.data.training_records import read_training_file
-from afp_cli.model.loading import add_lora
 from afp_cli.model.tiny import build_model, tiny_architecture
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "afp_cli" / "demo" / "tatoeba_en-zh.afp.jsonl"
-NO_DROPOUT = {"gpt2": {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}}  # GPT-2's own dropout is 0.1
 
 
 def test_pack_places_longest_first_and_restarts_positions_per_text_and_at_the_padding():
@@ -79,37 +77,6 @@ def _tokenized(tokenizer, count=8, learn_prompt=False):
     return tokenized
 
 
-def lora_model(model_type, tokenizer):
-    """A tiny model with LoRA (no dropout anywhere) whose every adapter weight gets a gradient."""
-    model = build_model(tiny_architecture(model_type, **NO_DROPOUT.get(model_type, {})), tokenizer, seed=0)
-    model.config.use_cache = False
-    model = add_lora(model, 4, 8, 0.0, "auto", seed=0)
-    with torch.no_grad():  # one LoRA factor starts at zero; random values make every adapter weight get a gradient
-        for name, parameter in model.named_parameters():
-            if "lora_" in name and not parameter.any():
-                parameter.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(name)))
-    return model
-
-
-def losses_and_gradients(model, batch, pooling="last-1"):
-    """One afp step's loss parts and the gradient of every trainable weight."""
-    config = build_config(
-        {
-            "model": {"name_or_path": "x"},
-            "data": {"train_file": "x"},
-            "train": {"batch_size": 8},
-            "mcl": {"pooling": pooling},
-        }
-    )
-    model.zero_grad(set_to_none=True)
-    parts = objective(model, batch, config)
-    parts.total.backward()
-    gradients = {
-        name: parameter.grad.clone() for name, parameter in model.named_parameters() if parameter.requires_grad
-    }
-    return parts, gradients
-
-
 @pytest.mark.parametrize(
     "model_type, pooling",
     [("llama", "last-1"), ("llama", "avg-2"), ("llama", "max"), ("gpt2", "last-1"), ("qwen2", "last")],
@@ -124,17 +91,6 @@ def test_packed_batch_gives_the_right_padded_batch_losses_and_lora_gradients(tin
     assert packed.sentence_ids.shape[0] < padded.sentence_ids.shape[0]
     assert packed.instruction_ids.shape[0] < padded.instruction_ids.shape[0]
     assert_same_step(losses_and_gradients(model, padded, pooling), losses_and_gradients(model, packed, pooling))
-
-
-def assert_same_step(expected, actual):
-    """The same MCL and CIT losses and gradients, within fp32 rounding (1e-5)."""
-    (expected_parts, expected_gradients), (parts, gradients) = expected, actual
-    assert parts.mcl == pytest.approx(expected_parts.mcl, abs=1e-5)
-    assert parts.cit == pytest.approx(expected_parts.cit, abs=1e-5)
-    assert set(gradients) == set(expected_gradients) and len(expected_gradients) > 10
-    for name, gradient in expected_gradients.items():
-        assert gradient.abs().max() > 0, name  # every adapter weight is reached, so each comparison means something
-        torch.testing.assert_close(gradients[name], gradient, atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_a_target_at_a_texts_first_token_is_not_learned_from_the_text_before_it(tiny_tokenizer):

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_tasks import TASKS_DIR, _load_module, _manager  # tests/ is on sys.path under pytest
+from helpers import TASKS_DIR, load_module, task_manager  # tests/ is on sys.path under pytest
 
 from afp_cli.errors import AfpError
 from afp_cli.evaluation.tasks import build_task_manager, check_local_data, default_include_path
@@ -18,11 +18,11 @@ from afp_cli.evaluation.tasks import build_task_manager, check_local_data, defau
 
 @pytest.fixture(scope="module")
 def xwinograd():
-    return _load_module(TASKS_DIR / "afp_xwinograd" / "utils.py", "afp_xwinograd_utils_under_test")
+    return load_module(TASKS_DIR / "afp_xwinograd" / "utils.py", "afp_xwinograd_utils_under_test")
 
 
 def _task(data_dir: Path, name: str):
-    return _manager(data_dir).load([name])["tasks"][name]
+    return task_manager(data_dir).load([name])["tasks"][name]
 
 
 def _scored(task, doc) -> list[tuple[str, str]]:

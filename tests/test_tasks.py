@@ -3,44 +3,29 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
+from helpers import TASKS_DIR, ScriptedLM, evaluate_tasks, load_module, task_manager
 
 from afp_cli.evaluation.taskgen import generated_files, render
 
-TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
 # discovered, not listed: a family is a folder of tasks/ with its generator; the paper's classification families are
 # those with demonstration groups (k-shot in English, Chinese or the task's own language)
 FAMILIES = tuple(sorted(path.parent.name for path in TASKS_DIR.glob("afp_*/_generate_configs.py")))
 CLASSIFICATION = tuple(family for family in FAMILIES if (TASKS_DIR / family / f"_{family}_demo_en.yaml").is_file())
 
 
-def _load_module(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def common():
-    return _load_module(TASKS_DIR / "afp_task_common.py", "afp_task_common_under_test")
-
-
-def _manager(data_dir=None):
-    from lm_eval.tasks import TaskManager
-
-    metadata = {"data_dir": str(data_dir)} if data_dir is not None else None
-    return TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=metadata)
+    return load_module(TASKS_DIR / "afp_task_common.py", "afp_task_common_under_test")
 
 
 @pytest.fixture(scope="module")
 def manager():
-    return _manager()
+    return task_manager()
 
 
 # ------------------------------------------------------------------------------------------------ registration
@@ -70,7 +55,7 @@ def test_every_family_and_group_is_registered(manager):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_generated_yaml_is_current_with_its_generator(family):
     folder = TASKS_DIR / family
-    generator = _load_module(folder / "_generate_configs.py", f"{family}_generator")
+    generator = load_module(folder / "_generate_configs.py", f"{family}_generator")
     expected = generator.configs()
     assert generated_files(folder) == set(expected), "stale or missing generated files: rerun the generator"
     for name, config in expected.items():
@@ -79,42 +64,6 @@ def test_generated_yaml_is_current_with_its_generator(family):
 
 
 # ------------------------------------------------------------------------------------------------ scripted LMs
-
-
-class ScriptedLM:
-    """An lm-eval LM that scores the chosen choice 0 and every other -1, and 'generates' from the document."""
-
-    def __new__(cls, choose=None, generate=None):
-        from lm_eval.api.model import LM
-
-        class _Scripted(LM):
-            def loglikelihood(self, requests, disable_tqdm=False):
-                return [(0.0 if request.idx == choose(request.doc) else -1.0, False) for request in requests]
-
-            def loglikelihood_rolling(self, requests, disable_tqdm=False):
-                raise NotImplementedError
-
-            def generate_until(self, requests, disable_tqdm=False):
-                return [generate(request.doc) for request in requests]
-
-        return _Scripted()
-
-
-def _evaluate(lm, tasks, data_dir, limit=20, num_fewshot=0):
-    import lm_eval
-
-    return lm_eval.simple_evaluate(
-        model=lm,
-        tasks=tasks,
-        num_fewshot=num_fewshot,
-        limit=limit,
-        task_manager=_manager(data_dir),
-        log_samples=True,
-        random_seed=0,
-        numpy_random_seed=0,
-        torch_random_seed=0,
-        fewshot_random_seed=0,
-    )
 
 
 def _tsv_labels(path: Path, limit: int) -> list[int]:
@@ -130,12 +79,12 @@ def test_gold_and_first_choice_accuracy_on_real_pawsx_and_xcopa(shared_data):
     # The shared data has no English COPA: XCOPA runs with its in-language (validation) demonstrations here.
     xcopa = "afp_xcopa_zh_demo_native"
     gold = ScriptedLM(choose=lambda doc: 1 - doc["label"] if "sentence1" in doc else doc["label"])
-    results = _evaluate(gold, ["afp_pawsx_zh", xcopa], shared_data, limit=40, num_fewshot=5)["results"]
+    results = evaluate_tasks(gold, ["afp_pawsx_zh", xcopa], shared_data, limit=40, num_fewshot=5)["results"]
     assert results["afp_pawsx_zh"]["acc,none"] == 1.0
     assert results[xcopa]["acc,none"] == 1.0
 
     first = ScriptedLM(choose=lambda doc: 0)
-    results = _evaluate(first, ["afp_pawsx_zh", xcopa], shared_data, limit=40)["results"]
+    results = evaluate_tasks(first, ["afp_pawsx_zh", xcopa], shared_data, limit=40)["results"]
     pawsx = _tsv_labels(shared_data / "pawsx" / "zh_test.tsv", 40)
     xcopa_labels = _jsonl_labels(shared_data / "xcopa" / "zh_test.jsonl", 40)
     # First choice: "Yes" (label 1) in PAWS-X, choice1 (label 0) in XCOPA.
@@ -145,7 +94,7 @@ def test_gold_and_first_choice_accuracy_on_real_pawsx_and_xcopa(shared_data):
 
 
 def test_prompts_follow_the_official_templates_and_demonstration_languages(shared_data):
-    output = _evaluate(
+    output = evaluate_tasks(
         ScriptedLM(choose=lambda doc: 0),
         ["afp_xcopa_zh_demo_native", "afp_pawsx_zh"],
         shared_data,
@@ -183,7 +132,7 @@ def test_xnli_reads_local_jsonl_with_spelled_out_labels(tmp_path):
         (tmp_path / "xnli" / f"{name}.jsonl").write_text(
             "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8"
         )
-    output = _evaluate(ScriptedLM(choose=lambda doc: 1), ["afp_xnli_zh"], tmp_path, limit=None)
+    output = evaluate_tasks(ScriptedLM(choose=lambda doc: 1), ["afp_xnli_zh"], tmp_path, limit=None)
     assert output["results"]["afp_xnli_zh"]["acc,none"] == 0.5  # "Also" (neutral) is right for 2 of 4
     arguments = [list(pair) for pair in output["samples"]["afp_xnli_zh"][0]["arguments"]]
     assert arguments == [
@@ -191,7 +140,7 @@ def test_xnli_reads_local_jsonl_with_spelled_out_labels(tmp_path):
         ["前提0, right?", " Also, 假设0"],
         ["前提0, right?", " No, 假设0"],
     ]
-    question = _evaluate(ScriptedLM(choose=lambda doc: 1), ["afp_xnli_qa_zh"], tmp_path, limit=None)
+    question = evaluate_tasks(ScriptedLM(choose=lambda doc: 1), ["afp_xnli_qa_zh"], tmp_path, limit=None)
     assert question["results"]["afp_xnli_qa_zh"]["acc,none"] == 0.5
     assert list(question["samples"]["afp_xnli_qa_zh"][0]["arguments"][0]) == [
         "Premise: 前提0\nHypothesis: 假设0\nQuestion: What is the relationship between premise and hypothesis, "
@@ -203,7 +152,7 @@ def test_xnli_reads_local_jsonl_with_spelled_out_labels(tmp_path):
 def test_flores_scores_a_perfect_translation_100_and_cuts_at_newline(shared_data, tmp_path):
     (tmp_path / "flores").symlink_to(shared_data / "flores-layout", target_is_directory=True)
     lm = ScriptedLM(generate=lambda doc: f" {doc['target']}\nrambling on")
-    output = _evaluate(lm, ["afp_flores"], tmp_path, limit=20, num_fewshot=1)
+    output = evaluate_tasks(lm, ["afp_flores"], tmp_path, limit=20, num_fewshot=1)
     for task in ("afp_flores_eng_Latn-zho_Hans", "afp_flores_zho_Hans-eng_Latn"):
         assert output["results"][task]["bleu_target_tok,none"] == pytest.approx(100.0)
         assert "bleu,none" not in output["results"][task]  # not lm-eval's 13a-only built-in
@@ -223,7 +172,7 @@ def test_summarization_rouge_is_one_for_identical_chinese(tmp_path):
         (tmp_path / "summarization" / f"en2zh_{split}.jsonl").write_text(
             "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8"
         )
-    output = _evaluate(
+    output = evaluate_tasks(
         ScriptedLM(generate=lambda doc: doc["summary"]), ["afp_cls_en-zh"], tmp_path, limit=None, num_fewshot=1
     )
     for metric in ("rouge1", "rouge2", "rougeL"):
@@ -246,7 +195,7 @@ def test_bleu_and_chrf_on_known_strings(common):
 
 
 def test_bleu_tokenizer_by_target_language(common):
-    generator = _load_module(TASKS_DIR / "afp_flores" / "_generate_configs.py", "flores_generator")
+    generator = load_module(TASKS_DIR / "afp_flores" / "_generate_configs.py", "flores_generator")
     assert [generator.bleu_tokenizer(code) for code in ("zh", "ja", "th", "de", "en")] == [
         "zh",
         "ja-mecab",

@@ -6,7 +6,7 @@ import json
 import random
 
 import pytest
-from test_tasks import TASKS_DIR, ScriptedLM, _evaluate, _load_module
+from helpers import TASKS_DIR, ScriptedLM, evaluate_tasks, load_module
 
 
 def _pawsx_file(path, rows):
@@ -93,7 +93,7 @@ def test_another_seed_draws_another_block_and_per_item_sampling_is_an_option(paw
 
 
 def test_official_order_is_random_shuffle_of_the_rows():
-    common = _load_module(TASKS_DIR / "afp_task_common.py", "afp_task_common_order")
+    common = load_module(TASKS_DIR / "afp_task_common.py", "afp_task_common_order")
     rows = [f"row{i}" for i in range(50)]
     random.seed(3)
     random.shuffle(rows)
@@ -110,7 +110,7 @@ def test_xstorycloze_published_tsv_and_official_prompt(tmp_path):
     for name in ("en_train", "zh_eval"):
         (tmp_path / "xstorycloze" / f"{name}.tsv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
     gold = ScriptedLM(choose=lambda doc: int(doc["answer_right_ending"]) - 1)
-    output = _evaluate(gold, ["afp_xstorycloze_zh"], tmp_path, limit=None, num_fewshot=1)
+    output = evaluate_tasks(gold, ["afp_xstorycloze_zh"], tmp_path, limit=None, num_fewshot=1)
     assert output["results"]["afp_xstorycloze_zh"]["acc,none"] == 1.0
     sample = min(output["samples"]["afp_xstorycloze_zh"], key=lambda s: s["doc_id"])
     context, continuation = sample["arguments"][1]
@@ -133,7 +133,7 @@ def test_xwinograd_cuts_the_sentence_at_its_blank(tmp_path):
         (tmp_path / "xwinograd" / f"{language}_test.jsonl").write_text(
             "".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8"
         )
-    output = _evaluate(ScriptedLM(choose=lambda doc: 0), ["afp_xwinograd_fr"], tmp_path, limit=None)
+    output = evaluate_tasks(ScriptedLM(choose=lambda doc: 0), ["afp_xwinograd_fr"], tmp_path, limit=None)
     assert output["results"]["afp_xwinograd_fr"]["acc,none"] == pytest.approx(3 / 5)  # answer 1 for items 0, 2, 4
     sample = min(output["samples"]["afp_xwinograd_fr"], key=lambda s: s["doc_id"])
     assert [list(pair) for pair in sample["arguments"]] == [
@@ -155,7 +155,7 @@ def test_xwinograd_cuts_the_sentence_at_its_blank(tmp_path):
     ],
 )
 def test_bad_local_files_are_one_line_naming_the_file(tmp_path, content, message):
-    common = _load_module(TASKS_DIR / "afp_task_common.py", "afp_task_common_bad_files")
+    common = load_module(TASKS_DIR / "afp_task_common.py", "afp_task_common_bad_files")
     (tmp_path / "pawsx").mkdir()
     (tmp_path / "pawsx" / "zh_test.tsv").write_bytes(content)
     spec = {"hub_split": "test", "local": "pawsx/zh_test.tsv"}
