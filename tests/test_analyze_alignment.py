@@ -94,3 +94,23 @@ def test_tsne_without_scikit_learn_says_what_to_install(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "sklearn.manifold", None)  # import of it fails
     with pytest.raises(AfpError, match="pip install scikit-learn"):
         project_2d(np.zeros((6, 3)), "tsne")
+
+
+def test_the_report_marks_the_layer_auto_would_pool_for_each_model():
+    from afp_cli.analyze.alignment_run import auto_choices, mark_auto_choice
+
+    def rows(model, scores):
+        return [
+            {"model": model, "layer": layer, "retrieval_x_to_y": there, "retrieval_y_to_x": back}
+            for layer, (there, back) in enumerate(scores)
+        ]
+
+    # 4 layers: the embeddings (0) and the last (4) are never chosen, whatever they score; 2 and 3 tie → 2
+    base = rows("base", [(0.9, 0.9), (0.1, 0.0), (0.5, 0.3), (0.4, 0.4), (1.0, 1.0)])
+    adapter = rows("runs/afp", [(0.0, 0.0), (0.7, 0.9), (0.5, 0.5), (0.1, 0.1), (0.0, 0.0)])
+    measured = base + adapter
+    mark_auto_choice(measured, depth=4)
+    assert [(row["model"], row["layer"]) for row in auto_choices(measured)] == [("base", 2), ("runs/afp", 1)]
+    only_ends = rows("base", [(0.5, 0.5)]) + [{**rows("base", [(0, 0)] * 5)[4]}]  # --layers 0,4: no candidate
+    mark_auto_choice(only_ends, depth=4)
+    assert auto_choices(only_ends) == []
