@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from rich.console import Console
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script by torchrun: find test_align
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script by torchrun: find helpers
 
 from helpers import DEMO_DATA, metrics, write_recipe  # noqa: E402
 
@@ -183,6 +184,25 @@ def test_stop_and_resume_on_two_processes_ends_like_an_uninterrupted_run(recipe,
     assert "resumed from" in resumed.stdout and "(step 2)" in resumed.stdout
     assert_same_adapter(adapter(tmp_path / "split"), adapter(tmp_path / "whole"), atol=0)
     assert logged_losses(tmp_path / "split") == logged_losses(tmp_path / "whole")
+
+
+@pytest.mark.slow
+def test_auto_pooling_on_two_processes_pools_where_one_process_would(recipe, tmp_path, run_cli):
+    two = afp_on_two_processes(recipe, "output_dir=two", "mcl.pooling=avg-auto", cwd=tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("pooling avg-auto → avg-") == 1  # measured by every process, said by the main one
+    code, _, err = run_cli("align", recipe, f"output_dir={tmp_path / 'one'}", "mcl.pooling=avg-auto")
+    assert code == 0, err
+    for folder in ("one", "two"):
+        assert yaml.safe_load((tmp_path / folder / "recipe.yaml").read_text())["mcl"]["pooling"] == "avg-auto"
+    chosen = {
+        folder: yaml.safe_load((tmp_path / folder / "recipe.yaml").read_text())["mcl"]["pooling_resolved"]
+        for folder in ("one", "two")
+    }
+    assert chosen["one"] == chosen["two"] and chosen["one"].startswith("avg-")
+    tables = [json.loads((tmp_path / folder / "summary.json").read_text())["pooling_auto"] for folder in ("one", "two")]
+    means = [[row["mean"] for row in table["retrieval_by_layer"]] for table in tables]
+    assert means[0] == pytest.approx(means[1]) and len(means[0]) == 5  # the same pairs, every layer, both runs
 
 
 # ------------------------------------------------------------------------------- bad launches
