@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -42,6 +44,9 @@ seed<N>/ folder per seed when there are several).
 Each (model, shots, seed) cell is saved whole the moment it completes. SIGTERM (a scheduler's preemption) and
 Ctrl-C stop at once, drop the cell being run, print the cells kept and exit 143 and 130: the same command with
 --resume runs only the missing cells and ends with the comparison of an uninterrupted run (docs/long-runs.md).
+
+Several processes (torchrun --nproc-per-node N -m afp_cli evaluate ..., or accelerate launch) split every cell's
+requests and write the comparison one process writes (docs/evaluate.md, "Several GPUs").
 """
 
 
@@ -175,10 +180,13 @@ def evaluate(
         bootstrap=bootstrap,
         max_gen_toks=max_gen_toks,
     )
+    main = int(os.environ.get("RANK", "0")) == 0  # torchrun / accelerate launch: the main process speaks and locks
     try:
-        with folder_lock(output_dir, force_unlock):
+        with folder_lock(output_dir, force_unlock) if main else contextlib.nullcontext():
             markdown, _ = run_evaluation(config)
     except EvaluationStopped as stop:
+        if not main:
+            raise typer.Exit(stop.exit_code) from None
         kept = "; ".join(key.describe() for key in stop.done) or "none"
         typer.echo(
             f"stopped ({stop.signal_name}) with {len(stop.done)} of {stop.total} cells done and kept in "
@@ -186,5 +194,6 @@ def evaluate(
             err=True,
         )
         raise typer.Exit(stop.exit_code) from None
-    typer.echo(markdown.read_text(encoding="utf-8"))
-    typer.echo(f"wrote {markdown} and {markdown.with_suffix('.json')}")
+    if main:
+        typer.echo(markdown.read_text(encoding="utf-8"))
+        typer.echo(f"wrote {markdown} and {markdown.with_suffix('.json')}")

@@ -25,6 +25,7 @@ from afp_cli.errors import AfpError, warn
 from afp_cli.evaluation import cells
 from afp_cli.evaluation import tasks as task_lookup
 from afp_cli.evaluation.comparison import add_deltas, over_seeds, result_rows, shots_run, write_comparison
+from afp_cli.evaluation.parallel import Processes, split_scoring, start_processes, stop_processes
 from afp_cli.evaluation.significance import PairedTests, collect_items
 from afp_cli.model.variants import model_labels
 from afp_cli.progress import progress_bar
@@ -175,10 +176,13 @@ def _without_lm_eval_bars() -> Iterator[None]:
         huggingface.tqdm = original
 
 
-def _progress():
+def _progress(shown: bool = True):
     from rich.console import Console
 
-    return progress_bar(Console(), transient=False)  # a log or a pipe gets the results, not progress frames
+    # one progress line for a launch of several processes: the main one's
+    return progress_bar(
+        Console(quiet=not shown), transient=False
+    )  # a log or a pipe gets the results, not progress frames
 
 
 def _shots_folder(requested: int | None, results: dict[str, Any]) -> str:
@@ -303,22 +307,32 @@ def run_evaluation(config: EvaluateConfig) -> tuple[Path, Path]:
     aggregations = Aggregations()
     run_id: str | None = None
     missing = _missing_folders(output_dir)
+    processes = start_processes(config.device, config.backend)
     with _stopping_on_signals():
         try:
-            run_id = _claim(output_dir, run_manifest(config, names, manager, include_path), config)
-            done = _kept_cells(output_dir, run_id, planned)
-            _run_cells(config, manager, names, planned, done, run_id, aggregations)
+            manifest = run_manifest(config, names, manager, include_path)
+
+            def claim() -> tuple[str, dict[cells.CellKey, Path]]:
+                claimed = _claim(output_dir, manifest, config)
+                return claimed, _kept_cells(output_dir, claimed, planned)
+
+            run_id, done = processes.on_main(claim)  # one process decides; the others learn its cells or error
+            _run_cells(config, manager, names, planned, done, run_id, aggregations, processes)
             if not aggregations.by_task:  # every cell was kept: the aggregations come from the task definitions
                 manager.hooks = [aggregations]
                 manager.load(names)
-            return _write_comparison(config, names, planned, done, aggregations)
+            return processes.on_main(
+                lambda: _write_comparison(config, names, planned, done, aggregations, processes.requests)
+            )
         except BaseException as error:
             kept = cells.completed_cells(output_dir, run_id)[0] if run_id is not None else {}
-            if run_id is not None and not kept:
+            if run_id is not None and not kept and processes.is_main:
                 _undo_start(output_dir, missing)
             if isinstance(error, _Signalled):
                 raise EvaluationStopped(str(error), [key for key in planned if key in kept], len(planned)) from None
             raise
+        finally:
+            stop_processes(processes)
 
 
 def _missing_folders(folder: Path) -> list[Path]:
@@ -348,8 +362,9 @@ def _kept_cells(output_dir: Path, run_id: str, planned: list[cells.CellKey]) -> 
     return {key: folder for key, folder in kept.items() if key in planned}
 
 
-def _run_cells(config, manager, names, planned, done, run_id, aggregations) -> None:
-    """lm-eval on every cell not yet ``done``, each saved as its own folder the moment it completes."""
+def _run_cells(config, manager, names, planned, done, run_id, aggregations, processes: Processes) -> None:
+    """lm-eval on every cell not yet ``done``, each saved as its own folder the moment it completes (by the main
+    process; with several, each scores a share of every cell's requests: parallel.py)."""
     import lm_eval
 
     from afp_cli.evaluation.run_tasks import ContextLimits, per_item_demonstrations
@@ -359,7 +374,7 @@ def _run_cells(config, manager, names, planned, done, run_id, aggregations) -> N
     if len(finished) == len({key.model for key in planned}):
         return  # nothing to run: no model is loaded
     models = _hf_models(config) if config.backend == "hf" else _backend_models(config, finished)
-    with _progress() as progress, _without_lm_eval_bars():
+    with _progress(processes.is_main) as progress, _without_lm_eval_bars():
         job = progress.add_task("evaluating", total=len(planned), completed=len(done))
         for label, lm in models:
             if label in finished:
@@ -370,28 +385,32 @@ def _run_cells(config, manager, names, planned, done, run_id, aggregations) -> N
             for key in (key for key in planned if key.model == label and key not in done):
                 shown = "task's own shots" if key.shots is None else f"{key.shots}-shot"
                 progress.update(job, description=f"{label}, {shown}, seed {key.seed}")
-                results = lm_eval.simple_evaluate(
-                    model=lm,
-                    tasks=names,
-                    num_fewshot=key.shots,
-                    limit=config.limit,
-                    task_manager=manager,
-                    log_samples=True,
-                    random_seed=key.seed,
-                    numpy_random_seed=key.seed,
-                    torch_random_seed=key.seed,
-                    fewshot_random_seed=key.seed,
-                )
-                if results is None:  # lm-eval returns None on non-zero ranks of a distributed run
-                    continue
-                folder = output_dir / cells.RAW / label / _shots_folder(key.shots, results)
-                folder = folder / f"seed{key.seed}" if len(config.seeds) > 1 else folder
-                done[key] = cells.save_cell(folder, key, run_id, results)
+                with split_scoring(lm, processes):
+                    results = lm_eval.simple_evaluate(
+                        model=lm,
+                        tasks=names,
+                        num_fewshot=key.shots,
+                        limit=config.limit,
+                        task_manager=manager,
+                        log_samples=True,
+                        random_seed=key.seed,
+                        numpy_random_seed=key.seed,
+                        torch_random_seed=key.seed,
+                        fewshot_random_seed=key.seed,
+                    )
+
+                def save(key=key, results=results) -> Path:
+                    folder = output_dir / cells.RAW / key.model / _shots_folder(key.shots, results)
+                    folder = folder / f"seed{key.seed}" if len(config.seeds) > 1 else folder
+                    return cells.save_cell(folder, key, run_id, results)
+
+                done[key] = processes.on_main(save)  # every process has the results; the main one writes
                 progress.advance(job)
 
 
-def _write_comparison(config, names, planned, done, aggregations) -> tuple[Path, Path]:
-    """The comparison and its paired tests from the saved cells, in the order of the plan."""
+def _write_comparison(config, names, planned, done, aggregations, requests: list[int]) -> tuple[Path, Path]:
+    """The comparison and its paired tests from the saved cells, in the order of the plan; ``requests``: how many
+    requests each process scored in this invocation."""
     seeds = config.seeds
     rows: list[dict[str, Any]] = []
     items: dict[tuple[str, int], dict] = {}  # (model, seed) -> per-document values (significance.collect_items)
@@ -403,7 +422,13 @@ def _write_comparison(config, names, planned, done, aggregations) -> tuple[Path,
         items.setdefault((key.model, key.seed), {}).update(
             collect_items(results, lambda task: shots_run(task, results, key.shots))  # noqa: B023
         )
-    run = {**asdict(config), "tasks_run": names, "models": model_labels(config.adapters)}
+    run = {
+        **asdict(config),
+        "tasks_run": names,
+        "models": model_labels(config.adapters),
+        "processes": len(requests),
+        "requests_per_process": requests,
+    }
     values = {(row["task"], row["shots"], row["metric"], row["model"], row["seed"]): row["value"] for row in rows}
     tests = PairedTests(items, aggregations.by_task, values, resamples=config.bootstrap, seed=seeds[0])
     per_seed = tests.annotate(add_deltas(rows, by_seed=True), per_seed=True) if len(seeds) > 1 else None

@@ -1,0 +1,93 @@
+"""`afp evaluate` and `afp analyze language-rate` on 2 CPU processes (torchrun, gloo) against 1 process: the same
+comparison, samples and paired tests; a process that fails ends every process, nothing written.
+
+Each multi-process case starts ``torchrun --standalone --nproc-per-node 2`` as a subprocess: the product's command
+(``-m afp_cli evaluate``) or, to make one process fail, this file run as a script (``fail-on-rank`` below).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script by torchrun
+
+from test_evaluate import base_and_adapter  # noqa: E402, F401 - the tiny base and its LoRA adapter (a fixture)
+
+# two task families (multiple choice with 2 and 2 choices), 0 and 1 shot; 7 documents: uneven shares
+TASKS = "afp_xcopa_zh_demo_native,afp_pawsx_zh"
+LIMIT = "7"
+
+
+def torchrun(*args: str, cwd: Path, processes: int = 2) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes), *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def evaluate_arguments(base: Path, adapter: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "evaluate",
+        *("-m", str(base), "-a", str(adapter), "--tasks", TASKS, "--num-fewshot", "0,1"),
+        *("--data-dir", str(data), "--limit", LIMIT, "--device", "cpu", "-o", str(out), *extra),
+    ]
+
+
+def comparison(out: Path) -> dict:
+    return json.loads((out / "comparison.json").read_text(encoding="utf-8"))
+
+
+def samples(out: Path) -> dict[str, list[dict]]:
+    """Every samples file of the run, by its path under raw/."""
+    return {
+        str(path.relative_to(out)): [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        for path in sorted((out / "raw").rglob("samples_*.jsonl"))
+    }
+
+
+def without_processes(payload: dict) -> dict:
+    run = {key: value for key, value in payload["run"].items() if key not in ("processes", "requests_per_process")}
+    return {**payload, "run": {**run, "output_dir": None}}
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_comparison_and_samples_of_one(run_cli, base_and_adapter, shared_data, tmp_path):  # noqa: F811
+    base, adapter = base_and_adapter
+    code, _, stderr = run_cli(*evaluate_arguments(base, adapter, shared_data, tmp_path / "one"))
+    assert code == 0, stderr
+    launched = torchrun(
+        "-m", "afp_cli", *evaluate_arguments(base, adapter, shared_data, tmp_path / "two"), cwd=tmp_path
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+
+    one, two = comparison(tmp_path / "one"), comparison(tmp_path / "two")
+    assert without_processes(two) == without_processes(one)  # values, deltas, intervals, p-values: all equal
+    assert len(one["rows"]) >= 8 and any(row.get("p_value") is not None for row in one["rows"])
+    assert samples(tmp_path / "two") == samples(tmp_path / "one")
+    assert len(samples(tmp_path / "one")) == 8  # 2 models x 2 shots x 2 tasks
+    # 2 models x 2 shots x 7 documents x (2 + 2 choices) = 112 loglikelihood requests
+    assert one["run"]["processes"] == 1 and one["run"]["requests_per_process"] == [112]
+    shares = two["run"]["requests_per_process"]
+    assert two["run"]["processes"] == 2 and sum(shares) == 112 and min(shares) > 0
+    assert launched.stdout.count("wrote ") == 1  # the main process reports, once
+
+
+def test_units_go_to_the_least_loaded_process():
+    from afp_cli.evaluation.parallel import assign
+
+    units = [[0, 1, 2], [3], [4, 5], [6, 7, 8, 9]]
+    # 4 -> process 0; 3 -> 1; 2 -> 1 (3 < 4); 1 -> 0 (4 < 5): 5 requests each
+    assert assign(units, 2) == [[1, 3], [0, 2]]
+    assert assign(units, 1) == [[0, 1, 2, 3]]
+    assert assign([[0]], 3) == [[0], [], []]
