@@ -91,3 +91,40 @@ def test_units_go_to_the_least_loaded_process():
     assert assign(units, 2) == [[1, 3], [0, 2]]
     assert assign(units, 1) == [[0, 1, 2, 3]]
     assert assign([[0]], 3) == [[0], [], []]
+
+
+@pytest.mark.slow
+def test_a_process_that_fails_ends_every_process_with_its_line_and_writes_nothing(
+    base_and_adapter,  # noqa: F811
+    shared_data,
+    tmp_path,
+):
+    base, adapter = base_and_adapter
+    out = tmp_path / "out"
+    launched = torchrun(
+        __file__, "fail-on-rank", "1", *evaluate_arguments(base, adapter, shared_data, out), cwd=tmp_path
+    )
+    assert launched.returncode != 0
+    # the main process: one line naming the failing process; that process: its own traceback (a bug's)
+    assert "error: process 1 of the launch failed: RuntimeError: injected: out of memory" in launched.stderr
+    assert "Traceback" in launched.stderr and "RuntimeError: injected: out of memory" in launched.stderr
+    assert not out.exists() and not list(tmp_path.glob(".*lock*"))  # no manifest, no cell, no comparison, no lock
+
+
+def _fail_on_rank(rank: int, arguments: list[str]) -> None:
+    """``afp ARGUMENTS`` with every loglikelihood request of process ``rank`` raising, as an out-of-memory would."""
+    from afp_cli.cli import main
+    from afp_cli.evaluation.lean_scoring import LeanHFLM
+
+    if int(os.environ["RANK"]) == rank:
+
+        def out_of_memory(self, requests, disable_tqdm=False, override_bs=None):
+            raise RuntimeError("injected: out of memory")
+
+        LeanHFLM._loglikelihood_tokens = out_of_memory
+    sys.argv = ["afp", *arguments]
+    main()
+
+
+if __name__ == "__main__":  # torchrun __file__ fail-on-rank RANK AFP-ARGUMENTS...
+    _fail_on_rank(int(sys.argv[2]), sys.argv[3:])
