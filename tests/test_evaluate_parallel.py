@@ -128,3 +128,33 @@ def _fail_on_rank(rank: int, arguments: list[str]) -> None:
 
 if __name__ == "__main__":  # torchrun __file__ fail-on-rank RANK AFP-ARGUMENTS...
     _fail_on_rank(int(sys.argv[2]), sys.argv[3:])
+
+
+@pytest.mark.slow
+def test_language_rate_on_two_processes_writes_the_report_of_one(run_cli, tiny_model_dir, tmp_path):
+    from helpers import hc3_chinese, hc3_english, write_jsonl
+
+    english, chinese = hc3_english(tmp_path / "all.jsonl", 6), hc3_chinese(tmp_path / "all_zh.jsonl", 5)
+    demonstrations = write_jsonl(
+        tmp_path / "demos.jsonl",
+        [{"question": "Question?", "answer": "回答。", "question_lang": "en", "answer_lang": "zh"}]
+        + [{"question": "问题？", "answer": "Answer.", "question_lang": "zh", "answer_lang": "en"}],
+    )
+    arguments = [
+        *("analyze", "language-rate", "-m", str(tiny_model_dir("llama"))),
+        *("--questions", f"en={english}", "--questions", f"zh={chinese}", "--demonstrations", str(demonstrations)),
+        # 5 questions a direction in batches of 2: uneven shares, and a batch's left padding decides its answers
+        *("--sample", "5", "--batch-size", "2", "--max-gen-toks", "6"),
+    ]
+    code, _, stderr = run_cli(*arguments, "-o", str(tmp_path / "one"))
+    assert code == 0, stderr
+    launched = torchrun("-m", "afp_cli", *arguments, "-o", str(tmp_path / "two"), cwd=tmp_path)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+
+    for name in ("language_rate.json", "language_rate_generations.jsonl"):
+        one, two = ((tmp_path / run / name).read_text(encoding="utf-8") for run in ("one", "two"))
+        assert two.replace(str(tmp_path / "two"), "OUT") == one.replace(str(tmp_path / "one"), "OUT"), name
+    generations = (tmp_path / "one" / "language_rate_generations.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(generations) == 2 * 2 * 5  # 2 directions x 0 and 1 shot x 5 questions
+    run = comparison(tmp_path / "two" / "language_rate_run")["run"]
+    assert run["processes"] == 2 and sum(run["requests_per_process"]) == 20 and min(run["requests_per_process"]) > 0

@@ -7,6 +7,8 @@ comparison) is written to a temporary folder and renamed to ``language_rate_run/
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from afp_cli.analyze.questions import (
 )
 from afp_cli.analyze.rate_report import render_markdown
 from afp_cli.errors import AfpError
+from afp_cli.evaluation.parallel import launched_processes
 from afp_cli.languages import get_language
 from afp_cli.text_files import folder_atomically, write_atomically
 
@@ -80,6 +83,11 @@ class LanguageRateConfig:
 
 
 def run_language_rate(config: LanguageRateConfig) -> list[RateRow]:
+    """Generate (or read) the answers, score them and write the report; returns its rows. Launched as several
+    processes, every process generates a share of the answers and the main one alone writes and reports."""
+    if config.generation is not None and launched_processes() > 1 and int(os.environ.get("RANK", "0")) != 0:
+        _generate_share(config.generation, plan_directions(config))
+        return []
     output_dir = Path(config.output_dir)
     paths = report_paths(output_dir, REPORT_STEM, ("bars",))
     paths["generations"] = output_dir / f"{REPORT_STEM}_generations.jsonl"
@@ -141,6 +149,18 @@ def _generate_into_run_folder(
     created it and left it empty)."""
     with folder_atomically(final, "the generations") as temporary:
         return generate(generation, inputs, temporary)
+
+
+def _generate_share(generation: GenerationConfig, inputs: list[DirectionInputs]) -> None:
+    """A process other than the main one of a launch: the same run, its own copy of the task data in a scratch
+    folder, so that it scores its share of every cell's requests (evaluation/parallel.py); it writes nothing
+    else (the main process writes the run folder, the answers and the report)."""
+    with tempfile.TemporaryDirectory(prefix="afp-language-rate-") as scratch:
+        try:
+            generate(generation, inputs, Path(scratch) / RUN_FOLDER)
+        except FileNotFoundError as error:  # the comparison it reads back at the end is the main process's
+            if Path(str(error.filename)).name != "comparison.json":
+                raise
 
 
 def _inputs_summary(inputs: DirectionInputs, config: LanguageRateConfig) -> dict[str, Any]:

@@ -4,6 +4,7 @@ continues a stopped run (``--resume`` in place of ``--overwrite``), and the lock
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -37,8 +38,10 @@ def report_folder(output_dir: Path, force_unlock: bool) -> Iterator[None]:
     told as what it is, nothing kept, instead of a bare exit 130."""
     from afp_cli.run_lock import folder_lock
 
+    # several launched processes (torchrun): the main one holds the lock, as for afp align and afp evaluate
+    main = int(os.environ.get("RANK", "0")) == 0
     try:
-        with folder_lock(output_dir, force_unlock):
+        with folder_lock(output_dir, force_unlock) if main else contextlib.nullcontext():
             yield
     except KeyboardInterrupt:
         typer.echo(
