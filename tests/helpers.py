@@ -31,6 +31,9 @@ def write_recipe(folder: Path, data_file: Path, model_type: str = "llama", **sec
             "save_every": 0,
             "seed": 0,
             "scheduler": "constant",
+            # fp32 whatever the CPU: `auto` is bf16 on CPUs with AMX/AVX512-BF16, so tests comparing numbers would
+            # depend on the machine (tests of auto ask for it)
+            "precision": "fp32",
         },
         "output_dir": str(folder / "run"),
     }

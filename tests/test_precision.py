@@ -156,7 +156,7 @@ def test_bf16_align_trains_records_bf16_and_repeats_exactly(tmp_path, data_file)
 
 def test_auto_on_a_cpu_without_bf16_runs_fp32_and_says_why(tmp_path, data_file, cpu_bf16):
     cpu_bf16(False)
-    output_dir, printed = run_align(tmp_path, data_file, "plain", steps=2)
+    output_dir, printed = run_align(tmp_path, data_file, "plain", steps=2, precision="auto")
     assert NO_BF16_LINE in printed
     assert json.loads((output_dir / "summary.json").read_text())["precision"] == "fp32"
     assert yaml.safe_load((output_dir / "recipe.yaml").read_text())["train"]["precision"] == "auto"
@@ -166,7 +166,7 @@ def test_auto_on_a_bf16_cpu_runs_bf16_and_resumes_as_auto(tmp_path, data_file, c
     cpu_bf16(True)
     folder = tmp_path / "resumed"
     folder.mkdir()
-    config = load_config(write_recipe(folder, data_file, train={"max_steps": 4}))
+    config = load_config(write_recipe(folder, data_file, train={"max_steps": 4, "precision": "auto"}))
     out = io.StringIO()
     align(config, console=Console(file=out, width=200), stop_after=2)
     assert "bf16 autocast" in out.getvalue() and "→ fp32" not in out.getvalue()
