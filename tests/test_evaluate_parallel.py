@@ -24,10 +24,17 @@ TASKS = "afp_xcopa_zh_demo_native,afp_pawsx_zh"
 LIMIT = "7"
 
 
-def torchrun(*args: str, cwd: Path, processes: int = 2) -> subprocess.CompletedProcess:
+LAUNCHERS = {
+    "torchrun": lambda processes: ["torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)],
+    # accelerate's torchrun-style launch; without a GPU its processes run on the CPU (`--cpu` alone starts one)
+    "accelerate": lambda processes: ["accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)],
+}
+
+
+def torchrun(*args: str, cwd: Path, processes: int = 2, launcher: str = "torchrun") -> subprocess.CompletedProcess:
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes), *args],
+        [sys.executable, "-m", *LAUNCHERS[launcher](processes), *args],
         cwd=cwd,
         env=environment,
         capture_output=True,
@@ -62,12 +69,23 @@ def without_processes(payload: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_two_processes_write_the_comparison_and_samples_of_one(run_cli, base_and_adapter, shared_data, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_processes_write_the_comparison_and_samples_of_one(
+    run_cli,
+    base_and_adapter,  # noqa: F811
+    shared_data,
+    tmp_path,
+    launcher,
+):
     base, adapter = base_and_adapter
     code, _, stderr = run_cli(*evaluate_arguments(base, adapter, shared_data, tmp_path / "one"))
     assert code == 0, stderr
     launched = torchrun(
-        "-m", "afp_cli", *evaluate_arguments(base, adapter, shared_data, tmp_path / "two"), cwd=tmp_path
+        "-m",
+        "afp_cli",
+        *evaluate_arguments(base, adapter, shared_data, tmp_path / "two"),
+        cwd=tmp_path,
+        launcher=launcher,
     )
     assert launched.returncode == 0, launched.stderr[-3000:]
 
