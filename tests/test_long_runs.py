@@ -130,7 +130,30 @@ def last_line(err: str) -> str:
 
 
 def cells_on_disk(out: Path) -> list[str]:
-    return sorted(str(path.parent.relative_to(out / "raw")) for path in (out / "raw").rglob("cell.json"))
+    """The complete cells (not one still being written under its temporary name)."""
+    found = (path.parent.relative_to(out / "raw") for path in (out / "raw").rglob("cell.json"))
+    return sorted(str(cell) for cell in found if not any(part.startswith(".tmp-") for part in cell.parts))
+
+
+def sigterm_after_cells(arguments: list[str], run: Path, cells: int) -> str:
+    """Run ``afp ARGUMENTS`` in a subprocess, send SIGTERM once ``cells`` cells are saved in ``run`` (a known
+    point), and return its stderr; it must exit 143."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "afp_cli", *arguments],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.monotonic() + 180
+    while not ((run / "raw").is_dir() and len(cells_on_disk(run)) >= cells):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)  # what Slurm, Kubernetes and torchrun send before they kill
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    return err
 
 
 @pytest.fixture(scope="module")
@@ -197,22 +220,7 @@ def test_evaluate_sigterm_from_outside_keeps_the_done_cells_and_resume_ends_as_i
     models, data_dir, tmp_path, run_cli, uninterrupted
 ):
     out = tmp_path / "eval"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "afp_cli", *evaluate_arguments(models, data_dir, out)],
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    deadline = time.monotonic() + 180
-    while not ((out / "raw").is_dir() and len(cells_on_disk(out)) >= 2):  # a known point: the second cell saved
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)  # what Slurm, Kubernetes and torchrun send before they kill
-    _, err = process.communicate(timeout=120)
-
-    assert process.returncode == 143, err
+    err = sigterm_after_cells(evaluate_arguments(models, data_dir, out), out, 2)
     done = cells_on_disk(out)
     assert 2 <= len(done) < 8 and not list(out.rglob(".tmp-*"))
     message = re.fullmatch(
@@ -225,6 +233,27 @@ def test_evaluate_sigterm_from_outside_keeps_the_done_cells_and_resume_ends_as_i
     code, _, err = run_cli(*shlex.split(message[4])[1:])  # the command it printed, as given
     assert code == 0, err
     assert comparison(out) == uninterrupted
+
+
+def double_adapter_weights(folder: Path) -> None:
+    """The same adapter files, other weights: what only a content hash tells apart."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(folder / "adapter_model.safetensors")
+    save_file({name: value * 2 for name, value in weights.items()}, folder / "adapter_model.safetensors")
+
+
+def assert_resume_refused(run_cli, arguments: list[str], out: Path, manifest: str, key: str) -> None:
+    """``arguments --resume`` exits 2 with the one line naming ``key`` in ``out/manifest``, and changes nothing."""
+    before = sorted(path.stat().st_mtime_ns for path in out.rglob("*"))
+    code, _, err = run_cli(*arguments, "--resume")
+    assert code == 2, err
+    assert re.fullmatch(
+        rf"error: {re.escape(str(out / manifest))}: --resume continues a run with other arguments: {key}.*; rerun "
+        r"with the run's arguments, or start it again with --overwrite",
+        last_line(err),
+    )
+    assert sorted(path.stat().st_mtime_ns for path in out.rglob("*")) == before  # nothing changed
 
 
 @pytest.mark.parametrize(
@@ -255,20 +284,9 @@ def test_evaluate_resume_with_other_arguments_is_refused_naming_the_first_key_th
             file.write("99\tone more\trow\t1\n")
         change = []
     elif change == "adapter":
-        from safetensors.torch import load_file, save_file
-
-        weights = load_file(moved / "adapter_model.safetensors")
-        save_file({name: value * 2 for name, value in weights.items()}, moved / "adapter_model.safetensors")
+        double_adapter_weights(moved)
         change = []
-    before = sorted(path.stat().st_mtime_ns for path in out.rglob("*"))
-    code, _, err = run_cli(*arguments, *change, "--resume")
-    assert code == 2, err
-    assert re.fullmatch(
-        rf"error: .*evaluate_run.json: --resume continues a run with other arguments: {key}.*; rerun with the "
-        r"run's arguments, or start it again with --overwrite",
-        last_line(err),
-    )
-    assert sorted(path.stat().st_mtime_ns for path in out.rglob("*")) == before  # nothing changed
+    assert_resume_refused(run_cli, [*arguments, *change], out, "evaluate_run.json", key)
 
 
 # ------------------------------------------------------------------------------------------- locks
@@ -412,3 +430,145 @@ def test_analyze_holds_its_folder_and_says_what_ctrl_c_kept(tmp_path, run_cli, m
         "run the same command again"
     )
     assert not out.exists() and not lock_path(out).exists()
+
+
+# ------------------------------------------------------------------------------------------- language-rate --resume
+
+RATE_FILES = ("language_rate.json", "language_rate.md", "language_rate_generations.jsonl")
+
+
+@pytest.fixture(scope="module")
+def rate_questions(tmp_path_factory) -> dict[str, Path]:
+    from helpers import hc3_chinese, hc3_english, write_jsonl
+
+    folder = tmp_path_factory.mktemp("rate-questions")
+    demonstrations = [
+        {"question": "Question?", "answer": "回答。", "question_lang": "en", "answer_lang": "zh"},
+        {"question": "问题？", "answer": "Answer.", "question_lang": "zh", "answer_lang": "en"},
+    ]
+    return {
+        "en": hc3_english(folder / "en.jsonl", 5),
+        "zh": hc3_chinese(folder / "zh.jsonl", 5),
+        "demos": write_jsonl(folder / "demos.jsonl", demonstrations),
+    }
+
+
+def rate_arguments(models, questions: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    """2 models x 0 and 1 shot = 4 cells of answers (each: 2 directions x 4 questions)."""
+    base, adapter = models
+    return [
+        *("analyze", "language-rate", "-m", str(base), "-a", str(adapter), "--device", "cpu"),
+        *("--questions", f"en={questions['en']}", "--questions", f"zh={questions['zh']}"),
+        *("--demonstrations", str(questions["demos"]), "--sample", "4", "--max-gen-toks", "6", "-o", str(out), *extra),
+    ]
+
+
+def rate_report(out: Path) -> dict[str, str]:
+    """What an interruption must not change: the report (rates, intervals, p-values, LCB columns) and the answers."""
+    return {name: (out / name).read_text(encoding="utf-8") for name in RATE_FILES}
+
+
+@pytest.fixture(scope="module")
+def rate_uninterrupted(models, rate_questions, tmp_path_factory) -> dict[str, str]:
+    import afp_cli.cli as cli
+
+    out = tmp_path_factory.mktemp("rate-uninterrupted") / "rate"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["afp", *rate_arguments(models, rate_questions, out)])
+        cli.main()
+    assert cells_on_disk(out / "language_rate_run") == ["adapter/0shot", "adapter/1shot", "base/0shot", "base/1shot"]
+    report = json.loads(rate_report(out)["language_rate.json"])
+    assert [(row["model"], row["answers"]) for row in report["rows"]] == [("base", 4)] * 4 + [("adapter", 4)] * 4
+    assert sum(row["p_value"] is not None for row in report["rows"]) == 4  # the adapter's paired tests
+    return rate_report(out)
+
+
+def test_language_rate_failing_at_the_third_cell_resumes_to_the_uninterrupted_report(
+    models, rate_questions, tmp_path, run_cli, monkeypatch, rate_uninterrupted
+):
+    out = tmp_path / "rate"
+    arguments = rate_arguments(models, rate_questions, out)
+    counting_runs(monkeypatch, fail_at=3)
+    code, _, err = run_cli(*arguments)
+    assert code == 2 and last_line(err).startswith("error: could not write the results"), err
+    assert cells_on_disk(out / "language_rate_run") == ["base/0shot", "base/1shot"]
+    assert not any((out / name).exists() for name in RATE_FILES) and not list(out.rglob(".tmp-*"))
+
+    code, _, err = run_cli(*arguments)  # without --resume: pointed to it
+    assert code == 2 and last_line(err) == (
+        f"error: {out / 'language_rate_run'}: holds a stopped run of afp analyze language-rate: continue it with "
+        "--resume, or pass --overwrite to start again"
+    )
+
+    monkeypatch.undo()
+    calls = counting_runs(monkeypatch)
+    code, _, err = run_cli(*arguments, "--resume")
+    assert code == 0, err
+    assert calls == [0, 1]  # only the adapter's two cells were generated
+    assert rate_report(out) == rate_uninterrupted
+
+    calls.clear()  # every cell kept: the report is rebuilt from them, no model runs
+    code, _, err = run_cli(*arguments, "--resume")
+    assert code == 0 and calls == [] and rate_report(out) == rate_uninterrupted, err
+
+
+def test_language_rate_failing_before_its_first_cell_leaves_nothing(
+    models, rate_questions, tmp_path, run_cli, monkeypatch
+):
+    out = tmp_path / "rate"
+    counting_runs(monkeypatch, fail_at=1)
+    code, _, err = run_cli(*rate_arguments(models, rate_questions, out))
+    assert code == 2 and "could not write the results" in last_line(err)
+    assert not out.exists()  # the same command starts it again
+
+
+def test_language_rate_sigterm_from_outside_keeps_the_done_cells_and_resume_ends_as_if_never_stopped(
+    models, rate_questions, tmp_path, run_cli, rate_uninterrupted
+):
+    out = tmp_path / "rate"
+    arguments = rate_arguments(models, rate_questions, out)
+    raw = out / "language_rate_run" / "raw"
+    err = sigterm_after_cells(arguments, out / "language_rate_run", 1)
+    done = cells_on_disk(out / "language_rate_run")
+    assert 1 <= len(done) < 4 and not list(out.rglob(".tmp-*")) and not (out / "language_rate.json").exists()
+    message = re.fullmatch(
+        r"stopped \(SIGTERM\) with (\d) of 4 cells of answers done and kept in (.*) \((.*)\); continue with: (.*)",
+        last_line(err),
+    )
+    assert message and int(message[1]) == len(done) and message[2] == str(raw), err
+    assert message[3].count("-shot seed 0") == len(done)
+    assert message[4] == shlex.join(["afp", *arguments, "--resume"])
+
+    code, _, err = run_cli(*shlex.split(message[4])[1:])
+    assert code == 0, err
+    assert rate_report(out) == rate_uninterrupted
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        (["--sample", "3"], r"sample was 4, now 3"),
+        (["--stop", "none"], r'stops was \["\\n"\], now \[\]'),
+        ("questions", r'questions was \[\{"lang": "en", "sha256": "[0-9a-f]+'),
+        ("adapter", r"adapters.adapter.adapter_model.safetensors was"),
+    ],
+)
+def test_language_rate_resume_with_other_arguments_is_refused_naming_the_first_key_that_differs(
+    models, rate_questions, tmp_path, run_cli, monkeypatch, change, key
+):
+    base, adapter = models
+    questions = {name: Path(shutil.copy(path, tmp_path / path.name)) for name, path in rate_questions.items()}
+    moved = Path(shutil.copytree(adapter, tmp_path / "adapter"))
+    out = tmp_path / "rate"
+    arguments = rate_arguments((base, moved), questions, out)
+    counting_runs(monkeypatch, fail_at=2)
+    code, _, err = run_cli(*arguments)
+    assert code == 2 and cells_on_disk(out / "language_rate_run") == ["base/0shot"], err
+    if change == "questions":
+        with questions["en"].open("a", encoding="utf-8") as file:
+            file.write(json.dumps({"question": "One more?", "human_answers": [], "chatgpt_answers": []}) + "\n")
+        change = []
+    elif change == "adapter":
+        double_adapter_weights(moved)
+        change = []
+    assert_resume_refused(run_cli, [*arguments, *change], out, "language_rate_run/language_rate_run.json", key)

@@ -74,8 +74,11 @@ def write_task_data(data_dir: Path, inputs: Sequence[DirectionInputs]) -> None:
             )
 
 
-def generate(config: GenerationConfig, inputs: Sequence[DirectionInputs], run_dir: Path) -> list[Generation]:
-    """Run the family on the base model and each adapter at every shot count; answers as read from the samples."""
+def generate(
+    config: GenerationConfig, inputs: Sequence[DirectionInputs], run_dir: Path, resume: bool = False
+) -> list[Generation]:
+    """Run the family on the base model and each adapter at every shot count; answers as read from the samples.
+    ``resume``: keep the complete cells of the run in ``run_dir`` (evaluate's --resume), generate the others."""
     from afp_cli.evaluation.runner import EvaluateConfig, run_evaluation
 
     data_dir = run_dir / "data"
@@ -97,6 +100,7 @@ def generate(config: GenerationConfig, inputs: Sequence[DirectionInputs], run_di
             seed=config.seed,
             allow_other_base=config.allow_other_base,
             max_gen_toks=config.max_gen_toks,
+            resume=resume,
         )
     )
     # The runner lists the model labels it wrote raw/<label>/ folders for: base first, then each adapter.

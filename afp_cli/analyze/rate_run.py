@@ -1,7 +1,9 @@
 """`afp analyze language-rate` from start to end: questions -> answers (lm-eval) or answer files -> scores -> report.
 
 Every input is read and checked before a model loads. The lm-eval run (task data, samples, lm-eval's own
-comparison) is written to a temporary folder and renamed to ``language_rate_run/`` only when it is complete.
+comparison) is written to ``language_rate_run/`` one cell (model, shot count) at a time, each cell whole, so that
+``--resume`` generates only the cells a stopped run did not finish (rate_resume.py); the answers and the report are
+always built from the cells on disk, so a resumed run's report is an uninterrupted one's.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from afp_cli.analyze.generation import GenerationConfig, check_backend, generate
 from afp_cli.analyze.language_id import LanguageIdConfig, LanguageIdentifier
 from afp_cli.analyze.language_rate import (
     DEFAULT_STOPS,
-    Generation,
     RateRow,
     add_deltas,
     add_paired_tests,
@@ -38,10 +39,12 @@ from afp_cli.analyze.questions import (
     read_questions,
 )
 from afp_cli.analyze.rate_report import render_markdown
+from afp_cli.analyze.rate_resume import claim_run_folder, nothing_left_without_a_cell, rate_manifest
 from afp_cli.errors import AfpError
+from afp_cli.evaluation import cells
 from afp_cli.evaluation.parallel import launched_processes
 from afp_cli.languages import get_language
-from afp_cli.text_files import folder_atomically, write_atomically
+from afp_cli.text_files import write_atomically
 
 REPORT_STEM = "language_rate"
 RUN_FOLDER = "language_rate_run"
@@ -67,10 +70,15 @@ class LanguageRateConfig:
     examples: int = 3  # failing examples shown per row
     seed: int = 0
     overwrite: bool = False
+    resume: bool = False  # keep the complete cells of the stopped run in output_dir, generate the rest
 
     def __post_init__(self) -> None:
         if (self.generation is None) == (not self.generations):
             raise AfpError("give either --model (generate answers) or --generations (score existing answers)")
+        if self.resume and self.overwrite:
+            raise AfpError("--resume and --overwrite contradict each other: choose one")
+        if self.resume and self.generation is None:
+            raise AfpError("--resume continues a run that generates answers (--model); --generations only scores")
         if self.sample < 1:
             raise AfpError(f"--sample must be at least 1, got {self.sample}")
         if self.limit is not None and self.limit < 1:
@@ -93,9 +101,9 @@ def run_language_rate(config: LanguageRateConfig) -> list[RateRow]:
     paths["generations"] = output_dir / f"{REPORT_STEM}_generations.jsonl"
     if config.generation is not None:
         paths["run"] = output_dir / RUN_FOLDER
-    check_writable(paths, config.overwrite)
     inputs: list[DirectionInputs] = []
     if config.generation is None:
+        check_writable(paths, config.overwrite)
         generations = [
             item
             for path in config.generations
@@ -108,7 +116,13 @@ def run_language_rate(config: LanguageRateConfig) -> list[RateRow]:
         identifier = LanguageIdentifier({code for pair in config.directions for code in pair}, config.language_id)
         inputs = plan_directions(config)
         check_backend(config.generation.backend)
-        generations = _generate_into_run_folder(config.generation, inputs, paths["run"])
+        created = not output_dir.exists()
+        reports = [path for name, path in paths.items() if name != "run"]
+        claim_run_folder(paths["run"], reports, rate_manifest(config), config.resume, config.overwrite)
+        with nothing_left_without_a_cell(paths["run"], output_dir, created):
+            # evaluate's runner keeps the cells of its own run there (its manifest: a run got as far as lm-eval)
+            resume = (paths["run"] / cells.MANIFEST).is_file()
+            generations = generate(config.generation, inputs, paths["run"], resume=resume)
     scored = score(generations, identifier, config.stops)
     rows = add_paired_tests(add_deltas(summarize(scored, examples_per_row=config.examples)), scored)
     averages = model_averages(rows)
@@ -139,16 +153,6 @@ def plan_directions(config: LanguageRateConfig) -> list[DirectionInputs]:
         )
         for source, target in config.directions
     ]
-
-
-def _generate_into_run_folder(
-    generation: GenerationConfig, inputs: list[DirectionInputs], final: Path
-) -> list[Generation]:
-    """Generate in a temporary folder beside ``final`` and put it in place when complete (replacing the one
-    --overwrite allows, checked before anything ran); on failure remove it (and the output folder, when this run
-    created it and left it empty)."""
-    with folder_atomically(final, "the generations") as temporary:
-        return generate(generation, inputs, temporary)
 
 
 def _generate_share(generation: GenerationConfig, inputs: list[DirectionInputs]) -> None:

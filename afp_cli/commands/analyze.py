@@ -21,7 +21,7 @@ from afp_cli.commands.options import (
     Overwrite,
     Seed,
 )
-from afp_cli.commands.run_folder import ForceUnlock, report_folder
+from afp_cli.commands.run_folder import ForceUnlock, report_folder, say_stopped
 from afp_cli.model.pooling import LAYER_SPEC_HELP, METHOD_HELP
 
 app = typer.Typer(
@@ -143,6 +143,14 @@ def language_rate(
     device: Device = "auto",
     dtype: Dtype = "auto",
     overwrite: Overwrite = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the stopped run in OUTPUT_DIR: keep its complete (model, shots) cells of answers, "
+            "generate the rest (the arguments must be the run's; or start the run where none was started).",
+        ),
+    ] = False,
     force_unlock: ForceUnlock = False,
     allow_other_base: AllowOtherBase = False,
 ) -> None:
@@ -152,8 +160,9 @@ def language_rate(
     from afp_cli.analyze.language_id import LanguageIdConfig
     from afp_cli.analyze.language_rate import DEFAULT_STOPS, parse_stops
     from afp_cli.analyze.questions import QuestionFile, parse_directions, parse_shots
-    from afp_cli.analyze.rate_run import LanguageRateConfig, run_language_rate
+    from afp_cli.analyze.rate_run import RUN_FOLDER, LanguageRateConfig, run_language_rate
     from afp_cli.errors import AfpError
+    from afp_cli.evaluation.runner import EvaluationStopped
 
     if adapter and model is None:
         raise AfpError("--adapter needs --model: adapters are loaded on top of their base model")
@@ -192,9 +201,13 @@ def language_rate(
         examples=examples,
         seed=seed,
         overwrite=overwrite,
+        resume=resume,
     )
-    with report_folder(output_dir, force_unlock):
-        rows = run_language_rate(config)
+    try:
+        with report_folder(output_dir, force_unlock):
+            rows = run_language_rate(config)
+    except EvaluationStopped as stop:
+        say_stopped(stop, output_dir / RUN_FOLDER / "raw", "cells of answers")
     for row in rows:
         shots_label = "" if row.shots is None else f" {row.shots}-shot"
         cut = f", {row.cut} cut" if row.cut else ""

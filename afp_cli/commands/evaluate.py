@@ -19,7 +19,7 @@ from afp_cli.commands.options import (
     MaxGenToks,
     Overwrite,
 )
-from afp_cli.commands.run_folder import ForceUnlock, continue_command
+from afp_cli.commands.run_folder import ForceUnlock, say_stopped
 from afp_cli.errors import AfpError
 
 HELP = """Evaluate a base model and each adapter on lm-eval tasks (afp's tasks/ and lm-eval's built-ins).
@@ -185,15 +185,7 @@ def evaluate(
         with folder_lock(output_dir, force_unlock) if main else contextlib.nullcontext():
             markdown, _ = run_evaluation(config)
     except EvaluationStopped as stop:
-        if not main:
-            raise typer.Exit(stop.exit_code) from None
-        kept = "; ".join(key.describe() for key in stop.done) or "none"
-        typer.echo(
-            f"stopped ({stop.signal_name}) with {len(stop.done)} of {stop.total} cells done and kept in "
-            f"{output_dir / 'raw'} ({kept}); continue with: {continue_command()}",
-            err=True,
-        )
-        raise typer.Exit(stop.exit_code) from None
+        say_stopped(stop, output_dir / "raw")
     if main:
         typer.echo(markdown.read_text(encoding="utf-8"))
         typer.echo(f"wrote {markdown} and {markdown.with_suffix('.json')}")

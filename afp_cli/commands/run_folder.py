@@ -32,6 +32,20 @@ def continue_command(argv: list[str] | None = None) -> str:
     return shlex.join(["afp", *arguments, "--resume"])
 
 
+def say_stopped(stop, kept_in: Path, cells: str = "cells") -> None:
+    """A run a signal stopped (evaluation/runner.py's EvaluationStopped): one line naming the kept cells and the
+    command that continues, then the exit a shell gives a process that signal ended (143, 130). A launch's other
+    processes only exit."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        kept = "; ".join(key.describe() for key in stop.done) or "none"
+        typer.echo(
+            f"stopped ({stop.signal_name}) with {len(stop.done)} of {stop.total} {cells} done and kept in {kept_in} "
+            f"({kept}); continue with: {continue_command()}",
+            err=True,
+        )
+    raise typer.Exit(stop.exit_code) from None
+
+
 @contextlib.contextmanager
 def report_folder(output_dir: Path, force_unlock: bool) -> Iterator[None]:
     """A command that writes its report whole at the end (afp analyze): its folder's lock for the body, and Ctrl-C

@@ -143,9 +143,10 @@ def check_same_run(path: Path, saved: dict[str, Any], current: dict[str, Any]) -
         )
 
 
-def read_manifest(output_dir: Path) -> dict[str, Any] | None:
-    """The manifest of the run in ``output_dir``; None when no run was started there."""
-    path = output_dir / MANIFEST
+def read_manifest(output_dir: Path, name: str = MANIFEST) -> dict[str, Any] | None:
+    """The manifest of the run in ``output_dir`` (``name``: afp analyze language-rate keeps its own beside
+    evaluate's); None when no run was started there."""
+    path = output_dir / name
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -154,9 +155,9 @@ def read_manifest(output_dir: Path) -> dict[str, Any] | None:
         raise AfpError(f"{path}: unreadable ({error}); start the run again with --overwrite") from None
 
 
-def write_manifest(output_dir: Path, manifest: dict[str, Any], run_id: str) -> None:
+def write_manifest(output_dir: Path, manifest: dict[str, Any], run_id: str, name: str = MANIFEST) -> None:
     """The manifest, with the id its cells carry (a new one per fresh start: --overwrite's cells are its own)."""
-    write_atomically(output_dir / MANIFEST, json_text({**manifest, "run_id": run_id}), "the run manifest")
+    write_atomically(output_dir / name, json_text({**manifest, "run_id": run_id}), "the run manifest")
 
 
 # ------------------------------------------------------------------------------------------- cells
