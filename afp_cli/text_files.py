@@ -375,6 +375,11 @@ def replacing_folder(folder: Path, keep_on_failure: Callable[[], bool]) -> Itera
 def append_text(path: str | Path, text: str, what: str | None = None) -> None:
     """Append ``text`` whole or not at all: a write the disk refuses is cut off the file again (a DiskFault), so a
     log never ends in half a line. For logs that grow a line at a time, which rewriting would make quadratic."""
+    append_bytes(path, text.encode("utf-8"), what)
+
+
+def append_bytes(path: str | Path, data: bytes, what: str | None = None) -> None:
+    """Append ``data`` whole or not at all, written through to the file before returning (append_text)."""
     path = Path(path)
     size = path.stat().st_size if path.exists() else None
 
@@ -385,8 +390,12 @@ def append_text(path: str | Path, text: str, what: str | None = None) -> None:
             os.truncate(path, size)
 
     with _whole_or_nothing(path, what, undo):
-        with path.open("a", encoding="utf-8", newline="\n") as file:
-            file.write(text)
+        _append_to(path, data)
+
+
+def _append_to(path: Path, data: bytes) -> None:
+    with path.open("ab") as file:
+        file.write(data)
 
 
 def _umask() -> int:

@@ -785,3 +785,49 @@ def test_a_second_align_into_the_same_folder_is_refused_naming_the_first(tmp_pat
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=120)
     assert first.returncode == 143 and not (tmp_path / ".run.afp.lock").exists()
+
+
+def tensorboard_scalars(run: Path) -> dict[int, dict[str, float]]:
+    """What TensorBoard reads from the run's event files: step -> {tag: value}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    found: dict[int, dict[str, float]] = {}
+    for path in sorted((run / "tensorboard").glob("events.out.tfevents.*")):
+        events = EventAccumulator(str(path))
+        events.Reload()
+        for tag in events.Tags()["scalars"]:
+            for event in events.Scalars(tag):
+                found.setdefault(event.step, {})[tag] = event.value
+    return found
+
+
+def test_tensorboard_events_the_disk_refuses_are_one_line_and_cut_off_again(tmp_path, run_cli, monkeypatch):
+    pytest.importorskip("tensorboard")
+    real = text_files._append_to
+    events_written: list[int] = []
+
+    def full_disk_at_the_fourth_events(path: Path, data: bytes) -> None:
+        if path.name.startswith("events.out.tfevents."):
+            events_written.append(len(data))
+            if len(events_written) == 4:  # the file's header, steps 1 and 2, then step 3's events
+                real(path, data[: len(data) // 2])  # half of them reached the disk, as a full disk leaves it
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, data)
+
+    monkeypatch.setattr(text_files, "_append_to", full_disk_at_the_fourth_events)
+    code, _, err = run_cli("align", make_recipe(tmp_path, log_every=1, tensorboard=True))
+    assert_error(
+        code,
+        err,
+        r"could not write the TensorBoard events \(.*run/tensorboard/events\.out\.tfevents\.[^)]*\): no space left on "
+        rf"device {FREE} \(last complete checkpoint: .*step-00000002; continue with --resume\)",
+    )
+    assert len(events_written) == 4 and steps_logged(tmp_path / "run") == [1, 2, 3]  # metrics.jsonl comes first
+    # the half-written events were cut off: TensorBoard reads steps 1 and 2 whole, with metrics.jsonl's values
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    scalars = tensorboard_scalars(tmp_path / "run")
+    assert sorted(scalars) == [1, 2]
+    for record in logged[:2]:
+        expected = {key: value for key, value in record.items() if key != "step" and isinstance(value, (int, float))}
+        assert scalars[record["step"]].keys() == expected.keys() and len(expected) >= 3
+        assert all(scalars[record["step"]][key] == pytest.approx(value, rel=1e-6) for key, value in expected.items())

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from afp_cli.align.checkpoint import CHECKPOINTS, list_checkpoints, resumable_checkpoint, set_aside
+from afp_cli.align.event_log import EventLog
 from afp_cli.errors import AfpError, warn
 from afp_cli.model.loading import merge_adapter, quiet_saving
 from afp_cli.report import write_json
@@ -111,12 +112,11 @@ def remove_leftovers(output_dir: Path) -> None:
                 path.unlink(missing_ok=True)
 
 
-def append_metrics(path: Path, record: dict[str, Any], writer) -> None:
+def append_metrics(path: Path, record: dict[str, Any], writer: EventLog | None) -> None:
+    """The record's line in metrics.jsonl (the run's record), then its TensorBoard events (a log beside it)."""
     append_text(path, json.dumps(record) + "\n")
     if writer is not None:
-        for key, value in record.items():
-            if key != "step":
-                writer.add_scalar(key, value, record["step"])
+        writer.log(record)
 
 
 def truncate_metrics(path: Path, step: int) -> None:
@@ -138,14 +138,16 @@ def truncate_metrics(path: Path, step: int) -> None:
     write_atomically(path, "".join(line + "\n" for line in kept))
 
 
-def open_tensorboard(output_dir: Path, enabled: bool):
+def open_tensorboard(output_dir: Path, enabled: bool) -> EventLog | None:
+    """``train.tensorboard``: an event file under ``output_dir/tensorboard`` written by afp (event_log.py), so a
+    disk that refuses it stops the run with one line instead of a background thread's log message."""
     if not enabled:
         return None
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        import tensorboard  # noqa: F401 - its record format and protobufs write the events
     except ImportError:
         raise AfpError("train.tensorboard is on but tensorboard is not installed: pip install tensorboard") from None
-    return SummaryWriter(str(output_dir / "tensorboard"))
+    return EventLog(output_dir / "tensorboard")
 
 
 def save_outputs(model, tokenizer, config, output_dir: Path, state_dict: dict | None, summary: dict[str, Any]) -> None:
