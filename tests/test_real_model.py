@@ -274,3 +274,53 @@ def test_auto_pools_where_the_base_model_retrieves_translations(real_model, tmp_
     chosen = config.mcl.pooled.layer
     assert chosen in AUTO_LAYERS[model.key], console.file.getvalue()
     assert f"pooling auto → last-{chosen} (retrieval " in console.file.getvalue()
+
+
+# lean scoring (afp evaluate's hf path) on the real models: one task of each of the paper's five ICL families (XCOPA
+# with its native demonstrations: the shared data has no English COPA for the default ones)
+LEAN_TASKS = ("afp_xnli_zh", "afp_pawsx_zh", "afp_xcopa_zh_demo_native", "afp_xstorycloze_zh", "afp_xwinograd_zh")
+LEAN_ITEMS = {0: 3, 1: 3, 5: 2}  # items per task: 5-shot requests are 5-10x longer on lm-eval's path
+
+
+@pytest.fixture(scope="module")
+def real_scorers(real_model):
+    """(model, lm-eval's HFLM, afp's LeanHFLM) around one float32 copy of the real model, batch size 1 as afp's
+    default."""
+    from lm_eval.models.huggingface import HFLM
+
+    from afp_cli.evaluation.lean_scoring import LeanHFLM
+    from afp_cli.model.loading import load_causal_lm, load_tokenizer
+
+    model, folder = real_model
+    torch.set_num_threads(1)
+    tokenizer = load_tokenizer(str(folder))
+    loaded = load_causal_lm(str(folder), dtype=torch.float32).eval()
+    return (
+        model,
+        HFLM(pretrained=loaded, tokenizer=tokenizer, batch_size=1),
+        LeanHFLM(pretrained=loaded, tokenizer=tokenizer, batch_size=1),
+    )
+
+
+@pytest.mark.parametrize("shots", [0, 1, 5])
+def test_lean_scoring_equals_lm_eval_hf_on_every_task_family(real_scorers, shared_data, shots):
+    """Issue #32: per-request loglikelihoods of afp's lean scoring equal lm-eval's hf backend within 1e-4 in float32,
+    with the same is_greedy flags, for the requests `afp evaluate` builds (fixed demonstrations of seed 0)."""
+    from eval_throughput import build_requests  # bench/: the requests its timings are made on
+
+    model, reference_lm, lean_lm = real_scorers
+    requests = build_requests(list(LEAN_TASKS), shots, LEAN_ITEMS[shots], str(shared_data))
+    tasks = {request.task_name for request in requests}
+    assert tasks == set(LEAN_TASKS)
+    lean_lm.lean_requests = lean_lm.fallback_requests = 0
+    reference = reference_lm.loglikelihood(requests, disable_tqdm=True)
+    lean = lean_lm.loglikelihood(requests, disable_tqdm=True)
+    assert len(lean) == len(reference) == len(requests)
+    deltas = {}
+    for request, (expected, expected_greedy), (got, got_greedy) in zip(requests, reference, lean, strict=True):
+        deltas[request.task_name] = max(deltas.get(request.task_name, 0.0), abs(got - expected))
+        assert got_greedy == expected_greedy, request.task_name
+    assert max(deltas.values()) < 1e-4, deltas
+    # the lean path did the scoring: every request fits (SmolLM2 has no sliding window; Gemma's 512-token window is
+    # longer than these requests), so none went to lm-eval's path
+    assert (lean_lm.lean_requests, lean_lm.fallback_requests) == (len(requests), 0), model.key
