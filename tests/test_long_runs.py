@@ -572,3 +572,37 @@ def test_language_rate_resume_with_other_arguments_is_refused_naming_the_first_k
         double_adapter_weights(moved)
         change = []
     assert_resume_refused(run_cli, [*arguments, *change], out, "language_rate_run/language_rate_run.json", key)
+
+
+def test_language_rate_overwrite_starts_again_and_ctrl_c_after_the_answers_keeps_them(
+    models, rate_questions, tmp_path, run_cli, monkeypatch, rate_uninterrupted
+):
+    import afp_cli.analyze.rate_run as rate_run
+
+    out = tmp_path / "rate"
+    arguments = rate_arguments(models, rate_questions, out)
+    counting_runs(monkeypatch, fail_at=3)
+    assert run_cli(*arguments)[0] == 2 and len(cells_on_disk(out / "language_rate_run")) == 2
+    monkeypatch.undo()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while the answers are scored
+
+    calls = counting_runs(monkeypatch)
+    monkeypatch.setattr(rate_run, "score", interrupted)
+    code, _, err = run_cli(*arguments, "--overwrite")
+    assert code == 130 and calls == [0, 1, 0, 1]  # --overwrite: every cell generated again, none of the old kept
+    assert last_line(err) == (
+        f"aborted (Ctrl-C) before the report was written: the answers are kept in {out / 'language_rate_run'}; "
+        f"continue with: {shlex.join(['afp', *arguments, '--resume'])}"
+    )
+    assert not lock_path(out).exists() and not (out / "language_rate.json").exists()
+
+    monkeypatch.undo()
+    calls = counting_runs(monkeypatch)
+    code, _, err = run_cli(*arguments, "--resume")
+    assert code == 0 and calls == [] and rate_report(out) == rate_uninterrupted, err
+
+    (out / "language_rate_run" / "language_rate_run.json").unlink()  # a run folder afp cannot tell the run of
+    code, _, err = run_cli(*arguments, "--resume")
+    assert code == 2 and "language_rate_run: nothing to resume (no language_rate_run.json" in last_line(err)

@@ -205,7 +205,11 @@ def language_rate(
     )
     try:
         with report_folder(output_dir, force_unlock):
-            rows = run_language_rate(config)
+            try:
+                rows = run_language_rate(config)
+            except KeyboardInterrupt:
+                _say_answers_kept(output_dir / RUN_FOLDER, generating=model is not None)
+                raise
     except EvaluationStopped as stop:
         say_stopped(stop, output_dir / RUN_FOLDER / "raw", "cells of answers")
     for row in rows:
@@ -225,6 +229,21 @@ def language_rate(
             f"[{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}] of {row.answers}{cut}{paired}{lpr}"
         )
     typer.echo(f"report: {output_dir / 'language_rate.md'}")
+
+
+def _say_answers_kept(run_dir: Path, generating: bool) -> None:
+    """Ctrl-C once answers were generated (scoring, writing the report): they are kept, and --resume reuses them
+    without generating again (the report folder's own line says nothing was kept)."""
+    from afp_cli.commands.run_folder import continue_command
+    from afp_cli.evaluation.cells import CELL_FILE, RAW
+
+    if generating and any((run_dir / RAW).rglob(CELL_FILE)):
+        typer.echo(
+            f"aborted (Ctrl-C) before the report was written: the answers are kept in {run_dir}; continue with: "
+            f"{continue_command()}",
+            err=True,
+        )
+        raise typer.Exit(130) from None
 
 
 @app.command(
