@@ -454,12 +454,14 @@ def rate_questions(tmp_path_factory) -> dict[str, Path]:
 
 
 def rate_arguments(models, questions: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    """2 models x 0 and 1 shot = 4 cells of answers (each: 2 directions x 4 questions)."""
+    """2 models x 0 and 1 shot = 4 cells of answers (each: 2 directions x 4 questions, in batches of 2: several
+    shares for several processes)."""
     base, adapter = models
     return [
         *("analyze", "language-rate", "-m", str(base), "-a", str(adapter), "--device", "cpu"),
         *("--questions", f"en={questions['en']}", "--questions", f"zh={questions['zh']}"),
-        *("--demonstrations", str(questions["demos"]), "--sample", "4", "--max-gen-toks", "6", "-o", str(out), *extra),
+        *("--demonstrations", str(questions["demos"]), "--sample", "4", "--max-gen-toks", "6", "--batch-size", "2"),
+        *("-o", str(out), *extra),
     ]
 
 
@@ -606,3 +608,21 @@ def test_language_rate_overwrite_starts_again_and_ctrl_c_after_the_answers_keeps
     (out / "language_rate_run" / "language_rate_run.json").unlink()  # a run folder afp cannot tell the run of
     code, _, err = run_cli(*arguments, "--resume")
     assert code == 2 and "language_rate_run: nothing to resume (no language_rate_run.json" in last_line(err)
+
+
+@pytest.mark.slow
+def test_language_rate_resumed_on_two_processes_writes_the_uninterrupted_report(
+    models, rate_questions, tmp_path, run_cli, monkeypatch, rate_uninterrupted
+):
+    from test_evaluate_parallel import torchrun
+
+    out = tmp_path / "rate"
+    arguments = rate_arguments(models, rate_questions, out)
+    counting_runs(monkeypatch, fail_at=3)
+    assert run_cli(*arguments)[0] == 2 and cells_on_disk(out / "language_rate_run") == ["base/0shot", "base/1shot"]
+    launched = torchrun("-m", "afp_cli", *arguments, "--resume", cwd=ROOT)  # the main process keeps, both generate
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert rate_report(out) == rate_uninterrupted
+    run = json.loads((out / "language_rate_run" / "comparison.json").read_text(encoding="utf-8"))["run"]
+    assert run["processes"] == 2 and min(run["requests_per_process"]) > 0
+    assert sum(run["requests_per_process"]) == 2 * 2 * 4  # only the adapter's 2 cells: 2 directions x 4 questions
