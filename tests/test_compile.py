@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from helpers import assert_same_step, lora_model, losses_and_gradients  # tests/ is on sys.path under pytest
+from helpers import assert_same_step, lora_model, losses_and_gradients, write_recipe  # tests/ is on sys.path
 from rich.console import Console
 
 from afp_cli.align.config import build_config, load_config
@@ -21,7 +20,6 @@ from afp_cli.data.batches import collate, tokenize_examples
 from afp_cli.data.training_records import read_training_file
 from afp_cli.errors import AfpError
 from afp_cli.model.blocks import decoder_layers
-from afp_cli.model.tiny import tiny_architecture
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "afp_cli" / "demo" / "tatoeba_en-zh.afp.jsonl"
 
@@ -138,28 +136,17 @@ def test_align_with_compile_and_packing_trains_as_the_eager_padded_run_does(tmp_
     data.write_text("\n".join(DEMO_DATA.read_text(encoding="utf-8").splitlines()[:20]) + "\n", encoding="utf-8")
     records = {}
     for name, switches in (("eager", {}), ("compiled", {"data": {"packing": True}, "train": {"compile": True}})):
-        recipe = {
-            "model": {"architecture": tiny_architecture("llama"), "tokenizer_vocab_size": 400},
-            "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
-            "data": {"train_file": str(data), "held_out": 4, "max_length": 48, **switches.get("data", {})},
-            "train": {
-                "max_steps": 4,
-                "batch_size": 6,
-                "lr": 5e-3,
-                "warmup_ratio": 0.0,
-                "log_every": 1,
-                "eval_every": 0,
-                "save_every": 0,
-                "seed": 0,
-                "scheduler": "constant",
-                **switches.get("train", {}),
-            },
-            "output_dir": str(tmp_path / name),
-        }
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+        folder = tmp_path / name
+        folder.mkdir()
+        # the shared tiny recipe (fp32 whatever the CPU: the comparison is at fp32 rounding), 4 steps of 6
+        path = write_recipe(
+            folder,
+            data,
+            data={"packing": False, **switches.get("data", {})},
+            train={"max_steps": 4, "batch_size": 6, **switches.get("train", {})},
+        )
         align(load_config(path), console=Console(file=io.StringIO()))
-        records[name] = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        records[name] = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
     for eager, compiled in zip(records["eager"], records["compiled"], strict=True):
         for key in ("loss", "mcl", "cit"):
             assert compiled[key] == pytest.approx(eager[key], abs=1e-4), (key, eager, compiled)
