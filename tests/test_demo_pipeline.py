@@ -24,7 +24,7 @@ def test_align_evaluate_analyze_on_the_demo(tmp_path, run_cli):
         "train.save_every=0",
     )
     assert code == 0, err
-    assert "held-out retrieval accuracy (src→tgt)" in out and (run / "adapter_model.safetensors").is_file()
+    assert "held-out retrieval accuracy (sent0→sent1)" in out and (run / "adapter_model.safetensors").is_file()
 
     code, out, err = run_cli(
         "evaluate",
