@@ -190,8 +190,14 @@ class ScreenCell:
 
     @property
     def at_chance(self) -> bool:
-        low, high = self.interval
-        return low <= self.chance <= high
+        """Not above chance: the interval reaches down to chance or below it. A score significantly *below* chance
+        (XCOPA id/vi 0-shot on Gemma 3 270M: 0.39, 0.38) is a bias of the prompt or the scoring (one choice favoured
+        whatever the item), not skill: an adapter could "gain" there by losing the bias, so it counts as at chance."""
+        return self.interval[0] <= self.chance
+
+    @property
+    def below_chance(self) -> bool:
+        return self.interval[1] < self.chance
 
 
 @dataclass(frozen=True)
@@ -635,7 +641,9 @@ def render_section(data: StudyData, analysis: dict, timings: dict[str, dict], ge
         row["measured"] = (
             "yes (kept by request)"
             if task in data.screening.kept_by_request and data.screening.at_chance(task)
-            else "no: at chance"
+            else (
+                "no: below chance (a bias, not skill)" if any(cell.below_chance for cell in cells) else "no: at chance"
+            )
             if data.screening.at_chance(task)
             else "yes"
         )
@@ -652,7 +660,8 @@ def render_section(data: StudyData, analysis: dict, timings: dict[str, dict], ge
         "count can show neither a gain nor a loss on these items: the adapters are not run on it.",
         "",
         markdown_table(screening_rows, ["task", "demonstrations", *shot_columns, "chance", "measured"]),
-        "At chance, can show neither a gain nor a loss: " + (", ".join(skipped) if skipped else "none") + ".",
+        "Not above chance at any shot count (at chance, or below it: a bias of the prompt or the scoring, not skill), "
+        "can show neither a gain nor a loss: " + (", ".join(skipped) if skipped else "none") + ".",
         "",
         "Demonstrations: "
         + "; ".join(f"{note}: {', '.join(names)}" for note, names in _by_note(data.choices).items())

@@ -502,7 +502,7 @@ def run_icl(args, scale: Scale, shared: dict, recorder: Recorder, title: str, lo
                "--limit", sizes.task_limit, "--seed", args.seed[0], "--output-dir", screen_dir, *common)}  # fmt: skip
     screening = icl.read_screening(screen_dir, list(choices), sizes.shots, args.keep_tasks)
     (args.out / "screening.json").write_text(json.dumps(icl.screening_json(screening), indent=2))
-    say(f"at chance at every shot count, not measured on the adapters: {', '.join(screening.skipped) or 'none'}")
+    say(f"not above chance at any shot count, not measured on the adapters: {', '.join(screening.skipped) or 'none'}")
     if args.screen_only:
         say(f"screened in {timings['screening']['all']:.0f} s: {args.out / 'screening.json'}")
         return 0

@@ -36,7 +36,8 @@ def test_the_screening_rule_on_hand_numbers():
     cell = lambda task, shots, correct, choices=2: icl.ScreenCell(task, shots, correct, 100, choices)  # noqa: E731
     assert cell("t", 0, 52).at_chance  # 52/100 on two choices: [0.418, 0.621] holds 0.5
     assert not cell("t", 0, 70).at_chance  # [0.600, 0.788]
-    assert not cell("t", 0, 30).at_chance  # [0.212, 0.400]: below chance is a signal too
+    assert cell("t", 0, 30).at_chance and cell("t", 0, 30).below_chance  # [0.212, 0.400]: a bias, not skill
+    assert not cell("t", 0, 70).below_chance and not cell("t", 0, 52).below_chance
     assert cell("t", 0, 40, choices=3).at_chance  # [0.303, 0.503] holds 1/3
     assert not cell("t", 0, 45, choices=3).at_chance  # [0.350, 0.553]
     screening = icl.Screening(
@@ -181,4 +182,4 @@ def test_the_smoke_study_screens_measures_and_reports(tmp_path, tiny_tokenizer, 
     markdown = (out / "results.md").read_text()
     for heading in ("### Screening", "### The paper's claims on in-context learning", "### Appendix", "## Per seed"):
         assert heading in markdown
-    assert "At chance, can show neither a gain nor a loss: " + screening["at_chance"][0] in markdown
+    assert "can show neither a gain nor a loss: " + screening["at_chance"][0] in markdown
