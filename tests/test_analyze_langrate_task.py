@@ -110,7 +110,7 @@ def test_a_failed_generation_leaves_no_output_folder(run_cli, tiny_model_dir, tm
     from afp_cli.analyze import rate_run
     from afp_cli.errors import AfpError
 
-    def fail_half_way(config, inputs, run_dir):
+    def fail_half_way(config, inputs, run_dir, **_):  # the generator's keyword options (resume) do not matter here
         (run_dir / "raw").mkdir()
         raise AfpError("out of GPU memory")
 
