@@ -46,7 +46,7 @@ class RealModel:
 REAL_MODELS = {
     model.key: model
     for model in (
-        RealModel("smollm2-135m-instruct", 30, 15, 0.1, ("afp_pawsx_en", "afp_xcopa_zh")),
+        RealModel("smollm2-135m-instruct", 30, 15, 0.05, ("afp_pawsx_en", "afp_xcopa_zh")),
         # the paper's setting: one task of each of its five ICL families
         RealModel(
             "gemma-3-270m",
