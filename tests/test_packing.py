@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import assert_same_step, lora_model, losses_and_gradients
+from helpers import assert_same_step, lora_model, losses_and_gradients, write_recipe
 from rich.console import Console
 
 from afp_cli.align.config import build_config, load_config
@@ -139,30 +139,11 @@ def test_architectures_that_mix_packed_texts_train_padded_with_a_warning(tiny_to
 
 
 def _recipe(folder: Path, model_type: str, packing: bool) -> Path:
+    """The shared tiny recipe (fp32 pinned: packed and padded runs agree to fp32 rounding, 1e-4) on 20 demo lines,
+    4 steps of 6."""
     data = folder / "data.jsonl"
     data.write_text("\n".join(DEMO_DATA.read_text(encoding="utf-8").splitlines()[:20]) + "\n", encoding="utf-8")
-    recipe = {
-        "model": {"architecture": tiny_architecture(model_type), "tokenizer_vocab_size": 400},
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
-        "data": {"train_file": str(data), "held_out": 4, "max_length": 48, "packing": packing},
-        "train": {
-            "max_steps": 4,
-            "batch_size": 6,
-            "lr": 5e-3,
-            "warmup_ratio": 0.0,
-            "log_every": 1,
-            "eval_every": 0,
-            "save_every": 0,
-            "seed": 0,
-            "scheduler": "constant",
-            # packed and padded runs agree to fp32 rounding (1e-4); under auto a bf16 CPU would round to bf16
-            "precision": "fp32",
-        },
-        "output_dir": str(folder / "run"),
-    }
-    path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    return path
+    return write_recipe(folder, data, model_type, data={"packing": packing}, train={"max_steps": 4, "batch_size": 6})
 
 
 def test_align_with_packing_trains_as_the_padded_run_does(tmp_path):
