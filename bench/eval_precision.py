@@ -106,14 +106,10 @@ def per_item(samples: dict) -> dict[tuple[str, int], tuple[list[float], float]]:
 
 
 def main() -> None:
+    from eval_throughput import add_request_options  # bench/ is on sys.path when a bench runs as a script
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a local model folder (weights + tokenizer)")
-    parser.add_argument("--tasks", nargs="+", required=True, help="afp multiple-choice tasks (loglikelihood)")
-    parser.add_argument("--num-fewshot", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=50, help="documents per task")
-    parser.add_argument("--data-dir", required=True, help="local benchmark data (afp evaluate --data-dir)")
-    parser.add_argument("--batch-size", type=int, default=1, help="as afp evaluate's --batch-size (default 1)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
+    add_request_options(parser, limit=50)
     parser.add_argument(
         "--scorer",
         choices=("lean", "hf"),

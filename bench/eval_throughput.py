@@ -58,16 +58,21 @@ def timed(lm, requests) -> tuple[list[tuple[float, bool]], float]:
     return results, time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_request_options(parser: argparse.ArgumentParser, limit: int) -> None:
+    """The options that say which requests a scoring bench builds (this one and eval_precision.py)."""
     parser.add_argument("--model", required=True, help="model folder or hub name")
     parser.add_argument("--tasks", nargs="+", required=True, help="afp task names (loglikelihood tasks)")
     parser.add_argument("--num-fewshot", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=20, help="documents per task")
+    parser.add_argument("--limit", type=int, default=limit, help="documents per task")
     parser.add_argument("--data-dir", required=True, help="local benchmark data (afp evaluate --data-dir)")
     parser.add_argument("--batch-size", type=int, default=1, help="as afp evaluate's --batch-size (default 1)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_request_options(parser, limit=20)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
 
     import torch
