@@ -83,3 +83,31 @@ def run_cli(capsys, monkeypatch):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def base_and_adapter(tmp_path_factory, tiny_tokenizer):
+    """A tiny random llama (positions raised to 2048: real prompts are longer than the tiny default 256) and a
+    LoRA adapter with non-zero weights, saved the way `afp align` saves them."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from afp_cli.model.tiny import build_model, tiny_architecture
+
+    root = tmp_path_factory.mktemp("evaluate")
+    base = root / "base"
+    model = build_model(tiny_architecture("llama"), tiny_tokenizer, seed=0)
+    model.config.max_position_embeddings = 2048
+    model.save_pretrained(base)
+    tiny_tokenizer.save_pretrained(base)
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    )
+    generator = torch.Generator().manual_seed(0)
+    for name, parameter in peft_model.named_parameters():
+        if "lora_B" in name:
+            parameter.data = torch.randn(parameter.shape, generator=generator) * 0.5
+    adapter = root / "adapter"
+    peft_model.save_pretrained(adapter)
+    return base, adapter

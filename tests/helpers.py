@@ -6,6 +6,9 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -45,6 +48,29 @@ def write_recipe(folder: Path, data_file: Path, model_type: str = "llama", **sec
     path = folder / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     return path
+
+
+# ---- afp on several CPU processes (gloo): torchrun, or accelerate's torchrun-style launch
+
+LAUNCHERS = {
+    "torchrun": lambda processes: ["torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)],
+    # without a GPU, `--multi_gpu` processes run on the CPU (`accelerate launch --cpu` alone starts one process)
+    "accelerate": lambda processes: ["accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)],
+}
+
+
+def torchrun(*args: str, cwd: Path, processes: int = 2, launcher: str = "torchrun") -> subprocess.CompletedProcess:
+    """``python -m <launcher> ... *args`` with one torch thread a process (two 2-thread processes on 2 cores spin each
+    other down); the timeout only ends a hang."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", *LAUNCHERS[launcher](processes), *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def quiet() -> Console:

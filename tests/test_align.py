@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import DEMO_DATA, metrics, quiet, write_recipe
+from rich.console import Console
 
 from afp_cli.align.config import load_config
 from afp_cli.align.train import align
@@ -237,11 +239,21 @@ def test_tensorboard_events_are_written_when_asked(tmp_path, data_file):
 
 def test_held_out_evaluation_runs_every_eval_every_steps_whatever_the_logging_interval(tmp_path, data_file):
     config = load_config(write_recipe(tmp_path, data_file, train={"max_steps": 6, "log_every": 4, "eval_every": 3}))
-    align(config, console=quiet())
+    console = Console(file=io.StringIO(), width=400)  # wide: the progress line on one line
+    align(config, console=console)
     logged = metrics(Path(config.output_dir))
     assert [record["step"] for record in logged] == [3, 4, 6]
     assert [("held_out_retrieval_top1" in record) for record in logged] == [True, False, False]
     assert 0.0 <= logged[0]["held_out_retrieval_top1"] <= 1.0 and logged[0]["held_out_cit_loss"] > 0
+    # the progress line names both directions, with the logged numbers
+    first = logged[0]
+    expected = (
+        f"held-out retrieval sent0→sent1 {first['held_out_retrieval_top1']:.3f} / "
+        f"sent1→sent0 {first['held_out_retrieval_top1_reverse']:.3f} · "
+        f"held-out cit_loss {first['held_out_cit_loss']:.3f}"
+    )
+    step_line = next(line for line in console.file.getvalue().splitlines() if line.startswith("step 3:"))
+    assert step_line.endswith(expected), step_line
 
 
 def test_a_recipe_data_build_section_builds_the_mixture_once_and_trains_on_it(tmp_path, monkeypatch):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import subprocess
 import sys
@@ -22,23 +21,11 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script by torchrun: find helpers
 
-from helpers import DEMO_DATA, metrics, write_recipe  # noqa: E402
+from helpers import DEMO_DATA, metrics, torchrun, write_recipe  # noqa: E402
 
 # 8 training examples, global batch 4: 2 processes × 2 pairs; dropout off so both launches draw nothing at random
 # fp32: one and two processes agree to fp32 rounding (1e-5); under auto a bf16 CPU would round to bf16
 SETTINGS = {"train": {"max_steps": 3, "batch_size": 4, "precision": "fp32"}}
-
-
-def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def afp_on_two_processes(*args: str, cwd: Path) -> subprocess.CompletedProcess:

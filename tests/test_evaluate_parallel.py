@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,30 +16,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script by torchrun
 
-from test_evaluate import base_and_adapter  # noqa: E402, F401 - the tiny base and its LoRA adapter (a fixture)
+from helpers import LAUNCHERS, hc3_chinese, hc3_english, torchrun, write_jsonl  # noqa: E402
 
 # two task families (multiple choice with 2 and 2 choices), 0 and 1 shot; 7 documents: uneven shares
 TASKS = "afp_xcopa_zh_demo_native,afp_pawsx_zh"
 LIMIT = "7"
-
-
-LAUNCHERS = {
-    "torchrun": lambda processes: ["torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)],
-    # accelerate's torchrun-style launch; without a GPU its processes run on the CPU (`--cpu` alone starts one)
-    "accelerate": lambda processes: ["accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)],
-}
-
-
-def torchrun(*args: str, cwd: Path, processes: int = 2, launcher: str = "torchrun") -> subprocess.CompletedProcess:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [sys.executable, "-m", *LAUNCHERS[launcher](processes), *args],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def evaluate_arguments(base: Path, adapter: Path, data: Path, out: Path, *extra: str) -> list[str]:
@@ -72,7 +52,7 @@ def without_processes(payload: dict) -> dict:
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_two_processes_write_the_comparison_and_samples_of_one(
     run_cli,
-    base_and_adapter,  # noqa: F811
+    base_and_adapter,
     shared_data,
     tmp_path,
     launcher,
@@ -113,7 +93,7 @@ def test_units_go_to_the_least_loaded_process():
 
 @pytest.mark.slow
 def test_a_process_that_fails_ends_every_process_with_its_line_and_writes_nothing(
-    base_and_adapter,  # noqa: F811
+    base_and_adapter,
     shared_data,
     tmp_path,
 ):
@@ -150,8 +130,6 @@ if __name__ == "__main__":  # torchrun __file__ fail-on-rank RANK AFP-ARGUMENTS.
 
 @pytest.mark.slow
 def test_language_rate_on_two_processes_writes_the_report_of_one(run_cli, tiny_model_dir, tmp_path):
-    from helpers import hc3_chinese, hc3_english, write_jsonl
-
     english, chinese = hc3_english(tmp_path / "all.jsonl", 6), hc3_chinese(tmp_path / "all_zh.jsonl", 5)
     demonstrations = write_jsonl(
         tmp_path / "demos.jsonl",
@@ -168,6 +146,7 @@ def test_language_rate_on_two_processes_writes_the_report_of_one(run_cli, tiny_m
     assert code == 0, stderr
     launched = torchrun("-m", "afp_cli", *arguments, "-o", str(tmp_path / "two"), cwd=tmp_path)
     assert launched.returncode == 0, launched.stderr[-3000:]
+    assert launched.stdout.count("report: ") == 1  # the main process reports, once
 
     for name in ("language_rate.json", "language_rate_generations.jsonl"):
         one, two = ((tmp_path / run / name).read_text(encoding="utf-8") for run in ("one", "two"))

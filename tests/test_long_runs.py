@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import hc3_chinese, hc3_english, torchrun, write_jsonl
 
 from afp_cli.pickle_check import pickle_globals, unsafe_globals
 from afp_cli.run_lock import FolderInUse, folder_lock, lock_path
@@ -439,8 +440,6 @@ RATE_FILES = ("language_rate.json", "language_rate.md", "language_rate_generatio
 
 @pytest.fixture(scope="module")
 def rate_questions(tmp_path_factory) -> dict[str, Path]:
-    from helpers import hc3_chinese, hc3_english, write_jsonl
-
     folder = tmp_path_factory.mktemp("rate-questions")
     demonstrations = [
         {"question": "Question?", "answer": "回答。", "question_lang": "en", "answer_lang": "zh"},
@@ -614,8 +613,6 @@ def test_language_rate_overwrite_starts_again_and_ctrl_c_after_the_answers_keeps
 def test_language_rate_resumed_on_two_processes_writes_the_uninterrupted_report(
     models, rate_questions, tmp_path, run_cli, monkeypatch, rate_uninterrupted
 ):
-    from test_evaluate_parallel import torchrun
-
     out = tmp_path / "rate"
     arguments = rate_arguments(models, rate_questions, out)
     counting_runs(monkeypatch, fail_at=3)

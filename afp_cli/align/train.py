@@ -640,6 +640,7 @@ def train_loop(
     """Optimizer steps from ``state.step`` to ``max_steps``; returns True when it stopped early (with a checkpoint)."""
     schedule, window = Schedule(run.config.train), MetricsWindow(run.config, run.device)
     first_step, max_steps = state.step, run.config.train.max_steps
+    directions = run.held_out_set.directions
     with progress_bar(console, stats=True, eta=True) as progress:
         task = progress.add_task("step", total=max_steps, completed=state.step, stats="")
         while state.step < max_steps:
@@ -650,12 +651,12 @@ def train_loop(
                 record = window.record(state.step, run.scheduler.get_last_lr()[0])
                 if schedule.evaluates(state.step):
                     record.update({f"held_out_{key}": value for key, value in run.evaluate().items()})
-                    progress.console.print(f"step {state.step}: {_format_record(record)}", highlight=False)
+                    progress.console.print(f"step {state.step}: {_format_record(record, directions)}", highlight=False)
                 # on_main: a full disk stops every process after this step, not only the main one
                 run.processes.on_main(
                     lambda: append_metrics(Path(run.config.output_dir) / METRICS_FILE, record, writer)  # noqa: B023
                 )
-                progress.update(task, stats=_format_record(record))
+                progress.update(task, stats=_format_record(record, directions))
                 window.reset()
             progress.update(task, completed=state.step)
             # a signal reaches the processes at different moments (or only some): they vote, and all stop after
@@ -699,16 +700,24 @@ def _diverged(run: Run, step: int, what: str):
     raise AfpError(f"{what} at step {step}: training stopped ({kept}); try a lower train.lr")
 
 
-def _format_record(record: dict[str, Any]) -> str:
+def _format_record(record: dict[str, Any], directions: tuple[str, str]) -> str:
+    """One progress line: the losses, and at an evaluation step held-out retrieval both ways (named by
+    ``directions``, e.g. en→zh and zh→en) and the held-out CIT loss."""
     parts = [f"loss {record['loss']:.4f}"]
     for key in ("mcl", "cit"):
         if key in record:
             parts.append(f"{key} {record[key]:.4f}")
     parts.append(f"lr {record['lr']:.2e}")
     parts.append(f"{record['tokens_per_s']:.0f} tok/s")
-    for key in ("held_out_retrieval_top1", "held_out_cit_loss"):
-        if key in record:
-            parts.append(f"{key.replace('held_out_', 'held-out ')} {record[key]:.3f}")
+    retrieval = [
+        f"{direction} {record[key]:.3f}"
+        for key, direction in zip(("held_out_retrieval_top1", "held_out_retrieval_top1_reverse"), directions)
+        if key in record
+    ]
+    if retrieval:
+        parts.append(f"held-out retrieval {' / '.join(retrieval)}")
+    if "held_out_cit_loss" in record:
+        parts.append(f"held-out cit_loss {record['held_out_cit_loss']:.3f}")
     return " · ".join(parts)
 
 

@@ -9,7 +9,6 @@ always built from the cells on disk, so a resumed run's report is an uninterrupt
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ from afp_cli.analyze.rate_report import render_markdown
 from afp_cli.analyze.rate_resume import claim_run_folder, nothing_left_without_a_cell, rate_manifest
 from afp_cli.errors import AfpError
 from afp_cli.evaluation import cells
-from afp_cli.evaluation.parallel import launched_processes
+from afp_cli.evaluation.parallel import is_main_process, launched_processes
 from afp_cli.languages import get_language
 from afp_cli.text_files import write_atomically
 
@@ -93,7 +92,7 @@ class LanguageRateConfig:
 def run_language_rate(config: LanguageRateConfig) -> list[RateRow]:
     """Generate (or read) the answers, score them and write the report; returns its rows. Launched as several
     processes, every process generates a share of the answers and the main one alone writes and reports."""
-    if config.generation is not None and launched_processes() > 1 and int(os.environ.get("RANK", "0")) != 0:
+    if config.generation is not None and launched_processes() > 1 and not is_main_process():
         _generate_share(config.generation, plan_directions(config))
         return []
     output_dir = Path(config.output_dir)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from afp_cli.commands.options import MODEL_FLAGS, OUTPUT_DIR_FLAGS
-from afp_cli.commands.run_folder import ForceUnlock
+from afp_cli.commands.options import MODEL_FLAGS, OUTPUT_DIR_FLAGS, ForceUnlock
+from afp_cli.evaluation.parallel import is_main_process
 
 HELP = """Align a pre-trained causal LM with the two AFP objectives and write a PEFT adapter.
 
@@ -123,7 +122,7 @@ def _run_folder_lock(output_dir: Path, dry_run: bool, force_unlock: bool):
     and accelerate, which set RANK): one lock per run, whatever the number of processes. A dry run writes nothing."""
     from afp_cli.run_lock import folder_lock
 
-    if dry_run or int(os.environ.get("RANK", "0")) != 0:
+    if dry_run or not is_main_process():
         return contextlib.nullcontext()
     return folder_lock(output_dir, force_unlock)
 

@@ -14,6 +14,7 @@ from afp_cli.commands.options import (
     BatchSize,
     Device,
     Dtype,
+    ForceUnlock,
     MaxGenToks,
     Model,
     OptionalModel,
@@ -21,7 +22,8 @@ from afp_cli.commands.options import (
     Overwrite,
     Seed,
 )
-from afp_cli.commands.run_folder import ForceUnlock, report_folder, say_stopped
+from afp_cli.commands.run_folder import report_folder, say_stopped
+from afp_cli.evaluation.parallel import is_main_process
 from afp_cli.model.pooling import LAYER_SPEC_HELP, METHOD_HELP
 
 app = typer.Typer(
@@ -212,6 +214,8 @@ def language_rate(
                 raise
     except EvaluationStopped as stop:
         say_stopped(stop, output_dir / RUN_FOLDER / "raw", "cells of answers")
+    if not is_main_process():
+        return  # a launch's other processes generated their share; the main one reports
     for row in rows:
         shots_label = "" if row.shots is None else f" {row.shots}-shot"
         cut = f", {row.cut} cut" if row.cut else ""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -16,11 +15,13 @@ from afp_cli.commands.options import (
     AllowOtherBase,
     Device,
     Dtype,
+    ForceUnlock,
     MaxGenToks,
     Overwrite,
 )
-from afp_cli.commands.run_folder import ForceUnlock, say_stopped
+from afp_cli.commands.run_folder import say_stopped
 from afp_cli.errors import AfpError
+from afp_cli.evaluation.parallel import is_main_process
 
 HELP = """Evaluate a base model and each adapter on lm-eval tasks (afp's tasks/ and lm-eval's built-ins).
 
@@ -180,7 +181,7 @@ def evaluate(
         bootstrap=bootstrap,
         max_gen_toks=max_gen_toks,
     )
-    main = int(os.environ.get("RANK", "0")) == 0  # torchrun / accelerate launch: the main process speaks and locks
+    main = is_main_process()  # torchrun / accelerate launch: the main process speaks and locks
     try:
         with folder_lock(output_dir, force_unlock) if main else contextlib.nullcontext():
             markdown, _ = run_evaluation(config)

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from afp_cli.model.precision import SCORING_AUTO_HELP
+from afp_cli.run_lock import FORCE_UNLOCK
 
 MODEL_FLAGS = ("--model", "-m")
 ADAPTER_FLAGS = ("--adapter", "-a")
@@ -59,5 +60,13 @@ MaxGenToks = Annotated[
         help="Generate at most N new tokens per answer (lower than a task's own max_gen_toks "
         "only; e.g. 64 for sentence-level translation on a CPU). Default: each task's own.",
         show_default=False,
+    ),
+]
+ForceUnlock = Annotated[
+    bool,
+    typer.Option(
+        FORCE_UNLOCK,
+        help="Take over the output folder's lock even though its holder may still run (it ran on another host, "
+        "where afp cannot tell whether it is gone). A holder gone on this host is taken over without it.",
     ),
 ]

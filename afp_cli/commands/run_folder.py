@@ -1,28 +1,17 @@
-"""What the commands that write a run folder share: the ``--force-unlock`` option, the exact command that
-continues a stopped run (``--resume`` in place of ``--overwrite``), and the lock of a report folder."""
+"""What the commands that write a run folder share: the exact command that continues a stopped run (``--resume`` in
+place of ``--overwrite``), and the lock of a report folder (its ``--force-unlock`` option is in options.py)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from afp_cli.run_lock import FORCE_UNLOCK
-
-ForceUnlock = Annotated[
-    bool,
-    typer.Option(
-        FORCE_UNLOCK,
-        help="Take over the output folder's lock even though its holder may still run (it ran on another host, "
-        "where afp cannot tell whether it is gone). A holder gone on this host is taken over without it.",
-    ),
-]
+from afp_cli.evaluation.parallel import is_main_process
 
 
 def continue_command(argv: list[str] | None = None) -> str:
@@ -36,7 +25,7 @@ def say_stopped(stop, kept_in: Path, cells: str = "cells") -> None:
     """A run a signal stopped (evaluation/runner.py's EvaluationStopped): one line naming the kept cells and the
     command that continues, then the exit a shell gives a process that signal ended (143, 130). A launch's other
     processes only exit."""
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         kept = "; ".join(key.describe() for key in stop.done) or "none"
         typer.echo(
             f"stopped ({stop.signal_name}) with {len(stop.done)} of {stop.total} {cells} done and kept in {kept_in} "
@@ -53,9 +42,8 @@ def report_folder(output_dir: Path, force_unlock: bool) -> Iterator[None]:
     from afp_cli.run_lock import folder_lock
 
     # several launched processes (torchrun): the main one holds the lock, as for afp align and afp evaluate
-    main = int(os.environ.get("RANK", "0")) == 0
     try:
-        with folder_lock(output_dir, force_unlock) if main else contextlib.nullcontext():
+        with folder_lock(output_dir, force_unlock) if is_main_process() else contextlib.nullcontext():
             yield
     except KeyboardInterrupt:
         typer.echo(

@@ -43,6 +43,11 @@ def launched_processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def is_main_process() -> bool:
+    """Whether this is the launch's main process (RANK 0, or not launched): the one that locks, writes and speaks."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 class OtherProcessFailed(AfpError):
     """Another process of the launch failed: this one stops with that process's line."""
 
