@@ -160,6 +160,103 @@ def test_head_runs_on_continuation_positions_and_prefixes_once(tiny_tokenizer):
     assert counts["embedded tokens"] < 0.3 * reference_counts["embedded tokens"]
 
 
+def _token_requests(demonstrations: int, items: list[tuple[int, list[int]]], seed: int = 0):
+    """lm-eval request triples on random token ids: a shared run of ``demonstrations`` tokens, then per item a
+    suffix of the given length, one last context token, and one choice per continuation length."""
+    import random
+
+    draw = random.Random(seed)
+
+    def tokens(count: int) -> list[int]:
+        return [draw.randrange(3, 400) for _ in range(count)]  # the tiny tokenizer has 400 ids, 0-2 special
+
+    shared = tokens(demonstrations)
+    requests = []
+    for suffix_length, continuation_lengths in items:
+        context = shared + tokens(suffix_length + 1)
+        requests += [(None, context, tokens(length)) for length in continuation_lengths]
+    return requests
+
+
+def _count_embedded_tokens(model, lm, requests) -> tuple[list[tuple[float, bool]], int]:
+    """The scores and how many token positions the model's input embeddings saw (padding included)."""
+    counted = [0]
+    handle = model.get_input_embeddings().register_forward_hook(
+        lambda _module, inputs, _output: counted.__setitem__(0, counted[0] + inputs[0].numel())
+    )
+    try:
+        results = lm._loglikelihood_tokens(requests, disable_tqdm=True)
+    finally:
+        handle.remove()
+    return results, counted[0]
+
+
+# items under one demonstration prefix: 2 and 3 choices, suffixes of 1 to 21 tokens (padded together in a batch
+# of 8 items, 11 items: two batches), one- and several-token continuations, and an item with a single request
+SECOND_LEVEL_ITEMS = [(1 + 2 * item, [1, 4, 2][: 2 + item % 2]) for item in range(11)] + [(6, [3])]
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "gemma3"])
+@pytest.mark.parametrize("batch_size", [1, 16])
+def test_items_choices_continuing_their_shared_context_equal_lm_eval_hf(tiny_tokenizer, kind, batch_size):
+    """The second level, on token ids: each item's suffix after the demonstrations is encoded once, right padded
+    to the longest in its batch, and its 2 or 3 choices continue it at their own positions."""
+    model = _tiny(kind, tiny_tokenizer)
+    reference_lm, lean_lm = _both(model, tiny_tokenizer, batch_size)
+    requests = _token_requests(40, SECOND_LEVEL_ITEMS)
+    _assert_same(
+        reference_lm._loglikelihood_tokens(requests, disable_tqdm=True),
+        lean_lm._loglikelihood_tokens(requests, disable_tqdm=True),
+    )
+    assert (lean_lm.lean_requests, lean_lm.fallback_requests) == (len(requests), 0)
+
+
+@pytest.mark.parametrize("shots", [1, 5])
+def test_items_of_two_and_three_choices_equal_lm_eval_hf(tiny_tokenizer, shots):
+    """The same through lm-eval's loglikelihood on text: items of 2, 3 and 4 choices after shared
+    demonstrations."""
+    model = _tiny("gemma3", tiny_tokenizer)
+    reference_lm, lean_lm = _both(model, tiny_tokenizer)
+    demonstrations = "".join(DEMONSTRATIONS[:shots])
+    pairs = [
+        (demonstrations + question + " Answer:", choice)
+        for number, question in enumerate(QUESTIONS)
+        for choice in CHOICES[: 2 + number % 3]
+    ]
+    requests = _instances(pairs)
+    _assert_same(reference_lm.loglikelihood(requests, disable_tqdm=True), lean_lm.loglikelihood(requests, True))
+    assert (lean_lm.lean_requests, lean_lm.fallback_requests) == (len(requests), 0)
+
+
+def test_each_items_context_is_encoded_once_for_its_choices(tiny_tokenizer):
+    """Counted: 4 items of 3 choices, suffixes of 9 tokens after 30 shared ones, continuations of 5 tokens (equal
+    lengths: no padding). The blocks see the demonstrations once, each item's suffix once and each choice's 5
+    tokens (its last context token and 4 continuation tokens): 30 + 4 x 9 + 12 x 5 = 126 positions, where one
+    row per choice would be 30 + 12 x (9 + 1 + 4) = 198."""
+    model = _tiny("llama", tiny_tokenizer)
+    reference_lm, lean_lm = _both(model, tiny_tokenizer)
+    assert lean_lm.lean_support().supported  # its one-time check runs the model too: before the counting starts
+    requests = _token_requests(30, [(9, [5, 5, 5])] * 4)
+    results, embedded = _count_embedded_tokens(model, lean_lm, requests)
+    _assert_same(reference_lm._loglikelihood_tokens(requests, disable_tqdm=True), results)
+    assert embedded == 30 + 4 * 9 + 12 * 5
+
+
+def test_padded_items_stay_under_the_sliding_window(tiny_tokenizer):
+    """Each request fits a 40-token window alone, but padded to the other item's 14-token suffix a 15-token
+    choice would reach 20 + 14 + 15 = 49 positions, where the window hides the start: the two items go to separate
+    batches and stay exact (batched together, they differ from lm-eval's scores)."""
+    model = _tiny("gemma3", tiny_tokenizer, sliding_window=40)
+    reference_lm, lean_lm = _both(model, tiny_tokenizer)
+    requests = _token_requests(20, [(1, [15, 15]), (14, [2, 2])])
+    assert all(len(context) + len(continuation) - 1 < 40 for _, context, continuation in requests)
+    _assert_same(
+        reference_lm._loglikelihood_tokens(requests, disable_tqdm=True),
+        lean_lm._loglikelihood_tokens(requests, disable_tqdm=True),
+    )
+    assert (lean_lm.lean_requests, lean_lm.fallback_requests) == (len(requests), 0)
+
+
 def test_requests_longer_than_max_length_take_lm_eval_path(tiny_tokenizer):
     model = _tiny("llama", tiny_tokenizer)
     pairs = _requests(5)
@@ -256,3 +353,50 @@ def test_groups_share_demonstrations_across_items_and_context_across_choices():
     assert families[1].prefix == demonstrations_a
     # a prefix always leaves each item its last context token, the one that scores the first continuation token
     assert group_requests([(1, 2, 3), (1, 2, 3, 4)])[0].prefix_length == 2
+
+
+def test_plan_encodes_each_items_suffix_once_for_its_choices():
+    from afp_cli.evaluation.prefix_groups import BatchLimits, Row, group_requests, plan_family
+
+    demonstrations = (1, 5, 5, 5)
+    contexts = [
+        demonstrations + (7, 8, 9),  # an item of 2 choices: suffix (7, 8), last context token 9
+        demonstrations + (7, 8, 9),
+        demonstrations + (6, 9),  # an item of 3 choices: suffix (6,)
+        demonstrations + (6, 9),
+        demonstrations + (6, 9),
+        demonstrations + (4, 4, 4, 4, 9),  # one request: a row continuing the demonstrations
+    ]
+    continuations = [(20,), (21, 22), (23,), (24, 25, 26), (27,), (28, 29)]
+    (family,) = group_requests(contexts)
+    assert family.prefix_length == 4
+    plan = plan_family(family, continuations, BatchLimits(items=8, choice_rows=32))
+    assert plan.rows == [Row(5, (4, 4, 4, 4, 9, 28), 4)]
+    (batch,) = plan.item_batches
+    assert batch.suffixes == [(6,), (7, 8)]  # by length: little padding
+    assert batch.choice_passes == [
+        [
+            (0, Row(2, (9,), 0)),
+            (0, Row(3, (9, 24, 25), 0)),
+            (0, Row(4, (9,), 0)),
+            (1, Row(0, (9,), 0)),
+            (1, Row(1, (9, 21), 0)),
+        ]
+    ]
+    # limits: one item a batch, two choice rows a pass, or a window the padded requests would not fit
+    one_item = plan_family(family, continuations, BatchLimits(items=1, choice_rows=32))
+    assert [batch.suffixes for batch in one_item.item_batches] == [[(6,)], [(7, 8)]]
+    two_rows = plan_family(family, continuations, BatchLimits(items=1, choice_rows=2))
+    assert [len(choices) for choices in two_rows.item_batches[0].choice_passes] == [2, 1]
+    # padded to the 2-token suffix, the 3-token continuation needs 4 + 2 + 3 = 9 < window
+    assert len(plan_family(family, continuations, BatchLimits(8, 32, padded_input=10)).item_batches) == 1
+    assert len(plan_family(family, continuations, BatchLimits(8, 32, padded_input=9)).item_batches) == 2
+
+
+def test_plan_of_a_zero_shot_item_is_rows_continuing_its_context():
+    """An item alone in its family already shares its context but the last token: no second pass."""
+    from afp_cli.evaluation.prefix_groups import BatchLimits, Row, group_requests, plan_family
+
+    (family,) = group_requests([(1, 2, 3), (1, 2, 3)])
+    plan = plan_family(family, [(4, 5), (6,)], BatchLimits(items=8, choice_rows=32))
+    assert plan.item_batches == [] and plan.rows == [Row(0, (3, 4), 0), Row(1, (3,), 0)]

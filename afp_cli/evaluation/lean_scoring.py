@@ -7,10 +7,13 @@ numbers (the same tokens, the same model, the same log-softmax) while computing
 1. the LM head only at the positions whose next-token distribution scores a continuation token: the backbone runs
    without its head, and the head (and the model's final logit soft-capping, as Gemma 2/3 have it) is applied to
    those hidden states only. For Gemma 3's 262,144-token vocabulary that projection costs more than the blocks.
-2. a shared prefix once: requests are grouped by prefix (prefix_groups.py); a family's shared prefix (the k-shot
-   demonstrations; for an item alone, its whole context but the last token, which its choices then share) is
-   encoded once and its KV cache kept, and every request continues from it as one short row (the rest of its
-   context and its continuation), the rows batched over a cache expanded to the batch.
+2. a shared prefix once, at two levels (prefix_groups.py). A family's shared prefix (the k-shot demonstrations;
+   for an item alone, its whole context but the last token, which its choices then share) is encoded once and its
+   KV cache kept. Within the family, an item with several choices has the rest of its context but the last token
+   (its suffix) encoded once more, continuing the prefix, and each choice continues that as a short row (the last
+   context token and the continuation); a request alone in its item continues the prefix as one row (the rest of
+   its context and its continuation). Rows are batched over a cache expanded to the batch; items' suffixes of
+   different lengths are right padded, and the padding is masked out of what their choices attend to.
 
 Requests stay on lm-eval's own path where reusing a cache would not be exact or the tokens would differ: a request
 lm-eval would left-truncate to ``max_length``, a request longer than the model's sliding attention window (the
@@ -32,13 +35,14 @@ import torch
 import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
 
-from afp_cli.evaluation.prefix_groups import Family, group_requests
+from afp_cli.evaluation.prefix_groups import BatchLimits, Family, ItemBatch, Row, Tokens, group_requests, plan_family
 from afp_cli.model.blocks import backbone
 
 # lm-eval's request triple: ((context string, continuation string) or None, context ids, continuation ids)
 Request = tuple[tuple[str, str] | None, list[int], list[int]]
 AUTO_BATCH_ROWS = 8  # rows per forward when lm-eval's batch size is "auto" (its detection sizes full sequences)
 MIN_ROWS = 8  # the fewest rows per forward: short rows over one cache (weights read once for 8 rows)
+CHOICES_PER_ITEM = 4  # choice rows a pass plans per item of a suffix pass: 8 items of up to 4 choices in one pass
 HEAD_ROWS = 512  # positions projected onto the vocabulary at once: 512 x 262,144 fp32 logits = 0.5 GiB
 
 
@@ -103,9 +107,13 @@ class LeanHFLM(HFLM):
         inputs = len(context) + len(continuation) - 1  # lm-eval drops the last continuation token from the input
         if inputs > self.max_length:
             return False
-        window = getattr(self.model.config, "sliding_window", None)
+        window = self._sliding_window()
         # a cache keeps a sliding layer's last window-1 tokens: below that, sliding attention sees everything
-        return not (isinstance(window, int) and inputs >= window)
+        return window is None or inputs < window
+
+    def _sliding_window(self) -> int | None:
+        window = getattr(self.model.config, "sliding_window", None)
+        return window if isinstance(window, int) else None
 
     def lean_support(self) -> LeanSupport:
         """Checked once per model: backbone + head + soft-capping, continued from a cache, reproduce its logits."""
@@ -129,13 +137,20 @@ class LeanHFLM(HFLM):
             return LeanSupport(False, f"no backbone found in {type(self.model).__name__}")
         if _cache_keyword(decoder) is None:
             return LeanSupport(False, f"{type(decoder).__name__} takes no KV cache")
+        parameters = inspect.signature(decoder.forward).parameters
+        if "attention_mask" not in parameters or "position_ids" not in parameters:  # the second level needs both
+            return LeanSupport(False, f"{type(decoder).__name__} takes no attention_mask or position_ids")
         probe = torch.tensor([[self.prefix_token_id, *range(1, 8)]], device=self.device) % self.model.config.vocab_size
+        ids = tuple(probe[0].tolist())
         with self._inference():
             full = self.model(probe).logits[0].float()
             cache = self._encode(probe[:, :4], None).cache
-            continued = self._encode(probe[:, 4:], cache).last_hidden_state[0]
-            lean = self._head(continued).float()
-        difference = (full[4:] - lean).abs().max().item()
+            continued = self._encode(probe[:, 4:], _fork(cache)).last_hidden_state[0]
+            # the second level: two suffixes of different lengths (the shorter one padded), each continued by a row
+            suffixes = self._encode(self._ids([ids[4:6], ids[4:5]]), _repeated(cache, 2)).cache
+            after = self._after_suffixes(suffixes, 4, [2, 1], [0, 1], [ids[6:8], ids[5:8]])
+            pairs = [(continued, full[4:]), (after[0, :2], full[6:8]), (after[1], full[5:8])]
+            difference = max((self._head(hidden).float() - logits).abs().max().item() for hidden, logits in pairs)
         # a cached pass sums in another order: allow that rounding (a few steps of the model's dtype, 1e-4 at the
         # least), far below what a missing logit transform (soft-capping, scaling) changes
         tolerance = max(1e-4, 8 * torch.finfo(self.model.dtype).eps) * max(1.0, full.abs().max().item())
@@ -150,12 +165,13 @@ class LeanHFLM(HFLM):
 
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         families = group_requests([tuple(context) for _, context, _ in requests])
+        continuations = [tuple(continuation) for _, _, continuation in requests]
         bar = huggingface.tqdm(
             total=len(requests), disable=(disable_tqdm or self.rank != 0), desc="Running loglikelihood requests"
         )
         with self._inference():
             for family in families:
-                for index, answer in self._score_family(family, requests):
+                for index, answer in self._score_family(family, continuations):
                     results[index] = answer
                     key = requests[index][0]
                     if key is not None:
@@ -164,36 +180,83 @@ class LeanHFLM(HFLM):
         bar.close()
         return results  # type: ignore[return-value]
 
-    def _score_family(self, family: Family, requests: list[Request]) -> Iterator[tuple[int, tuple[float, bool]]]:
-        """The family's shared prefix once (its KV cache kept), then every request as one row continuing it: the
-        rest of its context and its continuation but the last token, rows of similar length batched over copies
-        of the prefix cache. The head then reads the continuation positions of the whole family, in chunks."""
-        prefix_length = family.prefix_length
-        prefix_cache = self._encode(self._ids([family.prefix]), None).cache if prefix_length > 0 else None
-        indices = [index for item in family.items for index in item.requests]
-        rows = {index: [*requests[index][1][prefix_length:], *requests[index][2][:-1]] for index in indices}
-        indices.sort(key=lambda index: len(rows[index]))  # little right padding in a batch
-        scored: dict[int, torch.Tensor] = {}
-        for start in range(0, len(indices), self._rows_per_forward()):
-            batch = indices[start : start + self._rows_per_forward()]
-            cache = _fork(prefix_cache)
-            if cache is not None:
-                cache.batch_repeat_interleave(len(batch))
-            # right padding after the real tokens, as lm-eval pads: a causal model's real positions never see it
-            hidden = self._encode(self._ids([rows[index] for index in batch]), cache).last_hidden_state
-            for row, index in enumerate(batch):
-                # the last context token scores the first continuation token (Family keeps it out of the prefix)
-                first = len(requests[index][1]) - prefix_length - 1
-                scored[index] = hidden[row, first : first + len(requests[index][2])]
+    def _score_family(self, family: Family, continuations: list[Tokens]) -> Iterator[tuple[int, tuple[float, bool]]]:
+        """The family's shared prefix once (its KV cache kept), then its plan (prefix_groups.plan_family): rows
+        continuing the prefix, and items whose suffix is encoded once and continued by their choices. The head
+        then reads the continuation positions of the whole family, in chunks."""
+        plan = plan_family(family, continuations, self._batch_limits())
+        prefix_cache = self._encode(self._ids([family.prefix]), None).cache if family.prefix_length > 0 else None
+        scored = self._continue_prefix(prefix_cache, plan.rows, continuations)
+        for batch in plan.item_batches:
+            scored.update(self._continue_items(prefix_cache, family.prefix_length, batch, continuations))
         order = sorted(scored)
-        targets = torch.tensor([token for index in order for token in requests[index][2]], device=self.device)
+        targets = torch.tensor([token for index in order for token in continuations[index]], device=self.device)
         token_log_probs, greedy_tokens = self._read_head(torch.cat([scored[index] for index in order]), targets)
         offset = 0
         for index in order:
-            span = slice(offset, offset + len(requests[index][2]))
+            span = slice(offset, offset + len(continuations[index]))
             offset = span.stop
             greedy = bool((greedy_tokens[span] == targets[span]).all())
             yield index, (float(token_log_probs[span].sum()), greedy)
+
+    def _continue_prefix(self, prefix_cache, rows: list[Row], continuations: list[Tokens]) -> dict[int, torch.Tensor]:
+        """The first level: each row continues the family prefix; rows of similar length batched over copies of
+        the prefix cache. Returns each request's hidden states at its continuation positions."""
+        rows = sorted(rows, key=lambda row: len(row.tokens))  # little right padding in a batch
+        scored: dict[int, torch.Tensor] = {}
+        for start in range(0, len(rows), self._rows_per_forward()):
+            batch = rows[start : start + self._rows_per_forward()]
+            # right padding after the real tokens, as lm-eval pads: a causal model's real positions never see it
+            tokens = self._ids([row.tokens for row in batch])
+            hidden = self._encode(tokens, _repeated(prefix_cache, len(batch))).last_hidden_state
+            for place, row in enumerate(batch):
+                scored[row.request] = hidden[place, row.first : row.first + len(continuations[row.request])]
+        return scored
+
+    def _continue_items(
+        self, prefix_cache, prefix_length: int, batch: ItemBatch, continuations: list[Tokens]
+    ) -> dict[int, torch.Tensor]:
+        """The second level: the items' suffixes in one pass over copies of the prefix cache (right padded: no
+        real position sees the padding), then their choices continuing each its own item's row of that cache."""
+        suffix_cache = self._encode(self._ids(batch.suffixes), _repeated(prefix_cache, len(batch.suffixes))).cache
+        scored: dict[int, torch.Tensor] = {}
+        for choices in batch.choice_passes:
+            places = [place for place, _ in choices]
+            lengths = [len(batch.suffixes[place]) for place in places]
+            rows = [row for _, row in choices]
+            hidden = self._after_suffixes(suffix_cache, prefix_length, lengths, places, [row.tokens for row in rows])
+            for place, row in enumerate(rows):
+                scored[row.request] = hidden[place, row.first : row.first + len(continuations[row.request])]
+        return scored
+
+    def _after_suffixes(
+        self,
+        suffix_cache,
+        prefix_length: int,
+        suffix_lengths: Sequence[int],
+        places: Sequence[int],
+        rows: Sequence[Tokens],
+    ) -> torch.Tensor:
+        """Hidden states of ``rows``, each continuing row ``places[i]`` of a suffix pass whose real suffix has
+        ``suffix_lengths[i]`` tokens.
+
+        Exact, not approximate: a row's tokens take the positions they have in the request alone (prefix + its
+        suffix + their place), so rotary and learned position embeddings see the request's own positions; the
+        cache slots of its item's padding (after its suffix, up to the pass's longest) are masked out, so softmax
+        gives them weight exactly 0 and each token attends to the same keys at the same positions as in the
+        request alone. What may differ is float summation order, as between any two batch shapes. The causal part
+        of the mask counts cache slots, which are at least the positions: plan_family keeps the padded length under
+        a sliding window, so that the window hides nothing."""
+        cache = _fork(suffix_cache)
+        cache.batch_select_indices(torch.tensor(list(places), device=self.device))
+        cached = cache.get_seq_length()
+        tokens = self._ids(rows)
+        mask = torch.ones(len(rows), cached + tokens.shape[1], dtype=torch.long, device=self.device)
+        for row, length in enumerate(suffix_lengths):
+            mask[row, prefix_length + length : cached] = 0
+        starts = torch.tensor([prefix_length + length for length in suffix_lengths], device=self.device)
+        positions = starts[:, None] + torch.arange(tokens.shape[1], device=self.device)
+        return self._encode(tokens, cache, attention_mask=mask, position_ids=positions).last_hidden_state
 
     def _read_head(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each position's log-probability of its target token and its most likely token, the vocabulary-wide
@@ -210,12 +273,13 @@ class LeanHFLM(HFLM):
 
     # -- model pieces -------------------------------------------------------------------------------------------
 
-    def _encode(self, input_ids: torch.Tensor, cache):
-        """The backbone on ``input_ids``, continuing ``cache`` (None: from the start); returns hidden states and the
-        grown cache as ``.last_hidden_state`` and ``.cache``."""
+    def _encode(self, input_ids: torch.Tensor, cache, **masking: torch.Tensor):
+        """The backbone on ``input_ids``, continuing ``cache`` (None: from the start), with ``attention_mask`` and
+        ``position_ids`` where given; returns hidden states and the grown cache as ``.last_hidden_state`` and
+        ``.cache``."""
         decoder = backbone(self.model)
         keyword = _cache_keyword(decoder)
-        output = decoder(input_ids=input_ids, use_cache=True, **{keyword: cache})
+        output = decoder(input_ids=input_ids, use_cache=True, **{keyword: cache}, **masking)
         return _Encoded(output.last_hidden_state, getattr(output, keyword))
 
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -231,6 +295,12 @@ class LeanHFLM(HFLM):
         width = max(len(row) for row in rows)
         padded = [list(row) + [0] * (width - len(row)) for row in rows]
         return torch.tensor(padded, dtype=torch.long, device=self.device)
+
+    def _batch_limits(self) -> BatchLimits:
+        """Suffix passes as wide as row passes; a choice pass takes up to ``CHOICES_PER_ITEM`` rows per item (they are
+        short: a last context token and a continuation); padded requests stay under the sliding window."""
+        rows = self._rows_per_forward()
+        return BatchLimits(items=rows, choice_rows=CHOICES_PER_ITEM * rows, padded_input=self._sliding_window())
 
     def _rows_per_forward(self) -> int:
         """At least ``MIN_ROWS`` rows share a forward, also at batch size 1: rows continuing one cache are short
@@ -261,6 +331,14 @@ def _cache_keyword(decoder) -> str | None:
     """The backbone's KV-cache argument: ``cache`` (transformers 5) or ``past_key_values`` (earlier)."""
     parameters = inspect.signature(decoder.forward).parameters
     return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def _repeated(cache, count: int):
+    """A copy of ``cache`` repeated ``count`` times along the batch (None stays None: a pass from the start)."""
+    forked = _fork(cache)
+    if forked is not None:
+        forked.batch_repeat_interleave(count)
+    return forked
 
 
 def _fork(cache):
