@@ -677,7 +677,7 @@ def render_section(data: StudyData, analysis: dict, timings: dict[str, dict], ge
     group_table = []
     for row in (row for row in analysis["groups"] if row["tasks"]):
         cells = {
-            "group": f"{row['group']} ({row['tasks']} tasks)",
+            "group": f"{row['group']} ({row['tasks']} task{'s' if row['tasks'] != 1 else ''})",
             "shots": row["shots"],
             "model": row["variant"],
             "accuracy": _mean_spread(row["values"]) if row["values"] else "–",

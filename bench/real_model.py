@@ -332,6 +332,8 @@ def phase(result_file: Path, recorder: Recorder, *command) -> float:
     """Run one afp command unless its result file exists; returns its wall time (0 when skipped)."""
     if result_file.is_file():
         say(f"  kept {result_file.relative_to(result_file.parents[2])}")
+        # the report lists every command behind its numbers, also those an earlier invocation ran
+        recorder.commands.append(f"afp {shlex.join(map(str, command))}  # kept from an earlier invocation")
         return 0.0
     started = time.monotonic()
     recorder.afp(*command)
@@ -497,9 +499,10 @@ def run_icl(args, scale: Scale, shared: dict, recorder: Recorder, title: str, lo
     shots = ",".join(map(str, sizes.shots))
     common = ["--device", args.device, "--batch-size", scale.eval_batch, "--dtype", scale.eval_dtype, "--overwrite"]
     screen_dir = args.out / "screening"
-    timings["screening"] = {"all": phase(screen_dir / "comparison.json", recorder, "evaluate", "--model",
+    screening_seconds = phase(screen_dir / "comparison.json", recorder, "evaluate", "--model",
                args.model, "--tasks", ",".join(choices), "--num-fewshot", shots, "--data-dir", args.data_dir,
-               "--limit", sizes.task_limit, "--seed", args.seed[0], "--output-dir", screen_dir, *common)}  # fmt: skip
+               "--limit", sizes.task_limit, "--seed", args.seed[0], "--output-dir", screen_dir, *common)  # fmt: skip
+    timings["screening"] = {"all": record_seconds(args.out, {"screening": screening_seconds}).get("screening", 0.0)}
     screening = icl.read_screening(screen_dir, list(choices), sizes.shots, args.keep_tasks)
     (args.out / "screening.json").write_text(json.dumps(icl.screening_json(screening), indent=2))
     say(f"not above chance at any shot count, not measured on the adapters: {', '.join(screening.skipped) or 'none'}")

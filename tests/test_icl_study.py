@@ -183,3 +183,14 @@ def test_the_smoke_study_screens_measures_and_reports(tmp_path, tiny_tokenizer, 
     for heading in ("### Screening", "### The paper's claims on in-context learning", "### Appendix", "## Per seed"):
         assert heading in markdown
     assert "can show neither a gain nor a loss: " + screening["at_chance"][0] in markdown
+
+    # run again: every phase is kept, and the report still lists every command behind it and the screening's time
+    again = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    rerun = json.loads((out / "results.json").read_text())
+    kept = [line.removesuffix("  # kept from an earlier invocation") for line in rerun["commands"]]
+    assert all(line.endswith("# kept from an earlier invocation") for line in rerun["commands"])
+    assert set(kept) == {line for line in results["commands"] if not line.startswith("afp data")}
+    assert results["timings"]["screening"]["all"] > 0
+    assert rerun["timings"]["screening"] == results["timings"]["screening"]
+    assert rerun["rows"] == results["rows"]
