@@ -118,9 +118,18 @@ class Recorder:
             "TRANSFORMERS_OFFLINE": "1",
         }
 
+    @staticmethod
+    def shown(args) -> str:
+        """The command line as the report lists it."""
+        return "afp " + shlex.join(map(str, args))
+
+    def kept(self, *args: str | Path) -> None:
+        """List a command whose result an earlier invocation made (the report names every command behind it)."""
+        self.commands.append(f"{self.shown(args)}  # kept from an earlier invocation")
+
     def afp(self, *args: str | Path) -> None:
         command = [sys.executable, "-m", "afp_cli.cli", *map(str, args)]
-        shown = "afp " + shlex.join(map(str, args))
+        shown = self.shown(args)
         self.commands.append(shown)
         say(f"$ {shown}")
         started = time.monotonic()

@@ -332,8 +332,7 @@ def phase(result_file: Path, recorder: Recorder, *command) -> float:
     """Run one afp command unless its result file exists; returns its wall time (0 when skipped)."""
     if result_file.is_file():
         say(f"  kept {result_file.relative_to(result_file.parents[2])}")
-        # the report lists every command behind its numbers, also those an earlier invocation ran
-        recorder.commands.append(f"afp {shlex.join(map(str, command))}  # kept from an earlier invocation")
+        recorder.kept(*command)
         return 0.0
     started = time.monotonic()
     recorder.afp(*command)
